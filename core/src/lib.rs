@@ -1,0 +1,12 @@
+//! Core of Sundial: triggers, the job model, the store and executor seams, the
+//! event bus and the scheduler.
+//!
+//! Most users depend on the `sundial` facade crate, which re-exports this crate.
+
+pub mod error;
+pub mod trigger;
+
+pub use error::{BoxError, Error, Result};
+
+pub use chrono;
+pub use chrono_tz;

@@ -1,0 +1,115 @@
+//! One-shot trigger.
+
+use chrono::{DateTime, TimeZone, Utc};
+use chrono_tz::Tz;
+use serde_json::{Map, Value};
+
+use super::tz::{format_datetime, parse_datetime, parse_timezone};
+use super::{json_object, opt_str, Trigger};
+use crate::error::{Error, Result};
+
+/// Fires once, at `run_date`.
+///
+/// # Examples
+/// ```
+/// use sundial_core::trigger::{DateTrigger, Trigger};
+/// use chrono::{Duration, Utc};
+///
+/// let at = Utc::now() + Duration::minutes(15);
+/// let t = DateTrigger::at(at);
+/// assert_eq!(t.next_fire_time(None, Utc::now()), Some(at));
+/// assert_eq!(t.next_fire_time(Some(at), Utc::now()), None);
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct DateTrigger {
+    run_date: DateTime<Utc>,
+    tz: Option<Tz>,
+}
+
+impl DateTrigger {
+    /// Fires once at `run_date` (any zone; the zone is kept for display).
+    pub fn at<Z: TimeZone>(run_date: DateTime<Z>) -> Self {
+        DateTrigger {
+            run_date: run_date.with_timezone(&Utc),
+            tz: None,
+        }
+    }
+
+    /// Fires once at a wall time in the named zone, such as `2026-03-01 09:00:00`
+    /// (RFC 3339 with an offset is accepted too).
+    ///
+    /// # Errors
+    /// [`Error::InvalidTrigger`] for an unknown zone or an unreadable date.
+    pub fn at_local(run_date: &str, timezone: &str) -> Result<Self> {
+        let tz = parse_timezone(timezone)?;
+        Ok(DateTrigger {
+            run_date: parse_datetime("run_date", run_date, tz)?,
+            tz: Some(tz),
+        })
+    }
+
+    /// The instant the trigger fires at.
+    pub fn run_date(&self) -> DateTime<Utc> {
+        self.run_date
+    }
+
+    /// Parses the JSON form (`{"type": "date", "run_date": ...}`).
+    ///
+    /// # Errors
+    /// [`Error::InvalidTrigger`] for unknown fields and invalid values.
+    pub fn from_json(value: &Value) -> Result<Self> {
+        let obj = json_object(value, "date", &["run_date", "timezone"])?;
+        let tz = opt_str(obj, "timezone")?.map(parse_timezone).transpose()?;
+        let Some(rd) = opt_str(obj, "run_date")? else {
+            return Err(Error::invalid_trigger(
+                "run_date",
+                "null",
+                "a date trigger needs \"run_date\"",
+            ));
+        };
+        Ok(DateTrigger {
+            run_date: parse_datetime("run_date", rd, tz.unwrap_or(Tz::UTC))?,
+            tz,
+        })
+    }
+}
+
+impl Trigger for DateTrigger {
+    fn next_fire_time(
+        &self,
+        previous: Option<DateTime<Utc>>,
+        _now: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
+        previous.is_none().then_some(self.run_date)
+    }
+
+    fn to_json(&self) -> Value {
+        let mut m = Map::new();
+        m.insert("type".into(), "date".into());
+        m.insert(
+            "run_date".into(),
+            format_datetime(self.run_date, self.tz.unwrap_or(Tz::UTC)).into(),
+        );
+        if let Some(tz) = self.tz {
+            m.insert("timezone".into(), tz.name().into());
+        }
+        Value::Object(m)
+    }
+
+    fn timezone(&self) -> Option<Tz> {
+        self.tz
+    }
+
+    fn prepare(&mut self, _now: DateTime<Utc>, default_timezone: Tz) {
+        if self.tz.is_none() {
+            self.tz = Some(default_timezone);
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "date[{}]",
+            format_datetime(self.run_date, self.tz.unwrap_or(Tz::UTC))
+        )
+    }
+}

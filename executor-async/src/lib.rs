@@ -1,0 +1,1 @@
+//! Runs submitted async jobs on tokio.

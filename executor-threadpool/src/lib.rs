@@ -1,0 +1,1 @@
+//! Runs submitted blocking jobs on a rayon thread pool.

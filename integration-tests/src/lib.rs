@@ -1,0 +1,1 @@
+//! Conformance suite and end-to-end test support for Sundial.

@@ -1,0 +1,3 @@
+//! Sundial: job scheduling for Rust.
+
+pub use sundial_core::*;
