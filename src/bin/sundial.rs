@@ -1,6 +1,155 @@
 //! The `sundial` command-line tool.
 
-fn main() {
-    eprintln!("sundial: no commands yet");
-    std::process::exit(2);
+use std::io::{BufRead, Write};
+use std::process::ExitCode;
+
+use chrono::{DateTime, Utc};
+use clap::{Parser, Subcommand};
+use serde_json::{json, Value};
+use sundial::chrono_tz::Tz;
+use sundial::trigger::{parse_timezone, trigger_from_json, CronTrigger, Trigger};
+
+/// Sundial: job scheduling for Rust.
+#[derive(Debug, Parser)]
+#[command(name = "sundial", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the next fire times of a crontab expression or trigger JSON.
+    Next(NextArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct NextArgs {
+    /// A crontab expression, such as "0 9 * * 1-5" (5 or 6 fields, or @daily etc.).
+    expr: Option<String>,
+    /// Trigger JSON instead of a crontab expression, such as '{"type":"cron","hour":"9"}'.
+    #[arg(long, conflicts_with_all = ["expr", "jsonl"])]
+    json: Option<String>,
+    /// Batch mode: read {"id","trigger","from","count"} lines on stdin, write one result per line.
+    #[arg(long, conflicts_with = "expr")]
+    jsonl: bool,
+    /// Time zone for triggers that do not name one (IANA name).
+    #[arg(long, default_value = "UTC")]
+    tz: String,
+    /// How many fire times to print.
+    #[arg(long, default_value_t = 5)]
+    count: usize,
+    /// Start instant (RFC 3339); defaults to now.
+    #[arg(long)]
+    from: Option<String>,
+}
+
+/// Fire times as the scheduler iterates: `previous = None, now = from`, then `previous = now = last`.
+fn fire_times(
+    trigger: &dyn Trigger,
+    from: DateTime<Utc>,
+    count: usize,
+) -> Result<Vec<String>, String> {
+    let tz = trigger.timezone().unwrap_or(Tz::UTC);
+    let mut out = Vec::with_capacity(count);
+    let (mut prev, mut now) = (None, from);
+    while out.len() < count {
+        match trigger
+            .try_next_fire_time(prev, now)
+            .map_err(|e| e.to_string())?
+        {
+            Some(t) => {
+                out.push(t.with_timezone(&tz).to_rfc3339());
+                prev = Some(t);
+                now = t;
+            }
+            None => break,
+        }
+    }
+    Ok(out)
+}
+
+fn parse_from(text: Option<&str>) -> Result<DateTime<Utc>, String> {
+    match text {
+        None => Ok(Utc::now()),
+        Some(s) => DateTime::parse_from_rfc3339(s)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|e| format!("invalid --from/\"from\" value {s:?}: {e} (expected RFC 3339, e.g. 2026-03-01T00:00:00+08:00)")),
+    }
+}
+
+fn build(args: &NextArgs, tz: Tz, from: DateTime<Utc>) -> Result<Box<dyn Trigger>, String> {
+    let mut trigger: Box<dyn Trigger> = match (&args.expr, &args.json) {
+        (Some(expr), None) => Box::new(CronTrigger::from_crontab(expr).map_err(|e| e.to_string())?),
+        (None, Some(json)) => {
+            let value: Value =
+                serde_json::from_str(json).map_err(|e| format!("invalid --json: {e}"))?;
+            trigger_from_json(&value).map_err(|e| e.to_string())?
+        }
+        _ => return Err("give a crontab expression, --json TRIGGER or --jsonl".into()),
+    };
+    trigger.prepare(from, tz);
+    Ok(trigger)
+}
+
+fn jsonl_line(line: &str, tz: Tz) -> Value {
+    let value: Value = match serde_json::from_str(line) {
+        Ok(v) => v,
+        Err(e) => return json!({"id": null, "error": format!("invalid JSON line: {e}")}),
+    };
+    let id = value.get("id").cloned().unwrap_or(Value::Null);
+    let result = (|| {
+        let trigger = value.get("trigger").ok_or("missing \"trigger\"")?;
+        let from = parse_from(value.get("from").and_then(Value::as_str))?;
+        let count = match value.get("count") {
+            None => 5,
+            Some(c) => c
+                .as_u64()
+                .and_then(|c| usize::try_from(c).ok())
+                .ok_or_else(|| format!("\"count\" must be a non-negative integer, got {c}"))?,
+        };
+        let mut t = trigger_from_json(trigger).map_err(|e| e.to_string())?;
+        t.prepare(from, tz);
+        fire_times(t.as_ref(), from, count)
+    })();
+    match result {
+        Ok(times) => json!({"id": id, "fire_times": times}),
+        Err(e) => json!({"id": id, "error": e}),
+    }
+}
+
+fn run_next(args: NextArgs) -> Result<(), String> {
+    let tz = parse_timezone(&args.tz).map_err(|e| e.to_string())?;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    if args.jsonl {
+        for line in std::io::stdin().lock().lines() {
+            let line = line.map_err(|e| format!("reading stdin: {e}"))?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            writeln!(out, "{}", jsonl_line(&line, tz)).map_err(|e| e.to_string())?;
+        }
+        return Ok(());
+    }
+    let from = parse_from(args.from.as_deref())?;
+    let trigger = build(&args, tz, from)?;
+    for t in fire_times(trigger.as_ref(), from, args.count)? {
+        writeln!(out, "{t}").map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Next(args) => run_next(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sundial: {e}");
+            ExitCode::from(2)
+        }
+    }
 }

@@ -141,12 +141,18 @@ impl Trigger for AndTrigger {
         previous: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
     ) -> Result<Option<DateTime<Utc>>> {
-        let mut now = now;
+        // Round one asks for the next fire after `previous`; later rounds ask
+        // each trigger for its first fire at or after the latest candidate.
+        let mut target: Option<DateTime<Utc>> = None;
         for _ in 0..MAX_AND_ITERATIONS {
             let mut min: Option<DateTime<Utc>> = None;
             let mut max: Option<DateTime<Utc>> = None;
             for t in &self.triggers {
-                let Some(f) = t.try_next_fire_time(previous, now)? else {
+                let f = match target {
+                    None => t.try_next_fire_time(previous, now)?,
+                    Some(at) => t.try_next_fire_time(None, at)?,
+                };
+                let Some(f) = f else {
                     return Ok(None);
                 };
                 min = Some(min.map_or(f, |m| m.min(f)));
@@ -154,7 +160,9 @@ impl Trigger for AndTrigger {
             }
             match (min, max) {
                 (Some(a), Some(b)) if a == b => return Ok(Some(self.jitter.apply(a))),
-                (_, Some(b)) => now = b,
+                // A trigger that cannot reach the candidate (a past date) never will.
+                (_, Some(b)) if target == Some(b) => return Ok(None),
+                (_, Some(b)) => target = Some(b),
                 _ => return Ok(None),
             }
         }

@@ -821,7 +821,18 @@ fn compile_crontab(expr: &str) -> Result<(Schedule, bool)> {
         .map(DayExpr::Range)
         .collect();
     let months = parse_mask("month", mon_t, 1, 12, &MONTH_NAMES, 1)?;
-    let posix = parse_mask("day_of_week", dow_t, 0, 7, &POSIX_WEEKDAY_NAMES, 0)?;
+    // `fri-sun` ends on Sunday: read a range-ending `sun` as 7.
+    let dow_fixed = dow_t.to_ascii_lowercase().replace("-sun", "-7");
+    let posix = parse_mask("day_of_week", &dow_fixed, 0, 7, &POSIX_WEEKDAY_NAMES, 0).map_err(
+        |e| match e {
+            Error::InvalidTrigger { field, reason, .. } => Error::InvalidTrigger {
+                field,
+                value: dow_t.to_string(),
+                reason,
+            },
+            other => other,
+        },
+    )?;
     // POSIX: 0 and 7 are Sunday. Internally Monday is bit 0.
     let mut weekdays = 0u64;
     for p in 0..8u32 {
