@@ -1,32 +1,76 @@
-//! Quickstart: prints the next fire times of a few triggers.
+//! Quickstart: a cron job, an interval job and a one-off job, with a listener
+//! that prints every event. Runs for about 12 seconds.
+//!
+//! ```sh
+//! cargo run --example quickstart
+//! ```
 
-use chrono::Utc;
-use sundial::trigger::{CronTrigger, IntervalTrigger, Trigger};
+use std::time::Duration;
 
-fn main() -> Result<(), sundial::Error> {
-    let now = Utc::now();
-    let cron = CronTrigger::from_crontab("0 9 * * 1-5")?.with_timezone("Asia/Shanghai")?;
-    let interval = IntervalTrigger::builder()
-        .minutes(15)
-        .start_date(now)
-        .build()?;
-    for (name, t) in [
-        ("weekdays 09:00 Shanghai", &cron as &dyn Trigger),
-        ("every 15 minutes", &interval),
-    ] {
-        let mut prev = None;
-        println!("{name}:");
-        for _ in 0..3 {
-            let Some(next) = t.next_fire_time(prev, now) else {
-                break;
-            };
+use sundial::chrono::Utc;
+use sundial::prelude::*;
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Greeting {
+    to: String,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let scheduler = Scheduler::builder()
+        .timezone("Europe/London")?
+        .jobstore("default", MemoryJobStore::new())
+        .executor("default", AsyncExecutor::new())
+        .executor("blocking", ThreadPoolExecutor::new(2))
+        .task("greet", |ctx: JobContext, args: Greeting| async move {
             println!(
-                "  {}",
-                next.with_timezone(&t.timezone().unwrap_or(sundial::chrono_tz::UTC))
-                    .to_rfc3339()
+                "  [{}] hello, {} (scheduled {})",
+                ctx.job_id(),
+                args.to,
+                ctx.scheduled_run_time()
             );
-            prev = Some(next);
-        }
-    }
+            Ok::<_, std::io::Error>(())
+        })
+        .blocking_task("tick", |ctx: JobContext, _: ()| {
+            println!(
+                "  [{}] tick on {:?}",
+                ctx.job_id(),
+                std::thread::current().name().unwrap_or("?")
+            );
+            Ok::<_, std::io::Error>(())
+        })
+        .build()?;
+
+    scheduler.add_listener(EventMask::ALL, |event: &Event| println!("event: {event:?}"));
+    scheduler.start().await?;
+
+    // Every 5 seconds (6-field crontab: seconds first).
+    scheduler
+        .add_job(
+            JobSpec::new("greet", CronTrigger::from_crontab("*/5 * * * * *")?)
+                .id("cron-greeting")
+                .args(Greeting { to: "cron".into() }),
+        )
+        .await?;
+    // Every 3 seconds, on the thread pool.
+    scheduler
+        .add_job(JobSpec::new("tick", IntervalTrigger::builder().seconds(3).build()?).id("ticker"))
+        .await?;
+    // Once, 4 seconds from now.
+    let when = Utc::now() + sundial::chrono::Duration::seconds(4);
+    scheduler
+        .add_job(
+            JobSpec::new("greet", DateTrigger::at(when))
+                .id("one-off")
+                .args(Greeting {
+                    to: "one-off".into(),
+                }),
+        )
+        .await?;
+
+    println!("{}", scheduler.job_listing(None).await?);
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    println!("{}", scheduler.job_listing(None).await?);
+    scheduler.shutdown(true).await?;
     Ok(())
 }

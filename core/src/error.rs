@@ -95,6 +95,15 @@ pub enum Error {
         id: String,
     },
 
+    /// A job already has its maximum number of runs executing.
+    #[error("job '{id}' already has {max} running instance(s)")]
+    MaxInstancesReached {
+        /// The job id.
+        id: String,
+        /// Its instance limit.
+        max: u32,
+    },
+
     /// The operation needs a running scheduler.
     #[error("scheduler is not running")]
     NotRunning,

@@ -3,7 +3,14 @@
 //!
 //! Most users depend on the `sundial` facade crate, which re-exports this crate.
 
+pub mod clock;
 pub mod error;
+pub mod event;
+pub mod executor;
+pub mod job;
+pub mod scheduler;
+pub mod store;
+pub mod task;
 pub mod trigger;
 
 pub use error::{BoxError, Error, Result};

@@ -1,1 +1,257 @@
-//! In-memory job store.
+//! In-memory job store for Sundial: for tests, development, and jobs that run
+//! inline closures. Nothing survives a restart and nothing is shared between
+//! processes.
+//!
+//! | capability | value |
+//! |---|---|
+//! | persistent | no |
+//! | shared across processes | no |
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sundial_core::job::{JobId, JobRecord, Lease, OwnerId, Release, ReleaseOutcome};
+use sundial_core::store::{lease_duration, sort_records, JobStore, StoreCapabilities};
+use sundial_core::{Error, Result};
+
+#[derive(Debug, Default)]
+struct State {
+    jobs: HashMap<JobId, JobRecord>,
+    /// Claimable (or claimable once due) jobs by next run time.
+    due: BTreeSet<(DateTime<Utc>, JobId)>,
+    /// Claimed jobs by lease expiry.
+    leased: BTreeSet<(DateTime<Utc>, JobId)>,
+}
+
+impl State {
+    fn index(&mut self, rec: &JobRecord) {
+        match (&rec.lease, rec.next_run_time) {
+            (Some(l), _) => {
+                self.leased.insert((l.until, rec.id.clone()));
+            }
+            (None, Some(t)) => {
+                self.due.insert((t, rec.id.clone()));
+            }
+            (None, None) => {}
+        }
+    }
+
+    fn unindex(&mut self, rec: &JobRecord) {
+        if let Some(l) = &rec.lease {
+            self.leased.remove(&(l.until, rec.id.clone()));
+        }
+        if let Some(t) = rec.next_run_time {
+            self.due.remove(&(t, rec.id.clone()));
+        }
+    }
+}
+
+/// Keeps jobs in a hash map with ordered indexes for due and leased jobs.
+#[derive(Debug, Default)]
+pub struct MemoryJobStore {
+    state: Mutex<State>,
+}
+
+impl MemoryJobStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn fresh(job: &JobRecord) -> JobRecord {
+    let mut rec = job.clone();
+    rec.lease = None;
+    rec.version = 0;
+    rec
+}
+
+#[async_trait]
+impl JobStore for MemoryJobStore {
+    fn backend(&self) -> &'static str {
+        "memory"
+    }
+
+    fn capabilities(&self) -> StoreCapabilities {
+        StoreCapabilities::IN_MEMORY
+    }
+
+    async fn add_job(&self, job: &JobRecord) -> Result<()> {
+        let mut s = self.lock();
+        if s.jobs.contains_key(&job.id) {
+            return Err(Error::ConflictingId {
+                id: job.id.to_string(),
+            });
+        }
+        let rec = fresh(job);
+        s.index(&rec);
+        s.jobs.insert(rec.id.clone(), rec);
+        Ok(())
+    }
+
+    async fn add_jobs(&self, jobs: &[JobRecord]) -> Result<()> {
+        let mut s = self.lock();
+        let mut seen = HashSet::with_capacity(jobs.len());
+        for j in jobs {
+            if s.jobs.contains_key(&j.id) || !seen.insert(&j.id) {
+                return Err(Error::ConflictingId {
+                    id: j.id.to_string(),
+                });
+            }
+        }
+        s.jobs.reserve(jobs.len());
+        for j in jobs {
+            let rec = fresh(j);
+            s.index(&rec);
+            s.jobs.insert(rec.id.clone(), rec);
+        }
+        Ok(())
+    }
+
+    async fn update_job(&self, job: &JobRecord) -> Result<()> {
+        let mut s = self.lock();
+        let Some(old) = s.jobs.get(&job.id).cloned() else {
+            return Err(Error::JobNotFound {
+                id: job.id.to_string(),
+            });
+        };
+        s.unindex(&old);
+        let mut rec = job.clone();
+        rec.lease = old.lease;
+        rec.version = old.version + 1;
+        s.index(&rec);
+        s.jobs.insert(rec.id.clone(), rec);
+        Ok(())
+    }
+
+    async fn remove_job(&self, id: &JobId) -> Result<()> {
+        let mut s = self.lock();
+        match s.jobs.remove(id) {
+            Some(rec) => {
+                s.unindex(&rec);
+                Ok(())
+            }
+            None => Err(Error::JobNotFound { id: id.to_string() }),
+        }
+    }
+
+    async fn remove_all_jobs(&self) -> Result<()> {
+        *self.lock() = State::default();
+        Ok(())
+    }
+
+    async fn lookup_job(&self, id: &JobId) -> Result<Option<JobRecord>> {
+        Ok(self.lock().jobs.get(id).cloned())
+    }
+
+    async fn get_all_jobs(&self) -> Result<Vec<JobRecord>> {
+        let mut all: Vec<JobRecord> = self.lock().jobs.values().cloned().collect();
+        sort_records(&mut all);
+        Ok(all)
+    }
+
+    async fn get_next_run_time(&self) -> Result<Option<DateTime<Utc>>> {
+        let s = self.lock();
+        let due = s.due.first().map(|(t, _)| *t);
+        let leased = s
+            .leased
+            .iter()
+            .filter_map(|(until, id)| s.jobs.get(id)?.next_run_time.map(|n| n.max(*until)))
+            .min();
+        Ok(match (due, leased) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        })
+    }
+
+    async fn acquire_due(
+        &self,
+        now: DateTime<Utc>,
+        owner: &OwnerId,
+        lease: Duration,
+        limit: usize,
+    ) -> Result<Vec<JobRecord>> {
+        let mut s = self.lock();
+        // Expired leases make their jobs claimable again (the stale lease stays
+        // visible until someone claims the job).
+        while let Some((until, id)) = s.leased.first().cloned() {
+            if until > now {
+                break;
+            }
+            s.leased.pop_first();
+            if let Some(t) = s.jobs.get(&id).and_then(|r| r.next_run_time) {
+                s.due.insert((t, id));
+            }
+        }
+        let ids: Vec<JobId> = s
+            .due
+            .iter()
+            .take_while(|(t, _)| *t <= now)
+            .take(limit)
+            .map(|(_, id)| id.clone())
+            .collect();
+        let until = now + lease_duration(lease);
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let Some(mut rec) = s.jobs.remove(&id) else {
+                continue;
+            };
+            if let Some(t) = rec.next_run_time {
+                s.due.remove(&(t, id.clone()));
+            }
+            rec.lease = Some(Lease {
+                owner: owner.clone(),
+                until,
+            });
+            rec.version += 1;
+            s.leased.insert((until, id.clone()));
+            out.push(rec.clone());
+            s.jobs.insert(id, rec);
+        }
+        Ok(out)
+    }
+
+    async fn release(
+        &self,
+        owner: &OwnerId,
+        id: &JobId,
+        version: u64,
+        outcome: Release,
+    ) -> Result<ReleaseOutcome> {
+        let mut s = self.lock();
+        let Some(mut rec) = s.jobs.remove(id) else {
+            return Ok(ReleaseOutcome::Gone);
+        };
+        if rec.lease.as_ref().is_none_or(|l| l.owner != *owner) {
+            s.jobs.insert(id.clone(), rec);
+            return Err(Error::LeaseLost { id: id.to_string() });
+        }
+        s.unindex(&rec);
+        // The expired-lease path may have left it in `due` under its run time.
+        if let Some(t) = rec.next_run_time {
+            s.due.remove(&(t, id.clone()));
+        }
+        rec.lease = None;
+        if rec.version != version {
+            s.index(&rec);
+            s.jobs.insert(id.clone(), rec);
+            return Ok(ReleaseOutcome::Superseded);
+        }
+        match outcome {
+            Release::Remove => return Ok(ReleaseOutcome::Applied),
+            Release::Reschedule { next_run_time } => rec.next_run_time = next_run_time,
+            Release::Unclaim => {}
+        }
+        rec.version += 1;
+        s.index(&rec);
+        s.jobs.insert(id.clone(), rec);
+        Ok(ReleaseOutcome::Applied)
+    }
+}

@@ -1,0 +1,304 @@
+//! The job model: ids, options, persisted records, leases.
+
+use std::fmt;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// A job's id, unique within its store.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JobId(String);
+
+impl JobId {
+    /// Wraps a string id.
+    pub fn new(id: impl Into<String>) -> Self {
+        JobId(id.into())
+    }
+
+    /// A fresh random id (32 hex characters).
+    pub fn random() -> Self {
+        JobId(uuid::Uuid::new_v4().simple().to_string())
+    }
+
+    /// The id as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for JobId {
+    fn from(s: &str) -> Self {
+        JobId(s.to_string())
+    }
+}
+
+impl From<String> for JobId {
+    fn from(s: String) -> Self {
+        JobId(s)
+    }
+}
+
+impl From<&JobId> for JobId {
+    fn from(s: &JobId) -> Self {
+        s.clone()
+    }
+}
+
+/// Identifies one scheduler instance (process) that holds leases on jobs.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct OwnerId(String);
+
+impl OwnerId {
+    /// Wraps a string owner id.
+    pub fn new(id: impl Into<String>) -> Self {
+        OwnerId(id.into())
+    }
+
+    /// A fresh random owner id.
+    pub fn random() -> Self {
+        OwnerId(uuid::Uuid::new_v4().simple().to_string())
+    }
+
+    /// The id as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for OwnerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+mod opt_secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(crate) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&d.as_secs_f64()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        let v: Option<f64> = Option::deserialize(d)?;
+        match v {
+            None => Ok(None),
+            Some(x) => Duration::try_from_secs_f64(x)
+                .map(Some)
+                .map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// Per-job settings that shape how runs happen.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobOptions {
+    /// A human-readable name (defaults to the task name in listings).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The executor alias; `None` routes by task kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executor: Option<String>,
+    /// How late a run may start and still run (`None`: however late).
+    #[serde(default, with = "opt_secs")]
+    pub misfire_grace_time: Option<Duration>,
+    /// Whether a backlog of missed runs collapses into one run.
+    pub coalesce: bool,
+    /// How many runs of this job may execute at once.
+    pub max_instances: u32,
+    /// Runs longer than this are reported (and cancelled on the async executor).
+    #[serde(default, with = "opt_secs", skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+}
+
+impl Default for JobOptions {
+    fn default() -> Self {
+        let d = JobDefaults::default();
+        JobOptions {
+            name: None,
+            executor: None,
+            misfire_grace_time: d.misfire_grace_time,
+            coalesce: d.coalesce,
+            max_instances: d.max_instances,
+            timeout: d.timeout,
+        }
+    }
+}
+
+/// Scheduler-wide defaults for job options (APScheduler's `job_defaults`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobDefaults {
+    /// Default for [`JobOptions::coalesce`] (`true`).
+    pub coalesce: bool,
+    /// Default for [`JobOptions::max_instances`] (`1`).
+    pub max_instances: u32,
+    /// Default for [`JobOptions::misfire_grace_time`] (1 second).
+    pub misfire_grace_time: Option<Duration>,
+    /// Default for [`JobOptions::timeout`] (none).
+    pub timeout: Option<Duration>,
+}
+
+impl Default for JobDefaults {
+    fn default() -> Self {
+        JobDefaults {
+            coalesce: true,
+            max_instances: 1,
+            misfire_grace_time: Some(Duration::from_secs(1)),
+            timeout: None,
+        }
+    }
+}
+
+/// A claim on a job by one scheduler, valid until `until`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Lease {
+    /// Who holds the lease.
+    pub owner: OwnerId,
+    /// When the lease expires and others may claim the job.
+    pub until: DateTime<Utc>,
+}
+
+/// What a store persists for one job. Stores never interpret `trigger` or `args`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct JobRecord {
+    /// The job's id.
+    pub id: JobId,
+    /// The registered task name the job runs.
+    pub task: String,
+    /// The trigger's JSON form.
+    pub trigger: Value,
+    /// The task's arguments as JSON.
+    pub args: Value,
+    /// Run settings.
+    pub options: JobOptions,
+    /// When the job runs next; `None` means paused.
+    pub next_run_time: Option<DateTime<Utc>>,
+    /// The current claim, if a scheduler holds one.
+    pub lease: Option<Lease>,
+    /// Bumped by the store on every write; guards `release` against stale writers.
+    pub version: u64,
+}
+
+impl JobRecord {
+    /// A new, unleased record at version 0.
+    pub fn new(
+        id: JobId,
+        task: impl Into<String>,
+        trigger: Value,
+        args: Value,
+        options: JobOptions,
+        next_run_time: Option<DateTime<Utc>>,
+    ) -> Self {
+        JobRecord {
+            id,
+            task: task.into(),
+            trigger,
+            args,
+            options,
+            next_run_time,
+            lease: None,
+            version: 0,
+        }
+    }
+
+    /// The instant from which [`JobStore::acquire_due`](crate::store::JobStore::acquire_due)
+    /// could hand this job out: its next run time, or its lease expiry if later.
+    /// `None` for a paused job.
+    pub fn available_at(&self) -> Option<DateTime<Utc>> {
+        let next = self.next_run_time?;
+        Some(match &self.lease {
+            Some(l) if l.until > next => l.until,
+            _ => next,
+        })
+    }
+
+    /// The job content (everything but lease and version) as JSON, the form SQL,
+    /// Redis and MongoDB stores keep in one column or field.
+    pub fn content_json(&self) -> Value {
+        serde_json::json!({
+            "task": self.task,
+            "trigger": self.trigger,
+            "args": self.args,
+            "options": self.options,
+        })
+    }
+
+    /// Rebuilds a record from [`content_json`](JobRecord::content_json) plus the
+    /// columns stores keep separately.
+    ///
+    /// # Errors
+    /// [`crate::Error::Serialization`] when the JSON does not have the documented shape.
+    pub fn from_content_json(
+        id: JobId,
+        content: Value,
+        next_run_time: Option<DateTime<Utc>>,
+        lease: Option<Lease>,
+        version: u64,
+    ) -> crate::Result<Self> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Content {
+            task: String,
+            trigger: Value,
+            #[serde(default)]
+            args: Value,
+            options: JobOptions,
+        }
+        let c: Content = serde_json::from_value(content).map_err(|e| {
+            crate::Error::serialization(format!("stored job '{id}' has malformed JSON"), e)
+        })?;
+        Ok(JobRecord {
+            id,
+            task: c.task,
+            trigger: c.trigger,
+            args: c.args,
+            options: c.options,
+            next_run_time,
+            lease,
+            version,
+        })
+    }
+}
+
+/// How a scheduler hands a claimed job back to its store.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Release {
+    /// Keep the job with a new next run time (`None` pauses it).
+    Reschedule {
+        /// The next run time.
+        next_run_time: Option<DateTime<Utc>>,
+    },
+    /// Delete the job (its trigger is exhausted).
+    Remove,
+    /// Give the job back unchanged.
+    Unclaim,
+}
+
+/// What [`JobStore::release`](crate::store::JobStore::release) did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReleaseOutcome {
+    /// The outcome was written.
+    Applied,
+    /// The job was modified while claimed: the lease was dropped, the outcome ignored.
+    Superseded,
+    /// The job no longer exists.
+    Gone,
+}

@@ -1,0 +1,198 @@
+//! Building a scheduler.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono_tz::Tz;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::{Config, Scheduler};
+use crate::clock::{Clock, SystemClock};
+use crate::error::{BoxError, Error, Result};
+use crate::executor::Executor;
+use crate::job::{JobDefaults, OwnerId};
+use crate::store::JobStore;
+use crate::task::{JobContext, TaskFn, TaskRegistry};
+use crate::trigger::{parse_timezone, Trigger, TriggerRegistry};
+
+/// Configures and builds a [`Scheduler`].
+#[derive(Debug)]
+pub struct SchedulerBuilder {
+    pub(crate) timezone: Tz,
+    pub(crate) stores: Vec<(String, Arc<dyn JobStore>)>,
+    pub(crate) executors: Vec<(String, Arc<dyn Executor>)>,
+    pub(crate) defaults: JobDefaults,
+    pub(crate) tasks: TaskRegistry,
+    pub(crate) triggers: TriggerRegistry,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) config: Config,
+    pub(crate) owner: OwnerId,
+    pub(crate) errors: Vec<Error>,
+}
+
+impl Default for SchedulerBuilder {
+    fn default() -> Self {
+        SchedulerBuilder {
+            timezone: Tz::UTC,
+            stores: Vec::new(),
+            executors: Vec::new(),
+            defaults: JobDefaults::default(),
+            tasks: TaskRegistry::new(),
+            triggers: TriggerRegistry::new(),
+            clock: Arc::new(SystemClock),
+            config: Config::default(),
+            owner: OwnerId::random(),
+            errors: Vec::new(),
+        }
+    }
+}
+
+impl SchedulerBuilder {
+    /// Sets the default time zone for triggers created without one (default UTC).
+    ///
+    /// # Errors
+    /// [`Error::InvalidTrigger`] naming the zone when it is not an IANA name.
+    pub fn timezone(mut self, name: &str) -> Result<Self> {
+        self.timezone = parse_timezone(name)?;
+        Ok(self)
+    }
+
+    /// Adds a job store under `alias` (jobs go to `"default"` unless they name one).
+    pub fn jobstore(self, alias: impl Into<String>, store: impl JobStore) -> Self {
+        self.jobstore_arc(alias, Arc::new(store))
+    }
+
+    /// Adds a shared job store under `alias`.
+    pub fn jobstore_arc(mut self, alias: impl Into<String>, store: Arc<dyn JobStore>) -> Self {
+        let alias = alias.into();
+        if self.stores.iter().any(|(a, _)| *a == alias) {
+            self.errors.push(Error::Config(format!(
+                "job store alias '{alias}' is used twice"
+            )));
+        }
+        self.stores.push((alias, store));
+        self
+    }
+
+    /// Adds an executor under `alias`.
+    pub fn executor(self, alias: impl Into<String>, executor: impl Executor) -> Self {
+        self.executor_arc(alias, Arc::new(executor))
+    }
+
+    /// Adds a shared executor under `alias`.
+    pub fn executor_arc(mut self, alias: impl Into<String>, executor: Arc<dyn Executor>) -> Self {
+        let alias = alias.into();
+        if self.executors.iter().any(|(a, _)| *a == alias) {
+            self.errors.push(Error::Config(format!(
+                "executor alias '{alias}' is used twice"
+            )));
+        }
+        self.executors.push((alias, executor));
+        self
+    }
+
+    /// Sets the defaults for options a job does not set.
+    pub fn job_defaults(mut self, defaults: JobDefaults) -> Self {
+        self.defaults = defaults;
+        self
+    }
+
+    /// Registers an async task: `async fn(JobContext, Args) -> Result<(), E>`,
+    /// where `Args` is deserialized from the job's JSON arguments.
+    pub fn task<A, F, Fut, E>(mut self, name: &str, f: F) -> Self
+    where
+        A: DeserializeOwned + Send + 'static,
+        F: Fn(JobContext, A) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: Into<BoxError> + 'static,
+    {
+        self.tasks.insert(name, TaskFn::from_async(name, f));
+        self
+    }
+
+    /// Registers a blocking task: `fn(JobContext, Args) -> Result<(), E>`.
+    pub fn blocking_task<A, F, E>(mut self, name: &str, f: F) -> Self
+    where
+        A: DeserializeOwned + Send + 'static,
+        F: Fn(JobContext, A) -> Result<(), E> + Send + Sync + 'static,
+        E: Into<BoxError> + 'static,
+    {
+        self.tasks.insert(name, TaskFn::from_blocking(name, f));
+        self
+    }
+
+    /// Registers a custom trigger type for reading stored jobs.
+    pub fn trigger_type(
+        mut self,
+        name: &str,
+        factory: impl Fn(&Value, &TriggerRegistry) -> Result<Box<dyn Trigger>> + Send + Sync + 'static,
+    ) -> Self {
+        if let Err(e) = self.triggers.register(name, factory) {
+            self.errors.push(e);
+        }
+        self
+    }
+
+    /// Uses `clock` instead of the system clock (tests use a [`VirtualClock`](crate::clock::VirtualClock)).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// How long a claim on a due job lasts before other schedulers may take it (default 60 s).
+    pub fn lease_duration(mut self, lease: Duration) -> Self {
+        self.config.lease = lease;
+        self
+    }
+
+    /// The longest the loop sleeps when a store is shared with other processes,
+    /// so that jobs they add are noticed (default 5 s). Unshared stores never poll.
+    pub fn max_idle_sleep(mut self, d: Duration) -> Self {
+        self.config.max_idle_sleep = d;
+        self
+    }
+
+    /// How many due jobs one `acquire_due` call claims (default 500).
+    pub fn batch_size(mut self, n: usize) -> Self {
+        self.config.batch_size = n.max(1);
+        self
+    }
+
+    /// How long to wait before retrying a store that failed (default 10 s).
+    pub fn store_retry_interval(mut self, d: Duration) -> Self {
+        self.config.retry_interval = d;
+        self
+    }
+
+    /// Sets this scheduler's owner id for leases (default: random per scheduler).
+    pub fn owner_id(mut self, owner: impl Into<String>) -> Self {
+        self.owner = OwnerId::new(owner);
+        self
+    }
+
+    /// Builds the scheduler (not started).
+    ///
+    /// # Errors
+    /// [`Error::UnknownStore`] / [`Error::UnknownExecutor`] when none is configured,
+    /// [`Error::Config`] for duplicate aliases.
+    pub fn build(mut self) -> Result<Scheduler> {
+        if let Some(e) = self.errors.drain(..).next() {
+            return Err(e);
+        }
+        if self.stores.is_empty() {
+            return Err(Error::UnknownStore {
+                alias: "default".into(),
+                hint: ": no job store configured; add one with .jobstore(\"default\", MemoryJobStore::new())".into(),
+            });
+        }
+        if self.executors.is_empty() {
+            return Err(Error::UnknownExecutor {
+                alias: "default".into(),
+                hint: ": no executor configured; add one with .executor(\"default\", AsyncExecutor::new())".into(),
+            });
+        }
+        Ok(Scheduler::from_builder(self))
+    }
+}

@@ -1,0 +1,1089 @@
+//! The scheduler: job API, run loop and run modes.
+
+mod builder;
+mod modes;
+mod run_loop;
+mod spec;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use futures::stream::BoxStream;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+pub use builder::SchedulerBuilder;
+pub use modes::BackgroundScheduler;
+pub use spec::{Job, JobChanges, JobListing, JobSpec};
+
+use crate::clock::Clock;
+use crate::error::{Error, Result};
+use crate::event::{Event, EventBus, EventMask, Listener, ListenerId};
+use crate::executor::{Executor, ExecutorContext, ExecutorKind, JobRun, SubmitError};
+use crate::job::{JobDefaults, JobId, JobOptions, JobRecord, OwnerId};
+use crate::store::{sort_records, JobStore};
+use crate::task::{TaskFn, TaskRegistry};
+use crate::trigger::{Trigger, TriggerRegistry};
+use spec::TaskRef;
+
+/// The store alias jobs go to when they name none.
+pub const DEFAULT_STORE: &str = "default";
+
+/// How many missed run times the loop computes for one job at most; older
+/// ones beyond this are skipped with a warning.
+pub const MAX_BACKLOG_RUN_TIMES: usize = 1000;
+
+/// Task names given to inline closures start with this.
+const INLINE_PREFIX: &str = "__inline__:";
+
+#[derive(Clone, Debug)]
+pub(crate) struct Config {
+    pub(crate) lease: Duration,
+    pub(crate) max_idle_sleep: Duration,
+    pub(crate) batch_size: usize,
+    pub(crate) retry_interval: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            lease: Duration::from_secs(60),
+            max_idle_sleep: Duration::from_secs(5),
+            batch_size: 500,
+            retry_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The scheduler's lifecycle state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SchedulerState {
+    /// Not started, or shut down.
+    Stopped,
+    /// Processing jobs.
+    Running,
+    /// Started, but not processing jobs.
+    Paused,
+}
+
+struct Pending {
+    record: JobRecord,
+    jobstore: String,
+    replace: bool,
+}
+
+pub(crate) struct Inner {
+    pub(crate) timezone: Tz,
+    pub(crate) defaults: JobDefaults,
+    pub(crate) config: Config,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) owner: OwnerId,
+    pub(crate) triggers: TriggerRegistry,
+    pub(crate) events: EventBus,
+    tasks: RwLock<TaskRegistry>,
+    stores: RwLock<Vec<(String, Arc<dyn JobStore>)>>,
+    executors: RwLock<Vec<(String, Arc<dyn Executor>)>>,
+    state: Mutex<SchedulerState>,
+    pending: Mutex<Vec<Pending>>,
+    pub(crate) wake: Notify,
+    run: Mutex<Option<(CancellationToken, tokio::task::JoinHandle<()>)>>,
+    runtime: Mutex<Option<tokio::runtime::Handle>>,
+    pub(crate) store_retry: Mutex<HashMap<String, DateTime<Utc>>>,
+    stopped: tokio::sync::watch::Sender<bool>,
+}
+
+/// Schedules jobs and runs them through executors; cheap to clone (all clones
+/// drive the same scheduler).
+///
+/// # Examples
+/// ```
+/// use sundial_core::scheduler::{JobSpec, Scheduler};
+/// use sundial_core::trigger::IntervalTrigger;
+/// # use sundial_core::{store::*, executor::*, job::*, Result};
+/// # use chrono::{DateTime, Utc};
+/// # #[derive(Debug)] struct S;
+/// # #[async_trait::async_trait] impl JobStore for S {
+/// #   fn backend(&self) -> &'static str { "doc" }
+/// #   fn capabilities(&self) -> StoreCapabilities { StoreCapabilities::IN_MEMORY }
+/// #   async fn add_job(&self, _: &JobRecord) -> Result<()> { Ok(()) }
+/// #   async fn add_jobs(&self, _: &[JobRecord]) -> Result<()> { Ok(()) }
+/// #   async fn update_job(&self, _: &JobRecord) -> Result<()> { Ok(()) }
+/// #   async fn remove_job(&self, _: &JobId) -> Result<()> { Ok(()) }
+/// #   async fn remove_all_jobs(&self) -> Result<()> { Ok(()) }
+/// #   async fn lookup_job(&self, _: &JobId) -> Result<Option<JobRecord>> { Ok(None) }
+/// #   async fn get_all_jobs(&self) -> Result<Vec<JobRecord>> { Ok(vec![]) }
+/// #   async fn get_next_run_time(&self) -> Result<Option<DateTime<Utc>>> { Ok(None) }
+/// #   async fn acquire_due(&self, _: DateTime<Utc>, _: &OwnerId, _: std::time::Duration, _: usize) -> Result<Vec<JobRecord>> { Ok(vec![]) }
+/// #   async fn release(&self, _: &OwnerId, _: &JobId, _: u64, _: Release) -> Result<ReleaseOutcome> { Ok(ReleaseOutcome::Gone) }
+/// # }
+/// # #[derive(Debug)] struct E;
+/// # #[async_trait::async_trait] impl Executor for E {
+/// #   fn kind(&self) -> ExecutorKind { ExecutorKind::Async }
+/// #   fn start(&self, _: ExecutorContext) -> Result<()> { Ok(()) }
+/// #   fn submit(&self, _: JobRun) -> Result<(), SubmitError> { Ok(()) }
+/// #   fn running_instances(&self, _: &JobId) -> u32 { 0 }
+/// #   async fn shutdown(&self, _: bool) {}
+/// # }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<()> {
+/// # let (store, executor) = (S, E);
+/// let scheduler = Scheduler::builder()
+///     .timezone("Asia/Shanghai")?
+///     .jobstore("default", store)
+///     .executor("default", executor)
+///     .task("ping", |_ctx, _args: ()| async { Ok::<_, std::io::Error>(()) })
+///     .build()?;
+/// scheduler.start().await?;
+/// scheduler
+///     .add_job(JobSpec::new("ping", IntervalTrigger::builder().minutes(5).build()?).id("ping"))
+///     .await?;
+/// scheduler.shutdown(true).await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Scheduler {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Scheduler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Scheduler")
+            .field("state", &self.state())
+            .field("owner", &self.inner.owner)
+            .field("timezone", &self.inner.timezone)
+            .finish()
+    }
+}
+
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|p| p.into_inner())
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Inner {
+    pub(crate) fn state(&self) -> SchedulerState {
+        *lock(&self.state)
+    }
+
+    pub(crate) fn stores(&self) -> Vec<(String, Arc<dyn JobStore>)> {
+        read(&self.stores).clone()
+    }
+
+    fn store(&self, alias: &str) -> Result<Arc<dyn JobStore>> {
+        read(&self.stores)
+            .iter()
+            .find(|(a, _)| a == alias)
+            .map(|(_, s)| Arc::clone(s))
+            .ok_or_else(|| Error::UnknownStore {
+                alias: alias.to_string(),
+                hint: String::new(),
+            })
+    }
+
+    pub(crate) fn task(&self, name: &str) -> Option<TaskFn> {
+        read(&self.tasks).get(name).cloned()
+    }
+
+    /// The executor a job runs on: its explicit alias, or the first executor
+    /// of the task's kind, or `default`, or the first one.
+    pub(crate) fn executor_for(
+        &self,
+        options: &JobOptions,
+        task: &TaskFn,
+    ) -> Result<(String, Arc<dyn Executor>)> {
+        let execs = read(&self.executors);
+        if let Some(alias) = &options.executor {
+            return execs
+                .iter()
+                .find(|(a, _)| a == alias)
+                .map(|(a, e)| (a.clone(), Arc::clone(e)))
+                .ok_or_else(|| Error::UnknownExecutor {
+                    alias: alias.clone(),
+                    hint: String::new(),
+                });
+        }
+        let want = if task.is_blocking() {
+            ExecutorKind::Blocking
+        } else {
+            ExecutorKind::Async
+        };
+        execs
+            .iter()
+            .find(|(_, e)| e.kind() == want)
+            .or_else(|| execs.iter().find(|(a, _)| a == "default"))
+            .or_else(|| execs.first())
+            .map(|(a, e)| (a.clone(), Arc::clone(e)))
+            .ok_or_else(|| Error::UnknownExecutor {
+                alias: "default".into(),
+                hint: ": no executor configured".into(),
+            })
+    }
+
+    pub(crate) fn parse_trigger(&self, rec: &JobRecord) -> Result<Box<dyn Trigger>> {
+        self.triggers.parse(&rec.trigger)
+    }
+
+    pub(crate) fn emit(&self, e: Event) {
+        self.events.emit(e);
+    }
+
+    pub(crate) fn forget_inline(&self, task: &str) {
+        if task.starts_with(INLINE_PREFIX) {
+            write(&self.tasks).remove(task);
+        }
+    }
+
+    fn job_view(&self, record: JobRecord, jobstore: &str, pending: bool) -> Job {
+        let (desc, tz) = match self.triggers.parse(&record.trigger) {
+            Ok(t) => (t.describe(), t.timezone().unwrap_or(self.timezone)),
+            Err(e) => (format!("<unreadable trigger: {e}>"), self.timezone),
+        };
+        Job {
+            record,
+            jobstore: jobstore.to_string(),
+            trigger_description: desc,
+            timezone: tz,
+            pending,
+        }
+    }
+}
+
+impl Scheduler {
+    /// Starts configuring a scheduler.
+    pub fn builder() -> SchedulerBuilder {
+        SchedulerBuilder::default()
+    }
+
+    fn from_builder(b: SchedulerBuilder) -> Self {
+        let (stopped, _) = tokio::sync::watch::channel(true);
+        Scheduler {
+            inner: Arc::new(Inner {
+                timezone: b.timezone,
+                defaults: b.defaults,
+                config: b.config,
+                clock: b.clock,
+                owner: b.owner,
+                triggers: b.triggers,
+                events: EventBus::new(),
+                tasks: RwLock::new(b.tasks),
+                stores: RwLock::new(b.stores),
+                executors: RwLock::new(b.executors),
+                state: Mutex::new(SchedulerState::Stopped),
+                pending: Mutex::new(Vec::new()),
+                wake: Notify::new(),
+                run: Mutex::new(None),
+                runtime: Mutex::new(None),
+                store_retry: Mutex::new(HashMap::new()),
+                stopped,
+            }),
+        }
+    }
+
+    /// The current state.
+    pub fn state(&self) -> SchedulerState {
+        self.inner.state()
+    }
+
+    /// Whether the scheduler is started (running or paused).
+    pub fn is_running(&self) -> bool {
+        self.state() != SchedulerState::Stopped
+    }
+
+    /// This scheduler's lease owner id.
+    pub fn owner_id(&self) -> &OwnerId {
+        &self.inner.owner
+    }
+
+    /// The default time zone for triggers.
+    pub fn timezone(&self) -> Tz {
+        self.inner.timezone
+    }
+
+    /// The scheduler's clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.inner.clock
+    }
+
+    /// Starts processing jobs on the current tokio runtime.
+    ///
+    /// # Errors
+    /// [`Error::AlreadyRunning`]; [`Error::Config`] outside a tokio runtime; a
+    /// store's or executor's start error; a pending job that cannot be stored
+    /// (it stays pending and the scheduler stays stopped).
+    pub async fn start(&self) -> Result<()> {
+        self.start_inner(false).await
+    }
+
+    /// Starts with job processing paused (call [`resume`](Scheduler::resume) to begin).
+    ///
+    /// # Errors
+    /// As [`start`](Scheduler::start).
+    pub async fn start_paused(&self) -> Result<()> {
+        self.start_inner(true).await
+    }
+
+    async fn start_inner(&self, paused: bool) -> Result<()> {
+        let handle = tokio::runtime::Handle::try_current().map_err(|_| {
+            Error::Config(
+                "start() must be called inside a tokio runtime; use BackgroundScheduler or run_blocking() from synchronous code".into(),
+            )
+        })?;
+        {
+            let mut state = lock(&self.inner.state);
+            if *state != SchedulerState::Stopped {
+                return Err(Error::AlreadyRunning);
+            }
+            // Mark as starting so concurrent start() calls fail.
+            *state = SchedulerState::Paused;
+        }
+        let result = self.bring_up(&handle).await;
+        if let Err(e) = result {
+            *lock(&self.inner.state) = SchedulerState::Stopped;
+            return Err(e);
+        }
+        *lock(&self.inner.state) = if paused {
+            SchedulerState::Paused
+        } else {
+            SchedulerState::Running
+        };
+        *lock(&self.inner.runtime) = Some(handle.clone());
+        let token = CancellationToken::new();
+        let inner = Arc::clone(&self.inner);
+        let join = handle.spawn(run_loop::run(inner, token.clone()));
+        *lock(&self.inner.run) = Some((token, join));
+        let _ = self.inner.stopped.send(false);
+        self.inner.emit(Event::SchedulerStarted);
+        if paused {
+            self.inner.emit(Event::SchedulerPaused);
+        }
+        Ok(())
+    }
+
+    async fn bring_up(&self, handle: &tokio::runtime::Handle) -> Result<()> {
+        for (alias, e) in read(&self.inner.executors).iter() {
+            e.start(self.executor_context(alias, handle))?;
+        }
+        for (_, s) in self.inner.stores() {
+            s.start().await?;
+        }
+        let pending: Vec<Pending> = std::mem::take(&mut *lock(&self.inner.pending));
+        let mut iter = pending.into_iter();
+        while let Some(p) = iter.next() {
+            if let Err(e) = self.store_job(&p.record, &p.jobstore, p.replace).await {
+                let mut back = lock(&self.inner.pending);
+                back.push(p);
+                back.extend(iter);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    fn executor_context(&self, alias: &str, handle: &tokio::runtime::Handle) -> ExecutorContext {
+        ExecutorContext {
+            alias: alias.to_string(),
+            events: self.inner.events.clone(),
+            clock: Arc::clone(&self.inner.clock),
+            runtime: handle.clone(),
+        }
+    }
+
+    /// Stops the loop, shuts executors down (waiting for running jobs when
+    /// `wait`), and closes stores. Listeners have seen every event when it returns.
+    ///
+    /// # Errors
+    /// [`Error::NotRunning`] when not started.
+    pub async fn shutdown(&self, wait: bool) -> Result<()> {
+        {
+            let mut state = lock(&self.inner.state);
+            if *state == SchedulerState::Stopped {
+                return Err(Error::NotRunning);
+            }
+            *state = SchedulerState::Stopped;
+        }
+        let run = lock(&self.inner.run).take();
+        if let Some((token, join)) = run {
+            token.cancel();
+            let _ = join.await;
+        }
+        let execs: Vec<_> = read(&self.inner.executors)
+            .iter()
+            .map(|(_, e)| Arc::clone(e))
+            .collect();
+        for e in execs {
+            e.shutdown(wait).await;
+        }
+        for (alias, s) in self.inner.stores() {
+            if let Err(e) = s.shutdown().await {
+                tracing::warn!(jobstore = %alias, error = %e, "job store shutdown failed");
+            }
+        }
+        self.inner.emit(Event::SchedulerShutdown);
+        self.inner.events.flush().await;
+        let _ = self.inner.stopped.send(true);
+        Ok(())
+    }
+
+    /// Completes when the scheduler is shut down.
+    pub async fn stopped(&self) {
+        let mut rx = self.inner.stopped.subscribe();
+        let _ = rx.wait_for(|s| *s).await;
+    }
+
+    /// Pauses job processing (jobs keep their schedules; missed runs follow misfire rules on resume).
+    ///
+    /// # Errors
+    /// [`Error::NotRunning`] when not started.
+    pub fn pause(&self) -> Result<()> {
+        let mut state = lock(&self.inner.state);
+        match *state {
+            SchedulerState::Stopped => Err(Error::NotRunning),
+            SchedulerState::Paused => Ok(()),
+            SchedulerState::Running => {
+                *state = SchedulerState::Paused;
+                drop(state);
+                self.inner.emit(Event::SchedulerPaused);
+                self.inner.wake.notify_one();
+                Ok(())
+            }
+        }
+    }
+
+    /// Resumes job processing.
+    ///
+    /// # Errors
+    /// [`Error::NotRunning`] when not started.
+    pub fn resume(&self) -> Result<()> {
+        let mut state = lock(&self.inner.state);
+        match *state {
+            SchedulerState::Stopped => Err(Error::NotRunning),
+            SchedulerState::Running => Ok(()),
+            SchedulerState::Paused => {
+                *state = SchedulerState::Running;
+                drop(state);
+                self.inner.emit(Event::SchedulerResumed);
+                self.inner.wake.notify_one();
+                Ok(())
+            }
+        }
+    }
+
+    /// Wakes the loop to look for due jobs now (e.g. after another process added jobs).
+    pub fn wakeup(&self) {
+        self.inner.wake.notify_one();
+    }
+
+    /// Registers a listener for the events in `mask`. Listeners run on a
+    /// dedicated thread; a panicking listener is logged and the others still run.
+    pub fn add_listener(&self, mask: EventMask, listener: impl Listener) -> ListenerId {
+        self.inner.events.add_listener(mask, listener)
+    }
+
+    /// Removes a listener; returns whether it was registered.
+    pub fn remove_listener(&self, id: ListenerId) -> bool {
+        self.inner.events.remove_listener(id)
+    }
+
+    /// An async stream of every event from now on (a lagging subscriber skips events).
+    pub fn subscribe(&self) -> BoxStream<'static, Event> {
+        self.inner.events.subscribe()
+    }
+
+    /// The event bus (for executors and tools).
+    pub fn events(&self) -> &EventBus {
+        &self.inner.events
+    }
+
+    /// Builds the record for a job spec, validating task, executor and trigger.
+    fn prepare(
+        &self,
+        spec: JobSpec,
+        store: &dyn JobStore,
+        now: DateTime<Utc>,
+    ) -> Result<(JobRecord, String, bool)> {
+        let JobSpec {
+            task,
+            mut trigger,
+            id,
+            name,
+            args,
+            executor,
+            jobstore,
+            misfire_grace_time,
+            coalesce,
+            max_instances,
+            timeout,
+            next_run_time,
+            replace_existing,
+        } = spec;
+        let id = id.unwrap_or_else(JobId::random);
+        let jobstore = jobstore.unwrap_or_else(|| DEFAULT_STORE.to_string());
+        let args = args.map_err(|e| {
+            Error::InvalidJob(format!("job '{id}': cannot serialize arguments: {e}"))
+        })?;
+        let d = &self.inner.defaults;
+        let options = JobOptions {
+            name,
+            executor,
+            misfire_grace_time: misfire_grace_time.unwrap_or(d.misfire_grace_time),
+            coalesce: coalesce.unwrap_or(d.coalesce),
+            max_instances: max_instances.unwrap_or(d.max_instances),
+            timeout: timeout.unwrap_or(d.timeout),
+        };
+        if options.max_instances == 0 {
+            return Err(Error::InvalidJob(format!(
+                "job '{id}': max_instances must be at least 1"
+            )));
+        }
+        let (task_name, task_fn) = match task {
+            TaskRef::Named(n) => {
+                let f = self
+                    .inner
+                    .task(&n)
+                    .ok_or_else(|| Error::UnknownTask { task: n.clone() })?;
+                (n, f)
+            }
+            TaskRef::Inline(f) => {
+                if store.capabilities().persistent {
+                    return Err(Error::InvalidJob(format!(
+                        "job '{id}': an inline closure cannot be stored in job store '{jobstore}' ({}), which persists jobs; register the function with .task(\"name\", ...) on the builder and use JobSpec::new(\"name\", trigger)",
+                        store.backend()
+                    )));
+                }
+                (format!("{INLINE_PREFIX}{id}"), f)
+            }
+        };
+        self.inner.executor_for(&options, &task_fn)?;
+        trigger.prepare(now, self.inner.timezone);
+        let next = match next_run_time {
+            Some(explicit) => explicit,
+            None => match trigger.try_next_fire_time(None, now)? {
+                Some(t) => Some(t),
+                None => {
+                    return Err(Error::InvalidJob(format!(
+                        "job '{id}': trigger {} never fires after {now}",
+                        trigger.describe()
+                    )))
+                }
+            },
+        };
+        if task_name.starts_with(INLINE_PREFIX) {
+            write(&self.inner.tasks).insert(task_name.clone(), task_fn);
+        }
+        let record = JobRecord::new(id, task_name, trigger.to_json(), args, options, next);
+        Ok((record, jobstore, replace_existing))
+    }
+
+    async fn store_job(&self, record: &JobRecord, alias: &str, replace: bool) -> Result<()> {
+        let store = self.inner.store(alias)?;
+        match store.add_job(record).await {
+            Ok(()) => {}
+            Err(Error::ConflictingId { .. }) if replace => store.update_job(record).await?,
+            Err(e) => return Err(e),
+        }
+        self.inner.emit(Event::JobAdded {
+            job_id: record.id.clone(),
+            jobstore: alias.to_string(),
+        });
+        self.inner.wake.notify_one();
+        Ok(())
+    }
+
+    /// Adds a job. Before [`start`](Scheduler::start) the job is kept pending and
+    /// stored when the scheduler starts.
+    ///
+    /// # Errors
+    /// [`Error::ConflictingId`] (unless `replace_existing`), [`Error::UnknownTask`],
+    /// [`Error::UnknownStore`], [`Error::UnknownExecutor`], [`Error::InvalidJob`]
+    /// (inline closure on a persistent store, trigger that never fires), store errors.
+    pub async fn add_job(&self, spec: JobSpec) -> Result<Job> {
+        let alias = spec
+            .jobstore
+            .clone()
+            .unwrap_or_else(|| DEFAULT_STORE.to_string());
+        let store = self.inner.store(&alias)?;
+        let now = self.inner.clock.now();
+        let (record, alias, replace) = self.prepare(spec, store.as_ref(), now)?;
+        if self.state() == SchedulerState::Stopped {
+            let mut pending = lock(&self.inner.pending);
+            if let Some(pos) = pending
+                .iter()
+                .position(|p| p.record.id == record.id && p.jobstore == alias)
+            {
+                if !replace {
+                    return Err(Error::ConflictingId {
+                        id: record.id.to_string(),
+                    });
+                }
+                pending.remove(pos);
+            }
+            pending.push(Pending {
+                record: record.clone(),
+                jobstore: alias.clone(),
+                replace,
+            });
+            drop(pending);
+            return Ok(self.inner.job_view(record, &alias, true));
+        }
+        if let Err(e) = self.store_job(&record, &alias, replace).await {
+            self.inner.forget_inline(&record.task);
+            return Err(e);
+        }
+        Ok(self.inner.job_view(record, &alias, false))
+    }
+
+    /// Adds many jobs to one store in one batch (all or none).
+    ///
+    /// # Errors
+    /// As [`add_job`](Scheduler::add_job); jobs must all name the same store.
+    /// `replace_existing` is not supported in a batch.
+    pub async fn add_jobs(&self, specs: Vec<JobSpec>) -> Result<Vec<JobId>> {
+        let now = self.inner.clock.now();
+        let mut records = Vec::with_capacity(specs.len());
+        let mut alias: Option<String> = None;
+        for spec in specs {
+            let a = spec
+                .jobstore
+                .clone()
+                .unwrap_or_else(|| DEFAULT_STORE.to_string());
+            match &alias {
+                Some(x) if *x != a => {
+                    return Err(Error::InvalidJob(format!(
+                        "add_jobs: all jobs must go to one store (found '{x}' and '{a}')"
+                    )))
+                }
+                _ => alias = Some(a.clone()),
+            }
+            let store = self.inner.store(&a)?;
+            let (record, _, replace) = self.prepare(spec, store.as_ref(), now)?;
+            if replace {
+                return Err(Error::InvalidJob(
+                    "add_jobs does not support replace_existing; use add_job".into(),
+                ));
+            }
+            records.push(record);
+        }
+        let Some(alias) = alias else {
+            return Ok(Vec::new());
+        };
+        let ids: Vec<JobId> = records.iter().map(|r| r.id.clone()).collect();
+        if self.state() == SchedulerState::Stopped {
+            let mut pending = lock(&self.inner.pending);
+            for record in records {
+                pending.push(Pending {
+                    record,
+                    jobstore: alias.clone(),
+                    replace: false,
+                });
+            }
+            return Ok(ids);
+        }
+        let store = self.inner.store(&alias)?;
+        store.add_jobs(&records).await?;
+        if self.inner.events.wants(EventMask::JOB_ADDED) {
+            for id in &ids {
+                self.inner.emit(Event::JobAdded {
+                    job_id: id.clone(),
+                    jobstore: alias.clone(),
+                });
+            }
+        }
+        self.inner.wake.notify_one();
+        Ok(ids)
+    }
+
+    /// Finds a job: in `store` when given, else in every store (pending jobs included).
+    async fn find(
+        &self,
+        id: &JobId,
+        store: Option<&str>,
+    ) -> Result<Option<(String, JobRecord, bool)>> {
+        {
+            let pending = lock(&self.inner.pending);
+            if let Some(p) = pending
+                .iter()
+                .find(|p| p.record.id == *id && store.is_none_or(|s| s == p.jobstore))
+            {
+                return Ok(Some((p.jobstore.clone(), p.record.clone(), true)));
+            }
+        }
+        let stores = match store {
+            Some(a) => vec![(a.to_string(), self.inner.store(a)?)],
+            None => self.inner.stores(),
+        };
+        for (alias, s) in stores {
+            if let Some(r) = s.lookup_job(id).await? {
+                return Ok(Some((alias, r, false)));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn find_required(
+        &self,
+        id: &JobId,
+        store: Option<&str>,
+    ) -> Result<(String, JobRecord, bool)> {
+        self.find(id, store)
+            .await?
+            .ok_or_else(|| Error::JobNotFound { id: id.to_string() })
+    }
+
+    /// Writes a modified record back (to the pending list or its store).
+    async fn write_back(&self, alias: &str, record: JobRecord, pending: bool) -> Result<Job> {
+        if pending {
+            let mut list = lock(&self.inner.pending);
+            if let Some(p) = list
+                .iter_mut()
+                .find(|p| p.record.id == record.id && p.jobstore == alias)
+            {
+                p.record = record.clone();
+            }
+        } else {
+            self.inner.store(alias)?.update_job(&record).await?;
+            self.inner.emit(Event::JobModified {
+                job_id: record.id.clone(),
+                jobstore: alias.to_string(),
+            });
+            self.inner.wake.notify_one();
+        }
+        Ok(self.inner.job_view(record, alias, pending))
+    }
+
+    /// Looks a job up (`None` if no store has it).
+    ///
+    /// # Errors
+    /// [`Error::UnknownStore`], store errors.
+    pub async fn get_job(&self, id: impl Into<JobId>, store: Option<&str>) -> Result<Option<Job>> {
+        let id = id.into();
+        Ok(self
+            .find(&id, store)
+            .await?
+            .map(|(alias, rec, pending)| self.inner.job_view(rec, &alias, pending)))
+    }
+
+    /// Every job (of one store, or all), by next run time with paused jobs last.
+    ///
+    /// # Errors
+    /// [`Error::UnknownStore`], store errors.
+    pub async fn get_jobs(&self, store: Option<&str>) -> Result<Vec<Job>> {
+        let listing = self.job_listing(store).await?;
+        let mut jobs: Vec<Job> = listing.stores.into_iter().flat_map(|(_, j)| j).collect();
+        jobs.sort_by(|a, b| match (a.next_run_time(), b.next_run_time()) {
+            (Some(x), Some(y)) => x.cmp(&y).then_with(|| a.id().cmp(b.id())),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => a.id().cmp(b.id()),
+        });
+        Ok(jobs)
+    }
+
+    /// The jobs grouped by store, printable with `Display` (APScheduler's `print_jobs`).
+    ///
+    /// # Errors
+    /// [`Error::UnknownStore`], store errors.
+    pub async fn job_listing(&self, store: Option<&str>) -> Result<JobListing> {
+        let stores = match store {
+            Some(a) => vec![(a.to_string(), self.inner.store(a)?)],
+            None => self.inner.stores(),
+        };
+        let mut out = Vec::new();
+        for (alias, s) in stores {
+            let mut records: Vec<(JobRecord, bool)> = {
+                let pending = lock(&self.inner.pending);
+                pending
+                    .iter()
+                    .filter(|p| p.jobstore == alias)
+                    .map(|p| (p.record.clone(), true))
+                    .collect()
+            };
+            if self.is_running() {
+                records.extend(s.get_all_jobs().await?.into_iter().map(|r| (r, false)));
+            }
+            let (mut recs, flags): (Vec<JobRecord>, Vec<bool>) = records.into_iter().unzip();
+            let pending_ids: std::collections::HashSet<JobId> = recs
+                .iter()
+                .zip(flags.iter())
+                .filter(|(_, p)| **p)
+                .map(|(r, _)| r.id.clone())
+                .collect();
+            sort_records(&mut recs);
+            let jobs = recs
+                .into_iter()
+                .map(|r| {
+                    let p = pending_ids.contains(&r.id);
+                    self.inner.job_view(r, &alias, p)
+                })
+                .collect();
+            out.push((alias, jobs));
+        }
+        Ok(JobListing { stores: out })
+    }
+
+    /// Changes a job's options, arguments or next run time.
+    ///
+    /// # Errors
+    /// [`Error::JobNotFound`], [`Error::UnknownExecutor`], store errors.
+    pub async fn modify_job(
+        &self,
+        id: impl Into<JobId>,
+        store: Option<&str>,
+        changes: JobChanges,
+    ) -> Result<Job> {
+        let id = id.into();
+        let (alias, mut rec, pending) = self.find_required(&id, store).await?;
+        changes.apply(&mut rec)?;
+        if let Some(task) = self.inner.task(&rec.task) {
+            self.inner.executor_for(&rec.options, &task)?;
+        }
+        self.write_back(&alias, rec, pending).await
+    }
+
+    /// Replaces a job's trigger and recomputes its next run time from now.
+    ///
+    /// # Errors
+    /// [`Error::JobNotFound`], [`Error::InvalidJob`] when the trigger never fires, store errors.
+    pub async fn reschedule_job(
+        &self,
+        id: impl Into<JobId>,
+        store: Option<&str>,
+        trigger: impl Trigger,
+    ) -> Result<Job> {
+        let id = id.into();
+        let (alias, mut rec, pending) = self.find_required(&id, store).await?;
+        let now = self.inner.clock.now();
+        let mut trigger: Box<dyn Trigger> = Box::new(trigger);
+        trigger.prepare(now, self.inner.timezone);
+        let next = trigger.try_next_fire_time(None, now)?.ok_or_else(|| {
+            Error::InvalidJob(format!(
+                "job '{id}': trigger {} never fires after {now}",
+                trigger.describe()
+            ))
+        })?;
+        rec.trigger = trigger.to_json();
+        rec.next_run_time = Some(next);
+        self.write_back(&alias, rec, pending).await
+    }
+
+    /// Pauses a job (it keeps its trigger; no runs until resumed).
+    ///
+    /// # Errors
+    /// [`Error::JobNotFound`], store errors.
+    pub async fn pause_job(&self, id: impl Into<JobId>, store: Option<&str>) -> Result<Job> {
+        self.modify_job(id, store, JobChanges::new().next_run_time(None))
+            .await
+    }
+
+    /// Resumes a paused job from now; a job whose trigger has no more fire times is removed
+    /// (and `Ok(None)` returned).
+    ///
+    /// # Errors
+    /// [`Error::JobNotFound`], an unreadable stored trigger, store errors.
+    pub async fn resume_job(
+        &self,
+        id: impl Into<JobId>,
+        store: Option<&str>,
+    ) -> Result<Option<Job>> {
+        let id = id.into();
+        let (alias, mut rec, pending) = self.find_required(&id, store).await?;
+        let now = self.inner.clock.now();
+        let trigger = self.inner.parse_trigger(&rec)?;
+        match trigger.try_next_fire_time(None, now)? {
+            Some(next) => {
+                rec.next_run_time = Some(next);
+                Ok(Some(self.write_back(&alias, rec, pending).await?))
+            }
+            None => {
+                self.remove_job(id, Some(&alias)).await?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Removes a job.
+    ///
+    /// # Errors
+    /// [`Error::JobNotFound`], store errors.
+    pub async fn remove_job(&self, id: impl Into<JobId>, store: Option<&str>) -> Result<()> {
+        let id = id.into();
+        let (alias, rec, pending) = self.find_required(&id, store).await?;
+        if pending {
+            lock(&self.inner.pending).retain(|p| !(p.record.id == id && p.jobstore == alias));
+        } else {
+            self.inner.store(&alias)?.remove_job(&id).await?;
+        }
+        self.inner.forget_inline(&rec.task);
+        self.inner.emit(Event::JobRemoved {
+            job_id: id,
+            jobstore: alias,
+        });
+        Ok(())
+    }
+
+    /// Removes every job (of one store, or of all stores), pending ones included.
+    ///
+    /// # Errors
+    /// [`Error::UnknownStore`], store errors.
+    pub async fn remove_all_jobs(&self, store: Option<&str>) -> Result<()> {
+        let stores = match store {
+            Some(a) => vec![(a.to_string(), self.inner.store(a)?)],
+            None => self.inner.stores(),
+        };
+        for (alias, s) in stores {
+            lock(&self.inner.pending).retain(|p| p.jobstore != alias);
+            if self.is_running() {
+                s.remove_all_jobs().await?;
+            }
+            self.inner.emit(Event::AllJobsRemoved { jobstore: alias });
+        }
+        Ok(())
+    }
+
+    /// Runs a job once now, without changing its schedule.
+    ///
+    /// # Errors
+    /// [`Error::NotRunning`], [`Error::JobNotFound`], [`Error::UnknownTask`],
+    /// [`Error::UnknownExecutor`], [`Error::MaxInstancesReached`].
+    pub async fn run_job_now(&self, id: impl Into<JobId>, store: Option<&str>) -> Result<()> {
+        if !self.is_running() {
+            return Err(Error::NotRunning);
+        }
+        let id = id.into();
+        let (alias, rec, _) = self.find_required(&id, store).await?;
+        let task = self
+            .inner
+            .task(&rec.task)
+            .ok_or_else(|| Error::UnknownTask {
+                task: rec.task.clone(),
+            })?;
+        let (_, executor) = self.inner.executor_for(&rec.options, &task)?;
+        let now = self.inner.clock.now();
+        let run = JobRun::new(
+            rec.id.clone(),
+            alias.clone(),
+            vec![now],
+            task,
+            rec.args.clone(),
+            rec.options.max_instances,
+            rec.options.timeout,
+        );
+        match executor.submit(run) {
+            Ok(()) => {
+                self.inner.emit(Event::JobSubmitted {
+                    job_id: rec.id,
+                    jobstore: alias,
+                    run_times: vec![now],
+                });
+                Ok(())
+            }
+            Err(SubmitError::MaxInstancesReached { job_id, max }) => {
+                Err(Error::MaxInstancesReached {
+                    id: job_id.to_string(),
+                    max,
+                })
+            }
+            Err(e) => Err(Error::Config(format!("executor refused the run: {e}"))),
+        }
+    }
+
+    /// Adds a job store while the scheduler exists (started stores start now).
+    ///
+    /// # Errors
+    /// [`Error::Config`] when the alias is taken; the store's start error.
+    pub async fn add_jobstore(&self, alias: impl Into<String>, store: impl JobStore) -> Result<()> {
+        let alias = alias.into();
+        if read(&self.inner.stores).iter().any(|(a, _)| *a == alias) {
+            return Err(Error::Config(format!(
+                "job store alias '{alias}' is already in use"
+            )));
+        }
+        if self.is_running() {
+            store.start().await?;
+        }
+        write(&self.inner.stores).push((alias.clone(), Arc::new(store)));
+        self.inner.emit(Event::JobStoreAdded { alias });
+        self.inner.wake.notify_one();
+        Ok(())
+    }
+
+    /// Removes a job store (its jobs stay in it, unscheduled by this scheduler).
+    ///
+    /// # Errors
+    /// [`Error::UnknownStore`].
+    pub async fn remove_jobstore(&self, alias: &str) -> Result<()> {
+        let store =
+            {
+                let mut stores = write(&self.inner.stores);
+                let pos = stores.iter().position(|(a, _)| a == alias).ok_or_else(|| {
+                    Error::UnknownStore {
+                        alias: alias.to_string(),
+                        hint: String::new(),
+                    }
+                })?;
+                stores.remove(pos).1
+            };
+        if self.is_running() {
+            if let Err(e) = store.shutdown().await {
+                tracing::warn!(jobstore = %alias, error = %e, "job store shutdown failed");
+            }
+        }
+        self.inner.emit(Event::JobStoreRemoved {
+            alias: alias.to_string(),
+        });
+        Ok(())
+    }
+
+    /// Adds an executor (started now if the scheduler runs).
+    ///
+    /// # Errors
+    /// [`Error::Config`] when the alias is taken; the executor's start error.
+    pub fn add_executor(&self, alias: impl Into<String>, executor: impl Executor) -> Result<()> {
+        let alias = alias.into();
+        if read(&self.inner.executors).iter().any(|(a, _)| *a == alias) {
+            return Err(Error::Config(format!(
+                "executor alias '{alias}' is already in use"
+            )));
+        }
+        let runtime = lock(&self.inner.runtime).clone();
+        if let (true, Some(h)) = (self.is_running(), runtime) {
+            executor.start(self.executor_context(&alias, &h))?;
+        }
+        write(&self.inner.executors).push((alias.clone(), Arc::new(executor)));
+        self.inner.emit(Event::ExecutorAdded { alias });
+        Ok(())
+    }
+
+    /// Removes an executor, waiting for its running jobs when `wait`.
+    ///
+    /// # Errors
+    /// [`Error::UnknownExecutor`].
+    pub async fn remove_executor(&self, alias: &str, wait: bool) -> Result<()> {
+        let exec = {
+            let mut execs = write(&self.inner.executors);
+            let pos = execs.iter().position(|(a, _)| a == alias).ok_or_else(|| {
+                Error::UnknownExecutor {
+                    alias: alias.to_string(),
+                    hint: String::new(),
+                }
+            })?;
+            execs.remove(pos).1
+        };
+        exec.shutdown(wait).await;
+        self.inner.emit(Event::ExecutorRemoved {
+            alias: alias.to_string(),
+        });
+        Ok(())
+    }
+}

@@ -1,0 +1,265 @@
+//! The scheduling loop: sleep until the earliest due job, claim due jobs,
+//! apply misfire / coalesce / max-instances rules, submit, release.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
+
+use super::{lock, Inner, SchedulerState, MAX_BACKLOG_RUN_TIMES};
+use crate::error::{Error, Result};
+use crate::event::{Event, EventMask};
+use crate::executor::{JobRun, SubmitError};
+use crate::job::{JobRecord, Release, ReleaseOutcome};
+use crate::store::JobStore;
+
+fn earliest(a: Option<DateTime<Utc>>, b: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    Some(a.map_or(b, |a| a.min(b)))
+}
+
+fn after(now: DateTime<Utc>, d: std::time::Duration) -> DateTime<Utc> {
+    now + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+pub(crate) async fn run(inner: Arc<Inner>, stop: CancellationToken) {
+    loop {
+        if stop.is_cancelled() {
+            return;
+        }
+        let deadline = if inner.state() == SchedulerState::Running {
+            inner.process_due().await
+        } else {
+            None
+        };
+        let sleep = deadline.map(|d| inner.clock.sleep_until(d));
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = inner.wake.notified() => {}
+            _ = async { match sleep { Some(s) => s.await, None => std::future::pending().await } } => {}
+        }
+    }
+}
+
+impl Inner {
+    /// Processes every store once; returns when the loop should wake next.
+    pub(crate) async fn process_due(&self) -> Option<DateTime<Utc>> {
+        let now = self.clock.now();
+        let mut next = None;
+        for (alias, store) in self.stores() {
+            let retry_at = lock(&self.store_retry).get(&alias).copied();
+            if let Some(t) = retry_at {
+                if t > now {
+                    next = earliest(next, t);
+                    continue;
+                }
+            }
+            let result = async {
+                self.process_store(&alias, store.as_ref(), now).await?;
+                store.get_next_run_time().await
+            }
+            .await;
+            match result {
+                Ok(t) => {
+                    lock(&self.store_retry).remove(&alias);
+                    if let Some(t) = t {
+                        next = earliest(next, t);
+                    }
+                    if store.capabilities().shared {
+                        next = earliest(next, after(now, self.config.max_idle_sleep));
+                    }
+                }
+                Err(e) => {
+                    let retry = after(now, self.config.retry_interval);
+                    tracing::error!(jobstore = %alias, error = %e, retry_in = ?self.config.retry_interval, "job store failed; retrying later");
+                    self.emit(Event::StoreError {
+                        jobstore: alias.clone(),
+                        error: e.to_string(),
+                    });
+                    lock(&self.store_retry).insert(alias, retry);
+                    next = earliest(next, retry);
+                }
+            }
+        }
+        next
+    }
+
+    async fn process_store(
+        &self,
+        alias: &str,
+        store: &dyn JobStore,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        loop {
+            if self.state() != SchedulerState::Running {
+                return Ok(());
+            }
+            let jobs = store
+                .acquire_due(now, &self.owner, self.config.lease, self.config.batch_size)
+                .await?;
+            let n = jobs.len();
+            for job in jobs {
+                self.process_job(alias, store, job, now).await?;
+            }
+            if n < self.config.batch_size {
+                return Ok(());
+            }
+        }
+    }
+
+    fn job_error(&self, alias: &str, rec: &JobRecord, error: String) {
+        tracing::error!(job_id = %rec.id, jobstore = %alias, %error, "cannot run job; it stays stored and is retried when its lease expires");
+        self.emit(Event::JobError {
+            job_id: rec.id.clone(),
+            jobstore: alias.to_string(),
+            scheduled_run_time: rec.next_run_time,
+            error,
+        });
+    }
+
+    /// Handles one claimed job. A job that cannot run here (unknown task,
+    /// unreadable trigger, missing executor) is reported and left claimed: it
+    /// is untouched and becomes claimable again when the lease expires.
+    async fn process_job(
+        &self,
+        alias: &str,
+        store: &dyn JobStore,
+        rec: JobRecord,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let Some(task) = self.task(&rec.task) else {
+            self.job_error(
+                alias,
+                &rec,
+                Error::UnknownTask {
+                    task: rec.task.clone(),
+                }
+                .to_string(),
+            );
+            return Ok(());
+        };
+        let trigger = match self.parse_trigger(&rec) {
+            Ok(t) => t,
+            Err(e) => {
+                self.job_error(alias, &rec, format!("stored trigger is unreadable: {e}"));
+                return Ok(());
+            }
+        };
+        let executor = match self.executor_for(&rec.options, &task) {
+            Ok((_, e)) => e,
+            Err(e) => {
+                self.job_error(alias, &rec, e.to_string());
+                return Ok(());
+            }
+        };
+        let Some(first) = rec.next_run_time else {
+            store
+                .release(&self.owner, &rec.id, rec.version, Release::Unclaim)
+                .await?;
+            return Ok(());
+        };
+
+        // Every run time in (.., now], capped; then the first fire after now.
+        let mut run_times = Vec::new();
+        let mut next = Some(first);
+        while let Some(t) = next {
+            if t > now {
+                break;
+            }
+            if run_times.len() == MAX_BACKLOG_RUN_TIMES {
+                tracing::warn!(job_id = %rec.id, cap = MAX_BACKLOG_RUN_TIMES, "backlog of missed runs truncated");
+                // Skip the rest of the backlog: the first fire time after now.
+                next = trigger
+                    .try_next_fire_time(None, now)
+                    .ok()
+                    .flatten()
+                    .filter(|n| *n > t);
+                break;
+            }
+            run_times.push(t);
+            next = match trigger.try_next_fire_time(Some(t), now) {
+                Ok(n) => n,
+                Err(e) => {
+                    self.job_error(alias, &rec, format!("trigger failed: {e}"));
+                    None
+                }
+            };
+        }
+
+        let candidates: Vec<DateTime<Utc>> = match (rec.options.coalesce, run_times.last()) {
+            (true, Some(last)) => vec![*last],
+            _ => run_times,
+        };
+        let mut due = Vec::with_capacity(candidates.len());
+        for t in candidates {
+            let late = (now - t).to_std().unwrap_or_default();
+            match rec.options.misfire_grace_time {
+                Some(grace) if late > grace => {
+                    tracing::warn!(job_id = %rec.id, scheduled = %t, ?late, "run missed its grace time");
+                    self.emit(Event::JobMissed {
+                        job_id: rec.id.clone(),
+                        jobstore: alias.to_string(),
+                        scheduled_run_time: t,
+                    });
+                }
+                _ => due.push(t),
+            }
+        }
+        if !due.is_empty() {
+            let run = JobRun::new(
+                rec.id.clone(),
+                alias,
+                due.clone(),
+                task,
+                rec.args.clone(),
+                rec.options.max_instances,
+                rec.options.timeout,
+            );
+            match executor.submit(run) {
+                Ok(()) => {
+                    if self.events.wants(EventMask::JOB_SUBMITTED) {
+                        self.emit(Event::JobSubmitted {
+                            job_id: rec.id.clone(),
+                            jobstore: alias.to_string(),
+                            run_times: due,
+                        });
+                    }
+                }
+                Err(SubmitError::MaxInstancesReached { .. }) => {
+                    tracing::warn!(job_id = %rec.id, max = rec.options.max_instances, "maximum running instances reached; run skipped");
+                    self.emit(Event::JobMaxInstances {
+                        job_id: rec.id.clone(),
+                        jobstore: alias.to_string(),
+                        run_times: due,
+                    });
+                }
+                Err(e) => self.job_error(alias, &rec, format!("executor refused the run: {e}")),
+            }
+        }
+
+        let outcome = match next {
+            Some(n) => Release::Reschedule {
+                next_run_time: Some(n),
+            },
+            None => Release::Remove,
+        };
+        let removing = outcome == Release::Remove;
+        match store
+            .release(&self.owner, &rec.id, rec.version, outcome)
+            .await
+        {
+            Ok(ReleaseOutcome::Applied) if removing => {
+                self.forget_inline(&rec.task);
+                self.emit(Event::JobRemoved {
+                    job_id: rec.id.clone(),
+                    jobstore: alias.to_string(),
+                });
+            }
+            Ok(_) => {}
+            Err(Error::LeaseLost { id }) => {
+                tracing::warn!(job_id = %id, "lease lost before release (another scheduler took the job)");
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(())
+    }
+}

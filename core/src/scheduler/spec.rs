@@ -1,0 +1,393 @@
+//! What users hand the scheduler (`JobSpec`, `JobChanges`) and what they get back (`Job`).
+
+use std::fmt;
+use std::future::Future;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::error::BoxError;
+use crate::job::{JobId, JobOptions, JobRecord};
+use crate::task::{JobContext, TaskFn};
+use crate::trigger::Trigger;
+
+/// How a job names the code it runs.
+#[derive(Debug)]
+pub(crate) enum TaskRef {
+    Named(String),
+    Inline(TaskFn),
+}
+
+/// Everything needed to add a job: task, trigger and options (unset options
+/// take the scheduler's [`JobDefaults`](crate::job::JobDefaults)).
+///
+/// # Examples
+/// ```
+/// use sundial_core::scheduler::JobSpec;
+/// use sundial_core::trigger::CronTrigger;
+///
+/// #[derive(serde::Serialize)]
+/// struct Report { team: String }
+///
+/// let spec = JobSpec::new("daily_report", CronTrigger::from_crontab("0 9 * * 1-5")?)
+///     .id("daily_report")
+///     .args(Report { team: "sales".into() })
+///     .replace_existing(true);
+/// # Ok::<(), sundial_core::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct JobSpec {
+    pub(crate) task: TaskRef,
+    pub(crate) trigger: Box<dyn Trigger>,
+    pub(crate) id: Option<JobId>,
+    pub(crate) name: Option<String>,
+    pub(crate) args: Result<Value, String>,
+    pub(crate) executor: Option<String>,
+    pub(crate) jobstore: Option<String>,
+    pub(crate) misfire_grace_time: Option<Option<Duration>>,
+    pub(crate) coalesce: Option<bool>,
+    pub(crate) max_instances: Option<u32>,
+    pub(crate) timeout: Option<Option<Duration>>,
+    pub(crate) next_run_time: Option<Option<DateTime<Utc>>>,
+    pub(crate) replace_existing: bool,
+}
+
+impl JobSpec {
+    /// A job that runs the registered task `task` on `trigger`.
+    pub fn new(task: impl Into<String>, trigger: impl Trigger) -> Self {
+        Self::with_task(TaskRef::Named(task.into()), Box::new(trigger))
+    }
+
+    /// A job that runs the registered task `task` on a boxed trigger.
+    pub fn new_boxed(task: impl Into<String>, trigger: Box<dyn Trigger>) -> Self {
+        Self::with_task(TaskRef::Named(task.into()), trigger)
+    }
+
+    /// A job that runs an inline async closure (memory stores only: a closure
+    /// cannot be persisted).
+    pub fn inline<F, Fut, E>(trigger: impl Trigger, f: F) -> Self
+    where
+        F: Fn(JobContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: Into<BoxError> + 'static,
+    {
+        let task = TaskFn::from_async("inline", move |ctx, (): ()| f(ctx));
+        Self::with_task(TaskRef::Inline(task), Box::new(trigger))
+    }
+
+    /// A job that runs an inline blocking closure (memory stores only).
+    pub fn inline_blocking<F, E>(trigger: impl Trigger, f: F) -> Self
+    where
+        F: Fn(JobContext) -> Result<(), E> + Send + Sync + 'static,
+        E: Into<BoxError> + 'static,
+    {
+        let task = TaskFn::from_blocking("inline", move |ctx, (): ()| f(ctx));
+        Self::with_task(TaskRef::Inline(task), Box::new(trigger))
+    }
+
+    fn with_task(task: TaskRef, trigger: Box<dyn Trigger>) -> Self {
+        JobSpec {
+            task,
+            trigger,
+            id: None,
+            name: None,
+            args: Ok(Value::Null),
+            executor: None,
+            jobstore: None,
+            misfire_grace_time: None,
+            coalesce: None,
+            max_instances: None,
+            timeout: None,
+            next_run_time: None,
+            replace_existing: false,
+        }
+    }
+
+    /// Sets the job id (default: a random id).
+    pub fn id(mut self, id: impl Into<JobId>) -> Self {
+        self.id = Some(id.into());
+        self
+    }
+
+    /// Sets a human-readable name.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Sets the task's arguments (serialized to JSON now; errors surface on `add_job`).
+    pub fn args<T: Serialize>(mut self, args: T) -> Self {
+        self.args = serde_json::to_value(args).map_err(|e| e.to_string());
+        self
+    }
+
+    /// Sets the task's arguments as raw JSON.
+    pub fn args_json(mut self, args: Value) -> Self {
+        self.args = Ok(args);
+        self
+    }
+
+    /// Runs the job on the executor with this alias.
+    pub fn executor(mut self, alias: impl Into<String>) -> Self {
+        self.executor = Some(alias.into());
+        self
+    }
+
+    /// Stores the job in the store with this alias (default `"default"`).
+    pub fn jobstore(mut self, alias: impl Into<String>) -> Self {
+        self.jobstore = Some(alias.into());
+        self
+    }
+
+    /// How late a run may start and still run (`None`: however late).
+    pub fn misfire_grace_time(mut self, grace: Option<Duration>) -> Self {
+        self.misfire_grace_time = Some(grace);
+        self
+    }
+
+    /// Whether a backlog of missed runs collapses into one run.
+    pub fn coalesce(mut self, coalesce: bool) -> Self {
+        self.coalesce = Some(coalesce);
+        self
+    }
+
+    /// How many runs of this job may execute at once.
+    pub fn max_instances(mut self, n: u32) -> Self {
+        self.max_instances = Some(n);
+        self
+    }
+
+    /// Reports (and on the async executor cancels) runs that take longer than this.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(Some(timeout));
+        self
+    }
+
+    /// Sets the first run time explicitly (default: from the trigger).
+    pub fn next_run_time(mut self, t: DateTime<Utc>) -> Self {
+        self.next_run_time = Some(Some(t));
+        self
+    }
+
+    /// Adds the job paused (no next run time).
+    pub fn paused(mut self) -> Self {
+        self.next_run_time = Some(None);
+        self
+    }
+
+    /// Replaces a job with the same id instead of failing with `ConflictingId`.
+    pub fn replace_existing(mut self, replace: bool) -> Self {
+        self.replace_existing = replace;
+        self
+    }
+}
+
+/// Changes to apply with [`Scheduler::modify_job`](crate::scheduler::Scheduler::modify_job).
+#[derive(Debug, Default, Clone)]
+pub struct JobChanges {
+    pub(crate) name: Option<Option<String>>,
+    pub(crate) args: Option<Result<Value, String>>,
+    pub(crate) executor: Option<Option<String>>,
+    pub(crate) misfire_grace_time: Option<Option<Duration>>,
+    pub(crate) coalesce: Option<bool>,
+    pub(crate) max_instances: Option<u32>,
+    pub(crate) timeout: Option<Option<Duration>>,
+    pub(crate) next_run_time: Option<Option<DateTime<Utc>>>,
+}
+
+impl JobChanges {
+    /// No changes yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Renames the job.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(Some(name.into()));
+        self
+    }
+    /// Replaces the arguments.
+    pub fn args<T: Serialize>(mut self, args: T) -> Self {
+        self.args = Some(serde_json::to_value(args).map_err(|e| e.to_string()));
+        self
+    }
+    /// Moves the job to another executor (`None`: route by task kind).
+    pub fn executor(mut self, alias: Option<String>) -> Self {
+        self.executor = Some(alias);
+        self
+    }
+    /// Changes the misfire grace time.
+    pub fn misfire_grace_time(mut self, grace: Option<Duration>) -> Self {
+        self.misfire_grace_time = Some(grace);
+        self
+    }
+    /// Changes coalescing.
+    pub fn coalesce(mut self, coalesce: bool) -> Self {
+        self.coalesce = Some(coalesce);
+        self
+    }
+    /// Changes the instance limit.
+    pub fn max_instances(mut self, n: u32) -> Self {
+        self.max_instances = Some(n);
+        self
+    }
+    /// Changes the timeout.
+    pub fn timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+    /// Sets the next run time (`None` pauses).
+    pub fn next_run_time(mut self, t: Option<DateTime<Utc>>) -> Self {
+        self.next_run_time = Some(t);
+        self
+    }
+
+    pub(crate) fn apply(self, rec: &mut JobRecord) -> crate::Result<()> {
+        let o: &mut JobOptions = &mut rec.options;
+        if let Some(v) = self.name {
+            o.name = v;
+        }
+        if let Some(v) = self.executor {
+            o.executor = v;
+        }
+        if let Some(v) = self.misfire_grace_time {
+            o.misfire_grace_time = v;
+        }
+        if let Some(v) = self.coalesce {
+            o.coalesce = v;
+        }
+        if let Some(v) = self.max_instances {
+            o.max_instances = v;
+        }
+        if let Some(v) = self.timeout {
+            o.timeout = v;
+        }
+        if let Some(v) = self.next_run_time {
+            rec.next_run_time = v;
+        }
+        if let Some(a) = self.args {
+            rec.args = a.map_err(|e| {
+                crate::Error::InvalidJob(format!("cannot serialize arguments: {e}"))
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// A job as the scheduler reports it: the stored record plus where it lives.
+#[derive(Clone, Debug)]
+pub struct Job {
+    pub(crate) record: JobRecord,
+    pub(crate) jobstore: String,
+    pub(crate) trigger_description: String,
+    pub(crate) timezone: Tz,
+    pub(crate) pending: bool,
+}
+
+impl Job {
+    /// The job id.
+    pub fn id(&self) -> &JobId {
+        &self.record.id
+    }
+    /// The job's name (the task name if none was given).
+    pub fn name(&self) -> &str {
+        self.record
+            .options
+            .name
+            .as_deref()
+            .unwrap_or(&self.record.task)
+    }
+    /// The task name.
+    pub fn task(&self) -> &str {
+        &self.record.task
+    }
+    /// The arguments as JSON.
+    pub fn args(&self) -> &Value {
+        &self.record.args
+    }
+    /// The run settings.
+    pub fn options(&self) -> &JobOptions {
+        &self.record.options
+    }
+    /// The next run time (`None`: paused).
+    pub fn next_run_time(&self) -> Option<DateTime<Utc>> {
+        self.record.next_run_time
+    }
+    /// The next run time in the trigger's zone.
+    pub fn next_run_time_local(&self) -> Option<DateTime<Tz>> {
+        self.record
+            .next_run_time
+            .map(|t| t.with_timezone(&self.timezone))
+    }
+    /// Whether the job is paused.
+    pub fn is_paused(&self) -> bool {
+        self.record.next_run_time.is_none()
+    }
+    /// The trigger's JSON form.
+    pub fn trigger_json(&self) -> &Value {
+        &self.record.trigger
+    }
+    /// A short description of the trigger.
+    pub fn trigger_description(&self) -> &str {
+        &self.trigger_description
+    }
+    /// The alias of the store holding the job.
+    pub fn jobstore(&self) -> &str {
+        &self.jobstore
+    }
+    /// Whether the job waits for the scheduler to start before it is stored.
+    pub fn is_pending(&self) -> bool {
+        self.pending
+    }
+    /// The stored record.
+    pub fn record(&self) -> &JobRecord {
+        &self.record
+    }
+}
+
+impl fmt::Display for Job {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} ({}) trigger: {}, ",
+            self.id(),
+            self.name(),
+            self.trigger_description
+        )?;
+        match self.next_run_time_local() {
+            Some(t) => write!(f, "next run at: {}", t.format("%Y-%m-%d %H:%M:%S %Z")),
+            None => f.write_str("paused"),
+        }
+    }
+}
+
+/// All jobs, grouped by store, for printing (APScheduler's `print_jobs`).
+#[derive(Clone, Debug)]
+pub struct JobListing {
+    pub(crate) stores: Vec<(String, Vec<Job>)>,
+}
+
+impl JobListing {
+    /// The jobs of every store, in listing order.
+    pub fn jobs(&self) -> impl Iterator<Item = &Job> {
+        self.stores.iter().flat_map(|(_, jobs)| jobs.iter())
+    }
+}
+
+impl fmt::Display for JobListing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (alias, jobs) in &self.stores {
+            writeln!(f, "Jobstore {alias}:")?;
+            if jobs.is_empty() {
+                writeln!(f, "    No scheduled jobs")?;
+            }
+            for job in jobs {
+                let pending = if job.pending { " [pending]" } else { "" };
+                writeln!(f, "    {job}{pending}")?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,221 @@
+//! The job store seam.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::error::Result;
+use crate::job::{JobId, JobRecord, OwnerId, Release, ReleaseOutcome};
+
+/// What a store can promise.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StoreCapabilities {
+    /// Jobs survive a restart of the process (inline closures are refused).
+    pub persistent: bool,
+    /// Several processes may use the store at once (the scheduler bounds its
+    /// idle sleep so that jobs added elsewhere are noticed).
+    pub shared: bool,
+}
+
+impl StoreCapabilities {
+    /// Capabilities of a store that lives in one process's memory.
+    pub const IN_MEMORY: StoreCapabilities = StoreCapabilities {
+        persistent: false,
+        shared: false,
+    };
+
+    /// Capabilities of a database shared by several processes.
+    pub const SHARED_PERSISTENT: StoreCapabilities = StoreCapabilities {
+        persistent: true,
+        shared: true,
+    };
+}
+
+/// Persists job records and hands out due work.
+///
+/// # Contract
+/// Every store meets these rules; the conformance suite in
+/// `sundial-integration-tests` checks each one against every store.
+///
+/// - `add_job` inserts a new record with `version` 0 and no lease; an existing id
+///   fails with [`Error::ConflictingId`](crate::Error::ConflictingId) and changes nothing.
+/// - `add_jobs` inserts several records; it fails with `ConflictingId` if any id
+///   exists (in the store or twice in the batch), and then inserts none of them.
+/// - `update_job` replaces task, trigger, args, options and `next_run_time` of an
+///   existing record, keeps its lease and increments its version; a missing id
+///   fails with [`Error::JobNotFound`](crate::Error::JobNotFound).
+/// - `remove_job` deletes one record (`JobNotFound` if missing); `remove_all_jobs`
+///   deletes every record.
+/// - `lookup_job` returns the record exactly as stored (every field, times to the
+///   microsecond), or `None`.
+/// - `get_all_jobs` returns every record ordered by `next_run_time` ascending,
+///   paused jobs (`None`) last, ties broken by id.
+/// - `get_next_run_time` returns the earliest instant at which `acquire_due` could
+///   return a job: the minimum over unpaused jobs of `next_run_time`, or of the
+///   lease expiry when a lease ends later. `None` when no job is unpaused.
+/// - `acquire_due(now, owner, lease, limit)` atomically claims up to `limit` jobs
+///   with `next_run_time <= now` that are unleased or whose lease expired
+///   (`until <= now`), in `next_run_time` order (ties by id). Each claimed record
+///   gets `lease = { owner, until: now + lease }` and `version + 1`, and is returned
+///   as stored after the claim. No job is ever returned to two concurrent callers,
+///   across handles and processes. Paused jobs are never returned.
+/// - `release(owner, id, version, outcome)` hands a claimed job back. When the job
+///   is gone it returns [`ReleaseOutcome::Gone`]. When the lease is not held by
+///   `owner` it fails with [`Error::LeaseLost`](crate::Error::LeaseLost) and changes
+///   nothing. When the record's version is not `version` (it was updated while
+///   claimed) it drops the lease only and returns [`ReleaseOutcome::Superseded`].
+///   Otherwise it applies `outcome` (`Reschedule` sets `next_run_time`, `Remove`
+///   deletes, `Unclaim` leaves the schedule), drops the lease, increments the
+///   version and returns [`ReleaseOutcome::Applied`].
+/// - `start` is idempotent (creates schema, loads scripts); `shutdown` releases
+///   connections.
+///
+/// # Errors
+/// Backend failures are [`Error::Store`](crate::Error::Store) with
+/// [`is_temporary`](crate::Error::is_temporary) set for connection problems, so the
+/// scheduler backs off and retries.
+#[async_trait]
+pub trait JobStore: Send + Sync + fmt::Debug + 'static {
+    /// The backend's name for messages: `memory`, `sqlite`, `postgres`, ...
+    fn backend(&self) -> &'static str;
+
+    /// What the store can promise.
+    fn capabilities(&self) -> StoreCapabilities;
+
+    /// Prepares the store (creates schema, connects); idempotent.
+    async fn start(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// Releases resources.
+    async fn shutdown(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// Inserts a new job.
+    async fn add_job(&self, job: &JobRecord) -> Result<()>;
+
+    /// Inserts several new jobs, all or none.
+    async fn add_jobs(&self, jobs: &[JobRecord]) -> Result<()>;
+
+    /// Replaces an existing job's content and schedule (lease kept, version bumped).
+    async fn update_job(&self, job: &JobRecord) -> Result<()>;
+
+    /// Deletes one job.
+    async fn remove_job(&self, id: &JobId) -> Result<()>;
+
+    /// Deletes every job.
+    async fn remove_all_jobs(&self) -> Result<()>;
+
+    /// Reads one job.
+    async fn lookup_job(&self, id: &JobId) -> Result<Option<JobRecord>>;
+
+    /// Reads every job, by next run time with paused jobs last.
+    async fn get_all_jobs(&self) -> Result<Vec<JobRecord>>;
+
+    /// The earliest instant at which a job may become claimable.
+    async fn get_next_run_time(&self) -> Result<Option<DateTime<Utc>>>;
+
+    /// Atomically claims due jobs for `owner`.
+    async fn acquire_due(
+        &self,
+        now: DateTime<Utc>,
+        owner: &OwnerId,
+        lease: Duration,
+        limit: usize,
+    ) -> Result<Vec<JobRecord>>;
+
+    /// Hands a claimed job back with its outcome.
+    async fn release(
+        &self,
+        owner: &OwnerId,
+        id: &JobId,
+        version: u64,
+        outcome: Release,
+    ) -> Result<ReleaseOutcome>;
+}
+
+macro_rules! forward_store {
+    ($ty:ty) => {
+        #[deny(clippy::missing_trait_methods)]
+        #[async_trait]
+        impl<T: JobStore + ?Sized> JobStore for $ty {
+            fn backend(&self) -> &'static str {
+                (**self).backend()
+            }
+            fn capabilities(&self) -> StoreCapabilities {
+                (**self).capabilities()
+            }
+            async fn start(&self) -> Result<()> {
+                (**self).start().await
+            }
+            async fn shutdown(&self) -> Result<()> {
+                (**self).shutdown().await
+            }
+            async fn add_job(&self, job: &JobRecord) -> Result<()> {
+                (**self).add_job(job).await
+            }
+            async fn add_jobs(&self, jobs: &[JobRecord]) -> Result<()> {
+                (**self).add_jobs(jobs).await
+            }
+            async fn update_job(&self, job: &JobRecord) -> Result<()> {
+                (**self).update_job(job).await
+            }
+            async fn remove_job(&self, id: &JobId) -> Result<()> {
+                (**self).remove_job(id).await
+            }
+            async fn remove_all_jobs(&self) -> Result<()> {
+                (**self).remove_all_jobs().await
+            }
+            async fn lookup_job(&self, id: &JobId) -> Result<Option<JobRecord>> {
+                (**self).lookup_job(id).await
+            }
+            async fn get_all_jobs(&self) -> Result<Vec<JobRecord>> {
+                (**self).get_all_jobs().await
+            }
+            async fn get_next_run_time(&self) -> Result<Option<DateTime<Utc>>> {
+                (**self).get_next_run_time().await
+            }
+            async fn acquire_due(
+                &self,
+                now: DateTime<Utc>,
+                owner: &OwnerId,
+                lease: Duration,
+                limit: usize,
+            ) -> Result<Vec<JobRecord>> {
+                (**self).acquire_due(now, owner, lease, limit).await
+            }
+            async fn release(
+                &self,
+                owner: &OwnerId,
+                id: &JobId,
+                version: u64,
+                outcome: Release,
+            ) -> Result<ReleaseOutcome> {
+                (**self).release(owner, id, version, outcome).await
+            }
+        }
+    };
+}
+
+forward_store!(Arc<T>);
+forward_store!(Box<T>);
+
+/// Sorts records as `get_all_jobs` must return them: by next run time, paused last, then id.
+pub fn sort_records(records: &mut [JobRecord]) {
+    records.sort_by(|a, b| match (a.next_run_time, b.next_run_time) {
+        (Some(x), Some(y)) => x.cmp(&y).then_with(|| a.id.cmp(&b.id)),
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => a.id.cmp(&b.id),
+    });
+}
+
+/// Converts a lease length to a chrono duration (saturating).
+pub fn lease_duration(lease: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX)
+}

@@ -1,0 +1,1038 @@
+//! End-to-end scheduler tests on a virtual clock (tokio paused time): days of
+//! schedule run in milliseconds, and every assertion is about exact instants.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::{FutureExt, StreamExt};
+use sundial::clock::{Clock, VirtualClock};
+use sundial::job::{JobOptions, JobRecord};
+use sundial::prelude::*;
+use sundial::{JobId, JobStore, SchedulerState};
+
+fn at(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+}
+
+type Runs = Arc<Mutex<Vec<(String, DateTime<Utc>)>>>;
+
+struct Harness {
+    scheduler: Scheduler,
+    runs: Runs,
+    clock: Arc<VirtualClock>,
+    store: Arc<MemoryJobStore>,
+}
+
+fn harness_with(
+    start: &str,
+    f: impl FnOnce(sundial::SchedulerBuilder) -> sundial::SchedulerBuilder,
+) -> Harness {
+    let runs: Runs = Arc::default();
+    let clock = Arc::new(VirtualClock::new(at(start)));
+    let store = Arc::new(MemoryJobStore::new());
+    let r = Arc::clone(&runs);
+    let builder = Scheduler::builder()
+        .clock(Arc::clone(&clock) as Arc<dyn Clock>)
+        .jobstore_arc("default", Arc::clone(&store) as Arc<dyn JobStore>)
+        .executor("default", AsyncExecutor::new())
+        .executor("blocking", ThreadPoolExecutor::new(2))
+        .task("record", move |ctx: JobContext, _: ()| {
+            let r = Arc::clone(&r);
+            async move {
+                r.lock()
+                    .unwrap()
+                    .push((ctx.job_id().to_string(), ctx.scheduled_run_time()));
+                Ok::<_, std::io::Error>(())
+            }
+        })
+        .task("sleep", |ctx: JobContext, secs: u64| async move {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(secs)) => Ok(()),
+                _ = ctx.cancelled() => Err("cancelled".to_string()),
+            }
+        })
+        .task("fail", |_ctx: JobContext, msg: String| async move {
+            Err::<(), _>(msg)
+        })
+        .task("panic", |_ctx: JobContext, _: ()| async move {
+            if true {
+                panic!("boom in task");
+            }
+            Ok::<_, std::io::Error>(())
+        });
+    let scheduler = f(builder).build().unwrap();
+    Harness {
+        scheduler,
+        runs,
+        clock,
+        store,
+    }
+}
+
+fn harness(start: &str) -> Harness {
+    harness_with(start, |b| b)
+}
+
+impl Harness {
+    fn runs_of(&self, id: &str) -> Vec<DateTime<Utc>> {
+        self.runs
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(j, _)| j == id)
+            .map(|(_, t)| *t)
+            .collect()
+    }
+
+    async fn sleep(&self, d: Duration) {
+        tokio::time::sleep(d).await;
+    }
+}
+
+fn drain(events: &mut futures::stream::BoxStream<'static, Event>) -> Vec<Event> {
+    let mut out = Vec::new();
+    while let Some(Some(e)) = events.next().now_or_never() {
+        out.push(e);
+    }
+    out
+}
+
+#[tokio::test(start_paused = true)]
+async fn weekday_cron_in_shanghai_fires_22_times_in_june() {
+    let h = harness_with("2026-06-01T00:00:00+08:00", |b| {
+        b.timezone("Asia/Shanghai").unwrap()
+    });
+    h.scheduler.start().await.unwrap();
+    h.scheduler
+        .add_job(
+            JobSpec::new("record", CronTrigger::from_crontab("0 9 * * 1-5").unwrap()).id("report"),
+        )
+        .await
+        .unwrap();
+    h.sleep(Duration::from_secs(30 * 86_400)).await;
+    let runs = h.runs_of("report");
+    let expected: Vec<DateTime<Utc>> = [
+        1, 2, 3, 4, 5, 8, 9, 10, 11, 12, 15, 16, 17, 18, 19, 22, 23, 24, 25, 26, 29, 30,
+    ]
+    .iter()
+    .map(|d| at(&format!("2026-06-{d:02}T09:00:00+08:00")))
+    .collect();
+    assert_eq!(runs, expected);
+    assert_eq!(h.clock.now(), at("2026-07-01T00:00:00+08:00"));
+    h.scheduler.shutdown(true).await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn date_job_runs_once_and_is_removed() {
+    let h = harness("2026-01-01T00:00:00Z");
+    let mut events = h.scheduler.subscribe();
+    h.scheduler.start().await.unwrap();
+    h.scheduler
+        .add_job(JobSpec::new("record", DateTrigger::at(at("2026-01-01T00:10:00Z"))).id("once"))
+        .await
+        .unwrap();
+    h.sleep(Duration::from_secs(3600)).await;
+    assert_eq!(h.runs_of("once"), vec![at("2026-01-01T00:10:00Z")]);
+    assert!(h.scheduler.get_job("once", None).await.unwrap().is_none());
+    let evs = drain(&mut events);
+    let kinds: Vec<EventMask> = evs.iter().map(|e| e.mask()).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            EventMask::SCHEDULER_STARTED,
+            EventMask::JOB_ADDED,
+            EventMask::JOB_SUBMITTED,
+            EventMask::JOB_REMOVED,
+            EventMask::JOB_EXECUTED,
+        ]
+    );
+    h.scheduler.shutdown(true).await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn interval_job_keeps_its_rhythm() {
+    let h = harness("2026-01-01T00:00:00Z");
+    h.scheduler.start().await.unwrap();
+    h.scheduler
+        .add_job(
+            JobSpec::new(
+                "record",
+                IntervalTrigger::builder().minutes(10).build().unwrap(),
+            )
+            .id("tick"),
+        )
+        .await
+        .unwrap();
+    h.sleep(Duration::from_secs(3601)).await;
+    let expected: Vec<_> = (1..=6)
+        .map(|i| at("2026-01-01T00:00:00Z") + chrono::Duration::minutes(10 * i))
+        .collect();
+    assert_eq!(h.runs_of("tick"), expected);
+    h.scheduler.shutdown(true).await.unwrap();
+}
+
+/// Adds a job whose next run time lies `backlog` in the past, runs the loop, and
+/// returns (executed run times, missed run times).
+async fn backlog_case(
+    every: i64,
+    backlog: i64,
+    coalesce: bool,
+    grace: Option<u64>,
+) -> (Vec<DateTime<Utc>>, Vec<DateTime<Utc>>) {
+    let start = "2026-01-01T12:00:00Z";
+    let h = harness(start);
+    let now = at(start);
+    let mut events = h.scheduler.subscribe();
+    h.scheduler.start().await.unwrap();
+    let first = now - chrono::Duration::minutes(backlog);
+    h.scheduler
+        .add_job(
+            JobSpec::new(
+                "record",
+                IntervalTrigger::builder()
+                    .minutes(every as u64)
+                    .start_date(first)
+                    .build()
+                    .unwrap(),
+            )
+            .id("job")
+            .next_run_time(first)
+            .coalesce(coalesce)
+            .misfire_grace_time(grace.map(Duration::from_secs)),
+        )
+        .await
+        .unwrap();
+    h.sleep(Duration::from_secs(1)).await;
+    let missed = drain(&mut events)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::JobMissed {
+                scheduled_run_time, ..
+            } => Some(scheduled_run_time),
+            _ => None,
+        })
+        .collect();
+    let runs = h.runs_of("job");
+    h.scheduler.shutdown(true).await.unwrap();
+    (runs, missed)
+}
+
+#[tokio::test(start_paused = true)]
+async fn misfire_and_coalesce_matrix() {
+    let t = |m: i64| at("2026-01-01T12:00:00Z") - chrono::Duration::minutes(m);
+    // Backlog -5m ..= now, one run per minute.
+    let (runs, missed) = backlog_case(1, 5, false, None).await;
+    assert_eq!(runs, vec![t(5), t(4), t(3), t(2), t(1), t(0)]);
+    assert!(missed.is_empty());
+
+    let (runs, missed) = backlog_case(1, 5, false, Some(90)).await;
+    assert_eq!(runs, vec![t(1), t(0)]);
+    assert_eq!(missed, vec![t(5), t(4), t(3), t(2)]);
+
+    let (runs, missed) = backlog_case(1, 5, true, None).await;
+    assert_eq!(runs, vec![t(0)]);
+    assert!(missed.is_empty());
+
+    let (runs, missed) = backlog_case(1, 5, true, Some(90)).await;
+    assert_eq!(runs, vec![t(0)]);
+    assert!(missed.is_empty());
+
+    // Every 10 minutes from -25m: -25, -15, -5 are due; the latest is 5 minutes late.
+    let (runs, missed) = backlog_case(10, 25, true, Some(60)).await;
+    assert!(runs.is_empty());
+    assert_eq!(missed, vec![t(5)]);
+
+    let (runs, missed) = backlog_case(10, 25, false, Some(60)).await;
+    assert!(runs.is_empty());
+    assert_eq!(missed, vec![t(25), t(15), t(5)]);
+
+    let (runs, missed) = backlog_case(10, 25, false, Some(600)).await;
+    assert_eq!(runs, vec![t(5)]);
+    assert_eq!(missed, vec![t(25), t(15)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_instances_skips_overlapping_runs() {
+    let h = harness("2026-01-01T00:00:00Z");
+    let mut events = h.scheduler.subscribe();
+    h.scheduler.start().await.unwrap();
+    // Runs every minute and takes 150 s: the runs at 2m and 3m overlap the one at 1m.
+    h.scheduler
+        .add_job(
+            JobSpec::new(
+                "sleep",
+                IntervalTrigger::builder().minutes(1).build().unwrap(),
+            )
+            .id("slow")
+            .args(150u64)
+            .max_instances(1),
+        )
+        .await
+        .unwrap();
+    h.sleep(Duration::from_secs(330)).await;
+    let evs = drain(&mut events);
+    let started: Vec<DateTime<Utc>> = evs
+        .iter()
+        .filter_map(|e| match e {
+            Event::JobSubmitted { run_times, .. } => Some(run_times[0]),
+            _ => None,
+        })
+        .collect();
+    let skipped: Vec<DateTime<Utc>> = evs
+        .iter()
+        .filter_map(|e| match e {
+            Event::JobMaxInstances { run_times, .. } => Some(run_times[0]),
+            _ => None,
+        })
+        .collect();
+    let m = |i: i64| at("2026-01-01T00:00:00Z") + chrono::Duration::minutes(i);
+    assert_eq!(started, vec![m(1), m(4)]);
+    assert_eq!(skipped, vec![m(2), m(3), m(5)]);
+    h.scheduler.shutdown(false).await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_instances_two_allows_overlap() {
+    let h = harness("2026-01-01T00:00:00Z");
+    let mut events = h.scheduler.subscribe();
+    h.scheduler.start().await.unwrap();
+    h.scheduler
+        .add_job(
+            JobSpec::new(
+                "sleep",
+                IntervalTrigger::builder().minutes(1).build().unwrap(),
+            )
+            .id("slow")
+            .args(150u64)
+            .max_instances(2),
+        )
+        .await
+        .unwrap();
+    h.sleep(Duration::from_secs(270)).await;
+    let evs = drain(&mut events);
+    let submitted = evs
+        .iter()
+        .filter(|e| matches!(e, Event::JobSubmitted { .. }))
+        .count();
+    let skipped = evs
+        .iter()
+        .filter(|e| matches!(e, Event::JobMaxInstances { .. }))
+        .count();
+    // 1m and 2m run together, 3m is refused (both still running), 4m runs.
+    assert_eq!((submitted, skipped), (3, 1));
+    h.scheduler.shutdown(false).await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn jobs_added_before_start_are_pending_then_scheduled() {
+    let h = harness("2026-01-01T00:00:00Z");
+    h.scheduler
+        .add_job(JobSpec::new("record", DateTrigger::at(at("2026-01-01T00:05:00Z"))).id("early"))
+        .await
+        .unwrap();
+    let jobs = h.scheduler.get_jobs(None).await.unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert!(jobs[0].is_pending());
+    assert!(h
+        .store
+        .lookup_job(&JobId::new("early"))
+        .await
+        .unwrap()
+        .is_none());
+    h.scheduler.start().await.unwrap();
+    assert!(h
+        .store
+        .lookup_job(&JobId::new("early"))
+        .await
+        .unwrap()
+        .is_some());
+    h.sleep(Duration::from_secs(600)).await;
+    assert_eq!(h.runs_of("early"), vec![at("2026-01-01T00:05:00Z")]);
+    h.scheduler.shutdown(true).await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn pause_and_resume_a_job() {
+    let h = harness("2026-01-01T00:00:00Z");
+    h.scheduler.start().await.unwrap();
+    h.scheduler
+        .add_job(
+            JobSpec::new(
+                "record",
+                IntervalTrigger::builder().minutes(1).build().unwrap(),
+            )
+            .id("p"),
+        )
+        .await
+        .unwrap();
+    h.sleep(Duration::from_secs(150)).await; // runs at 1m, 2m
+    let paused = h.scheduler.pause_job("p", None).await.unwrap();
+    assert!(paused.is_paused());
+    h.sleep(Duration::from_secs(300)).await; // nothing at 3m..7m
+    let resumed = h.scheduler.resume_job("p", None).await.unwrap().unwrap();
+    assert_eq!(resumed.next_run_time(), Some(at("2026-01-01T00:08:00Z")));
+    h.sleep(Duration::from_secs(120)).await; // 8m, 9m
+    let m = |i: i64| at("2026-01-01T00:00:00Z") + chrono::Duration::minutes(i);
+    assert_eq!(h.runs_of("p"), vec![m(1), m(2), m(8), m(9)]);
+    h.scheduler.shutdown(true).await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn pause_and_resume_the_scheduler() {
+    let h = harness("2026-01-01T00:00:00Z");
+    let mut events = h.scheduler.subscribe();
+    h.scheduler.start_paused().await.unwrap();
+    assert_eq!(h.scheduler.state(), SchedulerState::Paused);
+    h.scheduler
+        .add_job(
+            JobSpec::new(
+                "record",
+                IntervalTrigger::builder().minutes(1).build().unwrap(),
+            )
+            .id("j")
+            .coalesce(true)
+            .misfire_grace_time(None),
+        )
+        .await
+        .unwrap();
+    h.sleep(Duration::from_secs(330)).await;
+    assert!(h.runs_of("j").is_empty());
+    h.scheduler.resume().unwrap();
+    h.sleep(Duration::from_millis(10)).await;
+    // The backlog 1m..5m coalesces into one run (the latest).
+    assert_eq!(h.runs_of("j"), vec![at("2026-01-01T00:05:00Z")]);
+    h.scheduler.pause().unwrap();
+    let kinds: Vec<EventMask> = drain(&mut events).iter().map(|e| e.mask()).collect();
+    assert!(kinds.contains(&EventMask::SCHEDULER_PAUSED));
+    assert!(kinds.contains(&EventMask::SCHEDULER_RESUMED));
+    h.scheduler.shutdown(true).await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn exhausted_trigger_removes_the_job() {
+    let h = harness("2026-01-01T00:00:00Z");
+    h.scheduler.start().await.unwrap();
+    h.scheduler
+        .add_job(
+            JobSpec::new(
+                "record",
+                IntervalTrigger::builder()
+                    .minutes(1)
+                    .start_date(at("2026-01-01T00:01:00Z"))
+                    .end_date(at("2026-01-01T00:03:00Z"))
+                    .build()
+                    .unwrap(),
+            )
+            .id("bounded"),
+        )
+        .await
+        .unwrap();
+    h.sleep(Duration::from_secs(600)).await;
+    assert_eq!(h.runs_of("bounded").len(), 3);
+    assert!(h
+        .scheduler
+        .get_job("bounded", None)
+        .await
+        .unwrap()
+        .is_none());
+    h.scheduler.shutdown(true).await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_wait_true_waits_for_running_jobs() {
+    let h = harness("2026-01-01T00:00:00Z");
+    let done = Arc::new(AtomicBool::new(false));
+    let d = Arc::clone(&done);
+    h.scheduler.start().await.unwrap();
+    h.scheduler
+        .add_job(JobSpec::inline(
+            DateTrigger::at(at("2026-01-01T00:00:01Z")),
+            move |_| {
+                let d = Arc::clone(&d);
+                async move {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    d.store(true, Ordering::SeqCst);
+                    Ok::<_, std::io::Error>(())
+                }
+            },
+        ))
+        .await
+        .unwrap();
+    h.sleep(Duration::from_secs(2)).await;
+    assert!(!done.load(Ordering::SeqCst));
+    h.scheduler.shutdown(true).await.unwrap();
+    assert!(done.load(Ordering::SeqCst));
+    assert_eq!(h.scheduler.state(), SchedulerState::Stopped);
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_wait_false_returns_at_once_and_cancels() {
+    let h = harness("2026-01-01T00:00:00Z");
+    let cancelled = Arc::new(AtomicBool::new(false));
+    let c = Arc::clone(&cancelled);
+    h.scheduler.start().await.unwrap();
+    h.scheduler
+        .add_job(JobSpec::inline(
+            DateTrigger::at(at("2026-01-01T00:00:01Z")),
+            move |ctx| {
+                let c = Arc::clone(&c);
+                async move {
+                    ctx.cancelled().await;
+                    c.store(true, Ordering::SeqCst);
+                    Ok::<_, std::io::Error>(())
+                }
+            },
+        ))
+        .await
+        .unwrap();
+    h.sleep(Duration::from_secs(2)).await;
+    let before = h.clock.now();
+    h.scheduler.shutdown(false).await.unwrap();
+    assert_eq!(h.clock.now(), before, "shutdown(false) must not wait");
+    tokio::task::yield_now().await;
+    h.sleep(Duration::from_millis(1)).await;
+    assert!(cancelled.load(Ordering::SeqCst));
+}
+
+#[tokio::test(start_paused = true)]
+async fn failing_and_panicking_tasks_become_error_events() {
+    let h = harness("2026-01-01T00:00:00Z");
+    let mut events = h.scheduler.subscribe();
+    h.scheduler.start().await.unwrap();
+    let when = DateTrigger::at(at("2026-01-01T00:01:00Z"));
+    h.scheduler
+        .add_job(JobSpec::new("panic", when.clone()).id("p"))
+        .await
+        .unwrap();
+    h.scheduler
+        .add_job(JobSpec::new("fail", when.clone()).id("f").args("disk full"))
+        .await
+        .unwrap();
+    h.scheduler
+        .add_job(JobSpec::new("fail", when).id("bad-args").args(42))
+        .await
+        .unwrap();
+    h.sleep(Duration::from_secs(120)).await;
+    let errors: Vec<(String, String)> = drain(&mut events)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::JobError { job_id, error, .. } => Some((job_id.to_string(), error)),
+            _ => None,
+        })
+        .collect();
+    let find = |id: &str| {
+        errors
+            .iter()
+            .find(|(j, _)| j == id)
+            .map(|(_, e)| e.clone())
+            .unwrap()
+    };
+    assert_eq!(find("p"), "task panicked: boom in task");
+    assert_eq!(find("f"), "disk full");
+    assert!(
+        find("bad-args").contains("invalid arguments for task 'fail'"),
+        "{}",
+        find("bad-args")
+    );
+    // The scheduler keeps working after a panic.
+    assert_eq!(h.scheduler.state(), SchedulerState::Running);
+    h.scheduler.shutdown(true).await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn panicking_listener_does_not_stop_other_listeners() {
+    let h = harness("2026-01-01T00:00:00Z");
+    let count = Arc::new(AtomicUsize::new(0));
+    let c = Arc::clone(&count);
+    h.scheduler
+        .add_listener(EventMask::ALL, |_: &Event| panic!("listener bug"));
+    h.scheduler
+        .add_listener(EventMask::JOB_EXECUTED, move |_: &Event| {
+            c.fetch_add(1, Ordering::SeqCst);
+        });
+    h.scheduler.start().await.unwrap();
+    h.scheduler
+        .add_job(
+            JobSpec::new(
+                "record",
+                IntervalTrigger::builder().minutes(1).build().unwrap(),
+            )
+            .id("j"),
+        )
+        .await
+        .unwrap();
+    h.sleep(Duration::from_secs(301)).await;
+    h.scheduler.shutdown(true).await.unwrap();
+    assert_eq!(count.load(Ordering::SeqCst), 5);
+    assert_eq!(h.runs_of("j").len(), 5);
+}
+
+#[tokio::test(start_paused = true)]
+async fn unknown_task_in_a_stored_job_is_reported_and_kept() {
+    let h = harness("2026-01-01T00:00:00Z");
+    let mut events = h.scheduler.subscribe();
+    let next = at("2026-01-01T00:01:00Z");
+    let record = JobRecord::new(
+        JobId::new("orphan"),
+        "deleted_task",
+        serde_json::json!({"type": "interval", "minutes": 1, "start_date": "2026-01-01T00:01:00Z"}),
+        serde_json::Value::Null,
+        JobOptions::default(),
+        Some(next),
+    );
+    h.store.add_job(&record).await.unwrap();
+    h.scheduler.start().await.unwrap();
+    h.scheduler
+        .add_job(
+            JobSpec::new(
+                "record",
+                IntervalTrigger::builder().minutes(1).build().unwrap(),
+            )
+            .id("healthy"),
+        )
+        .await
+        .unwrap();
+    h.sleep(Duration::from_secs(150)).await;
+    let errors: Vec<String> = drain(&mut events)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::JobError { job_id, error, .. } if job_id.as_str() == "orphan" => Some(error),
+            _ => None,
+        })
+        .collect();
+    // Reported at 00:01 and again when the 60 s lease expires at 00:02.
+    assert_eq!(
+        errors.len(),
+        2,
+        "reported once per lease period: {errors:?}"
+    );
+    assert!(
+        errors[0].contains("unknown task 'deleted_task'"),
+        "{}",
+        errors[0]
+    );
+    let kept = h
+        .store
+        .lookup_job(&JobId::new("orphan"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(kept.next_run_time, Some(next), "the job is untouched");
+    assert_eq!(h.runs_of("healthy").len(), 2, "other jobs keep running");
+    h.scheduler.shutdown(true).await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn timeout_cancels_async_runs() {
+    let h = harness("2026-01-01T00:00:00Z");
+    let mut events = h.scheduler.subscribe();
+    h.scheduler.start().await.unwrap();
+    h.scheduler
+        .add_job(
+            JobSpec::new("sleep", DateTrigger::at(at("2026-01-01T00:00:10Z")))
+                .id("slow")
+                .args(3600u64)
+                .timeout(Duration::from_secs(5)),
+        )
+        .await
+        .unwrap();
+    h.sleep(Duration::from_secs(60)).await;
+    let evs = drain(&mut events);
+    let timeouts: Vec<&Event> = evs
+        .iter()
+        .filter(|e| matches!(e, Event::JobTimeout { .. }))
+        .collect();
+    assert_eq!(timeouts.len(), 1);
+    assert!(
+        matches!(timeouts[0], Event::JobTimeout { timeout, .. } if *timeout == Duration::from_secs(5))
+    );
+    assert!(!evs.iter().any(|e| matches!(e, Event::JobExecuted { .. })));
+    h.scheduler.shutdown(true).await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn run_job_now_keeps_the_schedule() {
+    let h = harness("2026-01-01T00:00:00Z");
+    h.scheduler.start().await.unwrap();
+    h.scheduler
+        .add_job(
+            JobSpec::new(
+                "record",
+                IntervalTrigger::builder().hours(1).build().unwrap(),
+            )
+            .id("hourly"),
+        )
+        .await
+        .unwrap();
+    h.scheduler.run_job_now("hourly", None).await.unwrap();
+    h.sleep(Duration::from_millis(1)).await;
+    assert_eq!(h.runs_of("hourly"), vec![at("2026-01-01T00:00:00Z")]);
+    let job = h.scheduler.get_job("hourly", None).await.unwrap().unwrap();
+    assert_eq!(job.next_run_time(), Some(at("2026-01-01T01:00:00Z")));
+    h.scheduler.shutdown(true).await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn api_errors() {
+    let h = harness("2026-01-01T00:00:00Z");
+    let every = || IntervalTrigger::builder().minutes(1).build().unwrap();
+    assert!(matches!(
+        h.scheduler.shutdown(true).await,
+        Err(Error::NotRunning)
+    ));
+    assert!(matches!(h.scheduler.pause(), Err(Error::NotRunning)));
+    assert!(matches!(
+        h.scheduler.run_job_now("x", None).await,
+        Err(Error::NotRunning)
+    ));
+    h.scheduler.start().await.unwrap();
+    assert!(matches!(
+        h.scheduler.start().await,
+        Err(Error::AlreadyRunning)
+    ));
+
+    h.scheduler
+        .add_job(JobSpec::new("record", every()).id("a"))
+        .await
+        .unwrap();
+    let err = h
+        .scheduler
+        .add_job(JobSpec::new("record", every()).id("a"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::ConflictingId { id } if id == "a"),
+        "{err}"
+    );
+    let replaced = h
+        .scheduler
+        .add_job(
+            JobSpec::new("record", every())
+                .id("a")
+                .name("renamed")
+                .replace_existing(true),
+        )
+        .await
+        .unwrap();
+    assert_eq!(replaced.name(), "renamed");
+
+    let err = h
+        .scheduler
+        .add_job(JobSpec::new("nope", every()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::UnknownTask { task } if task == "nope"),
+        "{err}"
+    );
+    let err = h
+        .scheduler
+        .add_job(JobSpec::new("record", every()).jobstore("elsewhere"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::UnknownStore { alias, .. } if alias == "elsewhere"),
+        "{err}"
+    );
+    let err = h
+        .scheduler
+        .add_job(JobSpec::new("record", every()).executor("gpu"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::UnknownExecutor { alias, .. } if alias == "gpu"),
+        "{err}"
+    );
+    let err = h
+        .scheduler
+        .add_job(JobSpec::new("record", DateTrigger::at(at("2025-01-01T00:00:00Z"))).id("past"))
+        .await;
+    assert!(
+        err.is_ok(),
+        "a past date runs (or is missed) per misfire rules"
+    );
+    let ended = CronTrigger::from_crontab("0 0 * * *")
+        .unwrap()
+        .with_end_date(at("2025-01-01T00:00:00Z"))
+        .unwrap();
+    let err = h
+        .scheduler
+        .add_job(JobSpec::new("record", ended))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidJob(m) if m.contains("never fires")),
+        "{err}"
+    );
+    let err = h
+        .scheduler
+        .add_job(JobSpec::new("record", every()).max_instances(0))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidJob(_)));
+
+    for err in [
+        h.scheduler.remove_job("missing", None).await.unwrap_err(),
+        h.scheduler.pause_job("missing", None).await.unwrap_err(),
+        h.scheduler.resume_job("missing", None).await.unwrap_err(),
+        h.scheduler
+            .modify_job("missing", None, JobChanges::new().coalesce(false))
+            .await
+            .unwrap_err(),
+        h.scheduler
+            .reschedule_job("missing", None, every())
+            .await
+            .unwrap_err(),
+        h.scheduler.run_job_now("missing", None).await.unwrap_err(),
+    ] {
+        assert!(
+            matches!(&err, Error::JobNotFound { id } if id == "missing"),
+            "{err}"
+        );
+    }
+    assert!(matches!(
+        h.scheduler.get_jobs(Some("nowhere")).await,
+        Err(Error::UnknownStore { .. })
+    ));
+    assert!(matches!(
+        h.scheduler.remove_jobstore("nowhere").await,
+        Err(Error::UnknownStore { .. })
+    ));
+    assert!(matches!(
+        h.scheduler.remove_executor("nowhere", true).await,
+        Err(Error::UnknownExecutor { .. })
+    ));
+    h.scheduler.shutdown(true).await.unwrap();
+    assert!(matches!(
+        h.scheduler.shutdown(true).await,
+        Err(Error::NotRunning)
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn builder_errors() {
+    let err = Scheduler::builder().build().unwrap_err();
+    assert!(matches!(err, Error::UnknownStore { .. }), "{err}");
+    let err = Scheduler::builder()
+        .jobstore("default", MemoryJobStore::new())
+        .build()
+        .unwrap_err();
+    assert!(matches!(err, Error::UnknownExecutor { .. }), "{err}");
+    let err = Scheduler::builder().timezone("Mars/Base").unwrap_err();
+    assert!(err.to_string().contains("Mars/Base"));
+    let err = Scheduler::builder()
+        .jobstore("default", MemoryJobStore::new())
+        .jobstore("default", MemoryJobStore::new())
+        .executor("default", AsyncExecutor::new())
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("used twice"), "{err}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn modify_reschedule_and_list() {
+    let h = harness_with("2026-01-01T00:00:00Z", |b| {
+        b.timezone("Asia/Shanghai").unwrap()
+    });
+    let mut events = h.scheduler.subscribe();
+    h.scheduler.start().await.unwrap();
+    h.scheduler
+        .add_job(
+            JobSpec::new("record", CronTrigger::from_crontab("0 9 * * *").unwrap())
+                .id("daily")
+                .name("Daily report"),
+        )
+        .await
+        .unwrap();
+    h.scheduler
+        .add_job(
+            JobSpec::new(
+                "record",
+                IntervalTrigger::builder().hours(1).build().unwrap(),
+            )
+            .id("hourly")
+            .paused(),
+        )
+        .await
+        .unwrap();
+    let job = h
+        .scheduler
+        .modify_job(
+            "daily",
+            None,
+            JobChanges::new().max_instances(3).coalesce(false).args(7),
+        )
+        .await
+        .unwrap();
+    assert_eq!(job.options().max_instances, 3);
+    assert_eq!(job.args(), &serde_json::json!(7));
+    let job = h
+        .scheduler
+        .reschedule_job(
+            "daily",
+            None,
+            CronTrigger::from_crontab("30 18 * * *").unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(job.next_run_time(), Some(at("2026-01-01T18:30:00+08:00")));
+
+    let jobs = h.scheduler.get_jobs(None).await.unwrap();
+    assert_eq!(
+        jobs.iter().map(|j| j.id().as_str()).collect::<Vec<_>>(),
+        vec!["daily", "hourly"]
+    );
+    let listing = h.scheduler.job_listing(None).await.unwrap().to_string();
+    assert!(listing.contains("Jobstore default:"), "{listing}");
+    assert!(listing.contains("daily (Daily report) trigger: cron[30 18 * * *, Asia/Shanghai], next run at: 2026-01-01 18:30:00 CST"), "{listing}");
+    assert!(
+        listing.contains("hourly (record) trigger: interval[hours=1], paused"),
+        "{listing}"
+    );
+
+    h.scheduler.remove_all_jobs(None).await.unwrap();
+    assert!(h.scheduler.get_jobs(None).await.unwrap().is_empty());
+    let kinds: Vec<EventMask> = drain(&mut events).iter().map(|e| e.mask()).collect();
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|k| **k == EventMask::JOB_MODIFIED)
+            .count(),
+        2
+    );
+    assert!(kinds.contains(&EventMask::ALL_JOBS_REMOVED));
+    h.scheduler.shutdown(true).await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn stores_and_executors_can_be_added_and_removed_at_runtime() {
+    let h = harness("2026-01-01T00:00:00Z");
+    let mut events = h.scheduler.subscribe();
+    h.scheduler.start().await.unwrap();
+    h.scheduler
+        .add_jobstore("archive", MemoryJobStore::new())
+        .await
+        .unwrap();
+    assert!(h
+        .scheduler
+        .add_jobstore("archive", MemoryJobStore::new())
+        .await
+        .is_err());
+    h.scheduler
+        .add_executor("extra", AsyncExecutor::new())
+        .unwrap();
+    h.scheduler
+        .add_job(
+            JobSpec::new("record", DateTrigger::at(at("2026-01-01T00:01:00Z")))
+                .id("arch")
+                .jobstore("archive")
+                .executor("extra"),
+        )
+        .await
+        .unwrap();
+    h.sleep(Duration::from_secs(120)).await;
+    assert_eq!(h.runs_of("arch").len(), 1);
+    h.scheduler.remove_executor("extra", true).await.unwrap();
+    h.scheduler.remove_jobstore("archive").await.unwrap();
+    let kinds: Vec<EventMask> = drain(&mut events).iter().map(|e| e.mask()).collect();
+    for k in [
+        EventMask::JOBSTORE_ADDED,
+        EventMask::EXECUTOR_ADDED,
+        EventMask::EXECUTOR_REMOVED,
+        EventMask::JOBSTORE_REMOVED,
+    ] {
+        assert!(kinds.contains(&k), "{k:?} missing from {kinds:?}");
+    }
+    h.scheduler.shutdown(true).await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn blocking_tasks_run_on_the_thread_pool() {
+    let ran_on = Arc::new(Mutex::new(None));
+    let r = Arc::clone(&ran_on);
+    let h = harness_with("2026-01-01T00:00:00Z", move |b| {
+        b.blocking_task("blocking", move |_ctx: JobContext, _: ()| {
+            *r.lock().unwrap() = std::thread::current().name().map(String::from);
+            Ok::<_, std::io::Error>(())
+        })
+    });
+    h.scheduler.start().await.unwrap();
+    h.scheduler
+        .add_job(JobSpec::new(
+            "blocking",
+            DateTrigger::at(at("2026-01-01T00:00:01Z")),
+        ))
+        .await
+        .unwrap();
+    // The pool runs outside the paused runtime: wait in real time.
+    for _ in 0..200 {
+        h.sleep(Duration::from_secs(2)).await;
+        if ran_on.lock().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let name = ran_on.lock().unwrap().clone().unwrap();
+    assert!(name.starts_with("sundial-pool-"), "{name}");
+    h.scheduler.shutdown(true).await.unwrap();
+}
+
+/// 10,000 jobs with random interval and date triggers: every job fires at
+/// exactly the instants arithmetic predicts over two virtual hours.
+#[tokio::test(start_paused = true)]
+async fn ten_thousand_random_jobs_fire_on_time() {
+    let h = harness("2026-01-01T00:00:00Z");
+    h.scheduler.start().await.unwrap();
+    let t0 = at("2026-01-01T00:00:00Z");
+    let end = t0 + chrono::Duration::hours(2);
+    let mut rng = fastrand::Rng::with_seed(42);
+    let mut expected: std::collections::HashMap<String, Vec<DateTime<Utc>>> = Default::default();
+    let mut specs = Vec::new();
+    for i in 0..10_000 {
+        let id = format!("job{i}");
+        let offset = chrono::Duration::seconds(rng.i64(1..3600));
+        let (spec, times) = if rng.bool() {
+            let every = rng.u64(60..1800);
+            let trig = IntervalTrigger::builder()
+                .seconds(every)
+                .start_date(t0 + offset)
+                .build()
+                .unwrap();
+            let mut times = Vec::new();
+            let mut t = t0 + offset;
+            while t <= end - chrono::Duration::seconds(1) {
+                times.push(t);
+                t += chrono::Duration::seconds(every as i64);
+            }
+            (JobSpec::new("record", trig), times)
+        } else {
+            (
+                JobSpec::new("record", DateTrigger::at(t0 + offset)),
+                vec![t0 + offset],
+            )
+        };
+        specs.push(spec.id(id.as_str()).misfire_grace_time(None));
+        expected.insert(id, times);
+    }
+    h.scheduler.add_jobs(specs).await.unwrap();
+    h.sleep(Duration::from_secs(7200)).await;
+    let mut got: std::collections::HashMap<String, Vec<DateTime<Utc>>> = Default::default();
+    for (id, t) in h.runs.lock().unwrap().iter() {
+        got.entry(id.clone()).or_default().push(*t);
+    }
+    let mut wrong = 0;
+    for (id, times) in &expected {
+        if got.get(id).cloned().unwrap_or_default() != *times {
+            wrong += 1;
+        }
+    }
+    assert_eq!(
+        wrong, 0,
+        "{wrong} of 10000 jobs fired at the wrong instants"
+    );
+    h.scheduler.shutdown(true).await.unwrap();
+}
