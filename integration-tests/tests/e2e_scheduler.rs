@@ -1036,3 +1036,60 @@ async fn ten_thousand_random_jobs_fire_on_time() {
     );
     h.scheduler.shutdown(true).await.unwrap();
 }
+
+fn real_time_scheduler(runs: Arc<AtomicUsize>) -> Scheduler {
+    Scheduler::builder()
+        .jobstore("default", MemoryJobStore::new())
+        .executor("default", AsyncExecutor::new())
+        .task("count", move |_ctx: JobContext, _: ()| {
+            let runs = Arc::clone(&runs);
+            async move {
+                runs.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, std::io::Error>(())
+            }
+        })
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn background_mode_runs_jobs_for_sync_code() {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let bg = BackgroundScheduler::start(real_time_scheduler(Arc::clone(&runs))).unwrap();
+    let now = Utc::now();
+    for ms in [100, 200] {
+        bg.add_job(JobSpec::new(
+            "count",
+            DateTrigger::at(now + chrono::Duration::milliseconds(ms)),
+        ))
+        .unwrap();
+    }
+    for _ in 0..100 {
+        if runs.load(Ordering::SeqCst) == 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+    assert!(bg.get_jobs().unwrap().is_empty());
+    bg.shutdown(true).unwrap();
+}
+
+#[test]
+fn blocking_mode_runs_until_shutdown_is_requested() {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let scheduler = real_time_scheduler(Arc::clone(&runs));
+    let handle = scheduler.clone();
+    scheduler.add_listener(EventMask::JOB_EXECUTED, move |_: &Event| {
+        handle.request_shutdown()
+    });
+    let now = Utc::now();
+    futures::executor::block_on(scheduler.add_job(JobSpec::new(
+        "count",
+        DateTrigger::at(now + chrono::Duration::milliseconds(100)),
+    )))
+    .unwrap();
+    scheduler.run_blocking().unwrap();
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    assert_eq!(scheduler.state(), SchedulerState::Stopped);
+}

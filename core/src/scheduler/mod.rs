@@ -363,7 +363,7 @@ impl Scheduler {
         let inner = Arc::clone(&self.inner);
         let join = handle.spawn(run_loop::run(inner, token.clone()));
         *lock(&self.inner.run) = Some((token, join));
-        let _ = self.inner.stopped.send(false);
+        self.inner.stopped.send_replace(false);
         self.inner.emit(Event::SchedulerStarted);
         if paused {
             self.inner.emit(Event::SchedulerPaused);
@@ -432,7 +432,7 @@ impl Scheduler {
         }
         self.inner.emit(Event::SchedulerShutdown);
         self.inner.events.flush().await;
-        let _ = self.inner.stopped.send(true);
+        self.inner.stopped.send_replace(true);
         Ok(())
     }
 
