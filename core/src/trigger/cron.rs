@@ -98,6 +98,22 @@ fn next_bit(mask: u64, from: u32) -> Option<u32> {
     (m != 0).then(|| from + m.trailing_zeros())
 }
 
+/// The ISO weeks (as a bit mask) that days of month `m` of year `y` fall in.
+fn month_weeks(y: i32, m: u32, dim: u32) -> u64 {
+    let week = |d: u32| NaiveDate::from_ymd_opt(y, m, d).map_or(0, |x| x.iso_week().week());
+    let (first, last) = (week(1), week(dim));
+    let range = |a: u32, b: u32| (a..=b).fold(0u64, |acc, w| acc | 1 << w);
+    if first <= last {
+        range(first, last)
+    } else if m == 12 {
+        // December ending in next year's week 1; Dec 28 is always in the year's last week.
+        range(first, week(28)) | range(1, last)
+    } else {
+        // January starting in last year's week 52 or 53.
+        (1u64 << first) | range(1, last)
+    }
+}
+
 fn days_in_month(y: i32, m: u32) -> u32 {
     match m {
         1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
@@ -192,6 +208,14 @@ impl Schedule {
                     return None;
                 }
                 current_year = Some(y);
+                // A week field that needs week 53 skips 52-week years at once.
+                if !self.week_star {
+                    let last_week = NaiveDate::from_ymd_opt(y, 12, 28)?.iso_week().week();
+                    if self.weeks & ((1u64 << (last_week + 1)) - 2) == 0 {
+                        (y, m, d, time) = (y + 1, 1, 1, None);
+                        continue;
+                    }
+                }
             }
             match next_bit(self.months, m) {
                 None => {
@@ -206,7 +230,15 @@ impl Schedule {
                 .weekday()
                 .num_days_from_monday();
             let mask = self.day_mask(y, m, dim, first_weekday);
-            let found = (d..=dim).find(|&dd| self.day_matches(mask, y, m, dd, first_weekday));
+            // Skip whole months that cannot match: no day-of-month bit, or no
+            // ISO week of the month in the week field.
+            let impossible = (!self.day_or && mask == 0)
+                || (!self.week_star && self.weeks & month_weeks(y, m, dim) == 0);
+            let found = if impossible {
+                None
+            } else {
+                (d..=dim).find(|&dd| self.day_matches(mask, y, m, dd, first_weekday))
+            };
             match found {
                 None => {
                     (m, d, time) = (m + 1, 1, None);
