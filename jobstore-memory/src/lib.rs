@@ -225,33 +225,38 @@ impl JobStore for MemoryJobStore {
         version: u64,
         outcome: Release,
     ) -> Result<ReleaseOutcome> {
-        let mut s = self.lock();
-        let Some(mut rec) = s.jobs.remove(id) else {
+        let mut guard = self.lock();
+        let State { jobs, due, leased } = &mut *guard;
+        let Some(rec) = jobs.get_mut(id) else {
             return Ok(ReleaseOutcome::Gone);
         };
-        if rec.lease.as_ref().is_none_or(|l| l.owner != *owner) {
-            s.jobs.insert(id.clone(), rec);
+        let Some(lease) = rec.lease.take_if(|l| l.owner == *owner) else {
             return Err(Error::LeaseLost { id: id.to_string() });
-        }
-        s.unindex(&rec);
+        };
+        leased.remove(&(lease.until, id.clone()));
         // The expired-lease path may have left it in `due` under its run time.
         if let Some(t) = rec.next_run_time {
-            s.due.remove(&(t, id.clone()));
+            due.remove(&(t, id.clone()));
         }
-        rec.lease = None;
-        if rec.version != version {
-            s.index(&rec);
-            s.jobs.insert(id.clone(), rec);
-            return Ok(ReleaseOutcome::Superseded);
+        let applied = rec.version == version;
+        if applied {
+            match outcome {
+                Release::Remove => {
+                    jobs.remove(id);
+                    return Ok(ReleaseOutcome::Applied);
+                }
+                Release::Reschedule { next_run_time } => rec.next_run_time = next_run_time,
+                Release::Unclaim => {}
+            }
+            rec.version += 1;
         }
-        match outcome {
-            Release::Remove => return Ok(ReleaseOutcome::Applied),
-            Release::Reschedule { next_run_time } => rec.next_run_time = next_run_time,
-            Release::Unclaim => {}
+        if let Some(t) = rec.next_run_time {
+            due.insert((t, id.clone()));
         }
-        rec.version += 1;
-        s.index(&rec);
-        s.jobs.insert(id.clone(), rec);
-        Ok(ReleaseOutcome::Applied)
+        Ok(if applied {
+            ReleaseOutcome::Applied
+        } else {
+            ReleaseOutcome::Superseded
+        })
     }
 }
