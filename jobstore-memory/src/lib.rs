@@ -13,13 +13,57 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sundial_core::job::{JobId, JobRecord, Lease, OwnerId, Release, ReleaseOutcome};
+use serde_json::Value;
+use sundial_core::job::{JobId, JobOptions, JobRecord, Lease, OwnerId, Release, ReleaseOutcome};
 use sundial_core::store::{lease_duration, sort_records, JobStore, StoreCapabilities};
 use sundial_core::{Error, Result};
 
+/// A job as kept in memory: trigger and arguments as compact JSON text (a
+/// parsed `serde_json::Value` costs several times more memory per job).
+#[derive(Debug, Clone)]
+struct Stored {
+    task: Box<str>,
+    trigger: Box<str>,
+    args: Box<str>,
+    options: JobOptions,
+    next_run_time: Option<DateTime<Utc>>,
+    lease: Option<Lease>,
+    version: u64,
+}
+
+impl Stored {
+    fn from_record(rec: &JobRecord) -> Stored {
+        Stored {
+            task: rec.task.as_str().into(),
+            trigger: rec.trigger.to_string().into_boxed_str(),
+            args: rec.args.to_string().into_boxed_str(),
+            options: rec.options.clone(),
+            next_run_time: rec.next_run_time,
+            lease: rec.lease.clone(),
+            version: rec.version,
+        }
+    }
+
+    fn to_record(&self, id: &JobId) -> JobRecord {
+        // The text was produced by serde_json from a Value, so it parses back.
+        let parse = |t: &str| serde_json::from_str(t).unwrap_or(Value::Null);
+        let mut rec = JobRecord::new(
+            id.clone(),
+            &*self.task,
+            parse(&self.trigger),
+            parse(&self.args),
+            self.options.clone(),
+            self.next_run_time,
+        );
+        rec.lease = self.lease.clone();
+        rec.version = self.version;
+        rec
+    }
+}
+
 #[derive(Debug, Default)]
 struct State {
-    jobs: HashMap<JobId, JobRecord>,
+    jobs: HashMap<JobId, Stored>,
     /// Claimable (or claimable once due) jobs by next run time.
     due: BTreeSet<(DateTime<Utc>, JobId)>,
     /// Claimed jobs by lease expiry.
@@ -27,24 +71,24 @@ struct State {
 }
 
 impl State {
-    fn index(&mut self, rec: &JobRecord) {
+    fn index(&mut self, id: &JobId, rec: &Stored) {
         match (&rec.lease, rec.next_run_time) {
             (Some(l), _) => {
-                self.leased.insert((l.until, rec.id.clone()));
+                self.leased.insert((l.until, id.clone()));
             }
             (None, Some(t)) => {
-                self.due.insert((t, rec.id.clone()));
+                self.due.insert((t, id.clone()));
             }
             (None, None) => {}
         }
     }
 
-    fn unindex(&mut self, rec: &JobRecord) {
+    fn unindex(&mut self, id: &JobId, rec: &Stored) {
         if let Some(l) = &rec.lease {
-            self.leased.remove(&(l.until, rec.id.clone()));
+            self.leased.remove(&(l.until, id.clone()));
         }
         if let Some(t) = rec.next_run_time {
-            self.due.remove(&(t, rec.id.clone()));
+            self.due.remove(&(t, id.clone()));
         }
     }
 }
@@ -66,8 +110,8 @@ impl MemoryJobStore {
     }
 }
 
-fn fresh(job: &JobRecord) -> JobRecord {
-    let mut rec = job.clone();
+fn fresh(job: &JobRecord) -> Stored {
+    let mut rec = Stored::from_record(job);
     rec.lease = None;
     rec.version = 0;
     rec
@@ -91,8 +135,8 @@ impl JobStore for MemoryJobStore {
             });
         }
         let rec = fresh(job);
-        s.index(&rec);
-        s.jobs.insert(rec.id.clone(), rec);
+        s.index(&job.id, &rec);
+        s.jobs.insert(job.id.clone(), rec);
         Ok(())
     }
 
@@ -109,8 +153,8 @@ impl JobStore for MemoryJobStore {
         s.jobs.reserve(jobs.len());
         for j in jobs {
             let rec = fresh(j);
-            s.index(&rec);
-            s.jobs.insert(rec.id.clone(), rec);
+            s.index(&j.id, &rec);
+            s.jobs.insert(j.id.clone(), rec);
         }
         Ok(())
     }
@@ -122,12 +166,12 @@ impl JobStore for MemoryJobStore {
                 id: job.id.to_string(),
             });
         };
-        s.unindex(&old);
-        let mut rec = job.clone();
+        s.unindex(&job.id, &old);
+        let mut rec = Stored::from_record(job);
         rec.lease = old.lease;
         rec.version = old.version + 1;
-        s.index(&rec);
-        s.jobs.insert(rec.id.clone(), rec);
+        s.index(&job.id, &rec);
+        s.jobs.insert(job.id.clone(), rec);
         Ok(())
     }
 
@@ -135,7 +179,7 @@ impl JobStore for MemoryJobStore {
         let mut s = self.lock();
         match s.jobs.remove(id) {
             Some(rec) => {
-                s.unindex(&rec);
+                s.unindex(id, &rec);
                 Ok(())
             }
             None => Err(Error::JobNotFound { id: id.to_string() }),
@@ -148,11 +192,16 @@ impl JobStore for MemoryJobStore {
     }
 
     async fn lookup_job(&self, id: &JobId) -> Result<Option<JobRecord>> {
-        Ok(self.lock().jobs.get(id).cloned())
+        Ok(self.lock().jobs.get(id).map(|r| r.to_record(id)))
     }
 
     async fn get_all_jobs(&self) -> Result<Vec<JobRecord>> {
-        let mut all: Vec<JobRecord> = self.lock().jobs.values().cloned().collect();
+        let mut all: Vec<JobRecord> = self
+            .lock()
+            .jobs
+            .iter()
+            .map(|(id, r)| r.to_record(id))
+            .collect();
         sort_records(&mut all);
         Ok(all)
     }
@@ -199,21 +248,21 @@ impl JobStore for MemoryJobStore {
             .collect();
         let until = now + lease_duration(lease);
         let mut out = Vec::with_capacity(ids.len());
+        let State { jobs, due, leased } = &mut *s;
         for id in ids {
-            let Some(mut rec) = s.jobs.remove(&id) else {
+            let Some(rec) = jobs.get_mut(&id) else {
                 continue;
             };
             if let Some(t) = rec.next_run_time {
-                s.due.remove(&(t, id.clone()));
+                due.remove(&(t, id.clone()));
             }
             rec.lease = Some(Lease {
                 owner: owner.clone(),
                 until,
             });
             rec.version += 1;
-            s.leased.insert((until, id.clone()));
-            out.push(rec.clone());
-            s.jobs.insert(id, rec);
+            out.push(rec.to_record(&id));
+            leased.insert((until, id));
         }
         Ok(out)
     }
