@@ -278,6 +278,70 @@ impl JobRecord {
     }
 }
 
+/// Task name of a placeholder record for a stored job that cannot be read.
+const UNREADABLE: &str = "__unreadable__";
+
+impl JobRecord {
+    /// A placeholder for a stored job whose content cannot be read (corrupted by
+    /// hand, or written by a newer version). Stores return it instead of failing
+    /// a whole batch; the scheduler reports it and leaves the stored row alone.
+    pub fn unreadable(
+        id: JobId,
+        error: impl fmt::Display,
+        next_run_time: Option<DateTime<Utc>>,
+        lease: Option<Lease>,
+        version: u64,
+    ) -> Self {
+        JobRecord {
+            id,
+            task: UNREADABLE.to_string(),
+            trigger: serde_json::json!({"type": UNREADABLE, "error": error.to_string()}),
+            args: Value::Null,
+            options: JobOptions::default(),
+            next_run_time,
+            lease,
+            version,
+        }
+    }
+
+    /// Why the stored job could not be read, for a placeholder from [`JobRecord::unreadable`].
+    pub fn unreadable_reason(&self) -> Option<&str> {
+        if self.task != UNREADABLE {
+            return None;
+        }
+        self.trigger.get("error").and_then(Value::as_str)
+    }
+
+    /// Like [`from_content_json`](JobRecord::from_content_json), but returns an
+    /// [`unreadable`](JobRecord::unreadable) placeholder instead of an error.
+    pub fn from_content_lenient(
+        id: JobId,
+        content: Result<Value, String>,
+        next_run_time: Option<DateTime<Utc>>,
+        lease: Option<Lease>,
+        version: u64,
+    ) -> Self {
+        let parsed = content.and_then(|c| {
+            JobRecord::from_content_json(id.clone(), c, next_run_time, lease.clone(), version)
+                .map_err(|e| {
+                    format!(
+                        "{e}: {}",
+                        std::error::Error::source(&e)
+                            .map(|s| s.to_string())
+                            .unwrap_or_default()
+                    )
+                })
+        });
+        match parsed {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(job_id = %id, error = %e, "stored job is unreadable");
+                JobRecord::unreadable(id, e, next_run_time, lease, version)
+            }
+        }
+    }
+}
+
 /// How a scheduler hands a claimed job back to its store.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Release {

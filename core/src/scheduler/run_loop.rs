@@ -126,6 +126,10 @@ impl Inner {
         rec: JobRecord,
         now: DateTime<Utc>,
     ) -> Result<()> {
+        if let Some(reason) = rec.unreadable_reason() {
+            self.job_error(alias, &rec, format!("stored job is unreadable: {reason}"));
+            return Ok(());
+        }
         let Some(task) = self.task(&rec.task) else {
             self.job_error(
                 alias,

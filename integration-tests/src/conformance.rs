@@ -1,0 +1,731 @@
+//! The `JobStore` conformance suite: each case checks one rule of the
+//! contract documented on [`sundial::store::JobStore`], through the public trait
+//! only, so every store runs exactly the same checks.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{ensure, Context as _, Result};
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+use serde_json::{json, Value};
+use sundial::job::{JobId, JobOptions, JobRecord, OwnerId, Release, ReleaseOutcome};
+use sundial::store::JobStore;
+use sundial::Error;
+
+use crate::support::{Namespace, StoreFactory};
+
+/// What a case gets: the store under test and the means to open a second handle.
+#[allow(missing_debug_implementations)]
+pub struct Ctx {
+    /// The factory that opened `store`.
+    pub factory: Arc<dyn StoreFactory>,
+    /// This case's namespace.
+    pub ns: Namespace,
+    /// A started handle.
+    pub store: Arc<dyn JobStore>,
+}
+
+impl Ctx {
+    /// Another independent handle on the same data (another "process").
+    pub async fn another_handle(&self) -> Result<Arc<dyn JobStore>> {
+        self.factory.open(&self.ns).await
+    }
+}
+
+/// A case's body.
+pub type CaseFn = for<'a> fn(&'a Ctx) -> BoxFuture<'a, Result<()>>;
+
+/// One named case.
+#[allow(missing_debug_implementations)]
+pub struct Case {
+    /// The case name (the contract rule it checks).
+    pub name: &'static str,
+    /// The check.
+    pub run: CaseFn,
+}
+
+macro_rules! cases {
+    ($($name:ident),* $(,)?) => {
+        vec![$(Case { name: stringify!($name), run: |cx: &Ctx| -> BoxFuture<'_, Result<()>> { Box::pin($name(cx)) } }),*]
+    };
+}
+
+/// Every case, in a fixed order.
+pub fn cases() -> Vec<Case> {
+    cases![
+        add_and_lookup_round_trip_every_field,
+        add_conflicting_id_fails,
+        add_jobs_is_all_or_nothing,
+        update_replaces_content_keeps_lease_and_bumps_version,
+        update_or_remove_missing_job_fails,
+        remove_and_remove_all,
+        get_all_sorted_paused_last_ties_by_id,
+        next_run_time_ignores_paused_and_is_none_when_empty,
+        next_run_time_waits_for_lease_expiry,
+        times_keep_microseconds_far_future_and_epoch,
+        acquire_only_due_unleased_in_order_with_limit,
+        paused_jobs_are_never_acquired,
+        acquire_is_exclusive_across_handles,
+        expired_lease_is_reacquirable,
+        release_by_wrong_owner_is_rejected,
+        release_reschedule_clears_lease_and_sets_next_run,
+        release_remove_and_unclaim,
+        release_after_modification_is_superseded,
+        release_of_removed_job_is_gone,
+        payload_round_trips_opaque,
+        every_trigger_type_and_option_round_trips,
+        ten_thousand_jobs_drain_in_batches,
+    ]
+}
+
+fn at(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or_default()
+}
+
+fn base() -> DateTime<Utc> {
+    at("2026-01-01T00:00:00Z")
+}
+
+fn mins(n: i64) -> DateTime<Utc> {
+    base() + chrono::Duration::minutes(n)
+}
+
+/// A plain job due at `next`.
+pub fn job(id: &str, next: Option<DateTime<Utc>>) -> JobRecord {
+    JobRecord::new(
+        JobId::new(id),
+        "task",
+        json!({"type": "interval", "minutes": 1, "start_date": "2026-01-01T00:00:00+00:00"}),
+        json!({"n": 1}),
+        JobOptions::default(),
+        next,
+    )
+}
+
+const LEASE: Duration = Duration::from_secs(30);
+
+fn owner(name: &str) -> OwnerId {
+    OwnerId::new(name)
+}
+
+fn ids(records: &[JobRecord]) -> Vec<String> {
+    records.iter().map(|r| r.id.to_string()).collect()
+}
+
+/// Adding then looking up returns every field as written (version 0, no lease).
+pub async fn add_and_lookup_round_trip_every_field(cx: &Ctx) -> Result<()> {
+    let mut j = job("a", Some(at("2026-03-04T05:06:07.123456Z")));
+    j.options = JobOptions {
+        name: Some("Nightly ünïcode".into()),
+        executor: Some("blocking".into()),
+        misfire_grace_time: Some(Duration::from_millis(1500)),
+        coalesce: false,
+        max_instances: 7,
+        timeout: Some(Duration::from_secs(90)),
+    };
+    cx.store.add_job(&j).await?;
+    let got = cx
+        .store
+        .lookup_job(&j.id)
+        .await?
+        .context("job missing after add")?;
+    ensure!(
+        got == j,
+        "round trip changed the record:\n{got:#?}\nvs\n{j:#?}"
+    );
+    ensure!(cx.store.lookup_job(&JobId::new("nope")).await?.is_none());
+    Ok(())
+}
+
+/// Adding a job whose id exists returns `ConflictingId` and changes nothing.
+pub async fn add_conflicting_id_fails(cx: &Ctx) -> Result<()> {
+    cx.store.add_job(&job("a", Some(mins(1)))).await?;
+    let err = cx
+        .store
+        .add_job(&job("a", Some(mins(2))))
+        .await
+        .err()
+        .context("second add succeeded")?;
+    ensure!(
+        matches!(&err, Error::ConflictingId { id } if id == "a"),
+        "wrong error: {err}"
+    );
+    let kept = cx
+        .store
+        .lookup_job(&JobId::new("a"))
+        .await?
+        .context("job gone")?;
+    ensure!(
+        kept.next_run_time == Some(mins(1)),
+        "the first job was changed"
+    );
+    Ok(())
+}
+
+/// `add_jobs` with a conflicting id (stored, or twice in the batch) inserts none.
+pub async fn add_jobs_is_all_or_nothing(cx: &Ctx) -> Result<()> {
+    cx.store.add_job(&job("x", Some(mins(1)))).await?;
+    let batch: Vec<JobRecord> = ["b1", "b2", "x", "b3"]
+        .iter()
+        .map(|i| job(i, Some(mins(2))))
+        .collect();
+    let err = cx
+        .store
+        .add_jobs(&batch)
+        .await
+        .err()
+        .context("conflicting batch succeeded")?;
+    ensure!(
+        matches!(&err, Error::ConflictingId { id } if id == "x"),
+        "wrong error: {err}"
+    );
+    let dup: Vec<JobRecord> = ["c1", "c2", "c1"]
+        .iter()
+        .map(|i| job(i, Some(mins(2))))
+        .collect();
+    let err = cx
+        .store
+        .add_jobs(&dup)
+        .await
+        .err()
+        .context("duplicate batch succeeded")?;
+    ensure!(
+        matches!(&err, Error::ConflictingId { .. }),
+        "wrong error: {err}"
+    );
+    ensure!(
+        ids(&cx.store.get_all_jobs().await?) == vec!["x"],
+        "a failed batch left rows behind"
+    );
+    let ok: Vec<JobRecord> = (0..450)
+        .map(|i| job(&format!("ok{i:03}"), Some(mins(3))))
+        .collect();
+    cx.store.add_jobs(&ok).await?;
+    ensure!(cx.store.get_all_jobs().await?.len() == 451);
+    Ok(())
+}
+
+/// `update_job` replaces content and next run time, keeps the lease, bumps the version.
+pub async fn update_replaces_content_keeps_lease_and_bumps_version(cx: &Ctx) -> Result<()> {
+    cx.store.add_job(&job("u", Some(mins(1)))).await?;
+    let claimed = cx
+        .store
+        .acquire_due(mins(1), &owner("o1"), LEASE, 10)
+        .await?;
+    ensure!(claimed.len() == 1);
+    let mut changed = claimed[0].clone();
+    changed.task = "other".into();
+    changed.args = json!(["new"]);
+    changed.next_run_time = Some(mins(9));
+    changed.lease = None;
+    cx.store.update_job(&changed).await?;
+    let got = cx.store.lookup_job(&changed.id).await?.context("gone")?;
+    ensure!(
+        got.task == "other" && got.args == json!(["new"]) && got.next_run_time == Some(mins(9))
+    );
+    ensure!(got.lease == claimed[0].lease, "update dropped the lease");
+    ensure!(
+        got.version == claimed[0].version + 1,
+        "version {} after update",
+        got.version
+    );
+    Ok(())
+}
+
+/// Updating or removing a missing job returns `JobNotFound`.
+pub async fn update_or_remove_missing_job_fails(cx: &Ctx) -> Result<()> {
+    let err = cx
+        .store
+        .update_job(&job("ghost", None))
+        .await
+        .err()
+        .context("update succeeded")?;
+    ensure!(
+        matches!(&err, Error::JobNotFound { id } if id == "ghost"),
+        "{err}"
+    );
+    let err = cx
+        .store
+        .remove_job(&JobId::new("ghost"))
+        .await
+        .err()
+        .context("remove succeeded")?;
+    ensure!(
+        matches!(&err, Error::JobNotFound { id } if id == "ghost"),
+        "{err}"
+    );
+    Ok(())
+}
+
+/// `remove_job` deletes one job; `remove_all_jobs` deletes every job.
+pub async fn remove_and_remove_all(cx: &Ctx) -> Result<()> {
+    for i in 0..5 {
+        cx.store
+            .add_job(&job(&format!("r{i}"), Some(mins(i))))
+            .await?;
+    }
+    cx.store.remove_job(&JobId::new("r2")).await?;
+    ensure!(ids(&cx.store.get_all_jobs().await?) == vec!["r0", "r1", "r3", "r4"]);
+    cx.store.remove_all_jobs().await?;
+    ensure!(cx.store.get_all_jobs().await?.is_empty());
+    ensure!(cx.store.get_next_run_time().await?.is_none());
+    Ok(())
+}
+
+/// `get_all_jobs` orders by next run time, paused jobs last, ties by id.
+pub async fn get_all_sorted_paused_last_ties_by_id(cx: &Ctx) -> Result<()> {
+    for (id, next) in [
+        ("p2", None),
+        ("c", Some(mins(5))),
+        ("b", Some(mins(5))),
+        ("p1", None),
+        ("a", Some(mins(9))),
+        ("z", Some(mins(1))),
+    ] {
+        cx.store.add_job(&job(id, next)).await?;
+    }
+    let got = ids(&cx.store.get_all_jobs().await?);
+    ensure!(got == vec!["z", "b", "c", "a", "p1", "p2"], "order {got:?}");
+    Ok(())
+}
+
+/// `get_next_run_time` ignores paused jobs and is `None` when nothing is scheduled.
+pub async fn next_run_time_ignores_paused_and_is_none_when_empty(cx: &Ctx) -> Result<()> {
+    ensure!(cx.store.get_next_run_time().await?.is_none());
+    cx.store.add_job(&job("paused", None)).await?;
+    ensure!(cx.store.get_next_run_time().await?.is_none());
+    cx.store.add_job(&job("later", Some(mins(7)))).await?;
+    cx.store.add_job(&job("sooner", Some(mins(3)))).await?;
+    ensure!(cx.store.get_next_run_time().await? == Some(mins(3)));
+    Ok(())
+}
+
+/// A leased job counts from its lease expiry in `get_next_run_time`.
+pub async fn next_run_time_waits_for_lease_expiry(cx: &Ctx) -> Result<()> {
+    cx.store.add_job(&job("l", Some(mins(1)))).await?;
+    cx.store.add_job(&job("m", Some(mins(10)))).await?;
+    let claimed = cx
+        .store
+        .acquire_due(mins(2), &owner("o"), Duration::from_secs(120), 1)
+        .await?;
+    ensure!(ids(&claimed) == vec!["l"]);
+    let next = cx.store.get_next_run_time().await?;
+    ensure!(
+        next == Some(mins(4)),
+        "expected the lease expiry (00:04), got {next:?}"
+    );
+    Ok(())
+}
+
+/// Times round-trip to the microsecond, including the epoch and far-future dates.
+pub async fn times_keep_microseconds_far_future_and_epoch(cx: &Ctx) -> Result<()> {
+    let times = [
+        at("1970-01-01T00:00:00Z"),
+        at("2026-07-01T12:34:56.000001Z"),
+        at("2026-07-01T12:34:56.999999Z"),
+        at("2999-12-31T23:59:59.123456Z"),
+    ];
+    for (i, t) in times.iter().enumerate() {
+        cx.store.add_job(&job(&format!("t{i}"), Some(*t))).await?;
+    }
+    for (i, t) in times.iter().enumerate() {
+        let got = cx
+            .store
+            .lookup_job(&JobId::new(format!("t{i}")))
+            .await?
+            .context("gone")?;
+        ensure!(
+            got.next_run_time == Some(*t),
+            "{:?} became {:?}",
+            t,
+            got.next_run_time
+        );
+    }
+    ensure!(cx.store.get_next_run_time().await? == Some(times[0]));
+    Ok(())
+}
+
+/// `acquire_due` returns only due, unleased jobs, in run order, at most `limit`.
+pub async fn acquire_only_due_unleased_in_order_with_limit(cx: &Ctx) -> Result<()> {
+    for (id, m) in [("d3", 3), ("d1", 1), ("d2b", 2), ("d2a", 2), ("future", 60)] {
+        cx.store.add_job(&job(id, Some(mins(m)))).await?;
+    }
+    let first = cx.store.acquire_due(mins(5), &owner("o"), LEASE, 2).await?;
+    ensure!(
+        ids(&first) == vec!["d1", "d2a"],
+        "first batch {:?}",
+        ids(&first)
+    );
+    for r in &first {
+        let l = r.lease.as_ref().context("no lease on a claimed record")?;
+        ensure!(l.owner == owner("o") && l.until == mins(5) + chrono::Duration::seconds(30));
+        ensure!(r.version == 1, "version {}", r.version);
+    }
+    let second = cx
+        .store
+        .acquire_due(mins(5), &owner("o"), LEASE, 10)
+        .await?;
+    ensure!(
+        ids(&second) == vec!["d2b", "d3"],
+        "second batch {:?}",
+        ids(&second)
+    );
+    ensure!(cx
+        .store
+        .acquire_due(mins(5), &owner("o"), LEASE, 10)
+        .await?
+        .is_empty());
+    let stored = cx
+        .store
+        .lookup_job(&JobId::new("d1"))
+        .await?
+        .context("gone")?;
+    ensure!(
+        stored.lease == first[0].lease && stored.version == 1,
+        "claim not stored"
+    );
+    Ok(())
+}
+
+/// Paused jobs are never acquired.
+pub async fn paused_jobs_are_never_acquired(cx: &Ctx) -> Result<()> {
+    cx.store.add_job(&job("paused", None)).await?;
+    let got = cx
+        .store
+        .acquire_due(at("2999-01-01T00:00:00Z"), &owner("o"), LEASE, 10)
+        .await?;
+    ensure!(got.is_empty(), "acquired {:?}", ids(&got));
+    Ok(())
+}
+
+/// Concurrent `acquire_due` calls on several handles never hand out a job twice.
+pub async fn acquire_is_exclusive_across_handles(cx: &Ctx) -> Result<()> {
+    let n = 300;
+    let batch: Vec<JobRecord> = (0..n)
+        .map(|i| job(&format!("j{i:04}"), Some(mins(i % 7))))
+        .collect();
+    cx.store.add_jobs(&batch).await?;
+    let handles = [Arc::clone(&cx.store), cx.another_handle().await?];
+    let mut tasks = Vec::new();
+    for (h, store) in handles.iter().enumerate() {
+        for w in 0..3 {
+            let store = Arc::clone(store);
+            let me = owner(&format!("h{h}w{w}"));
+            tasks.push(tokio::spawn(async move {
+                let mut mine = Vec::new();
+                loop {
+                    let got = store.acquire_due(mins(10), &me, LEASE, 7).await?;
+                    if got.is_empty() {
+                        return Ok::<_, Error>(mine);
+                    }
+                    mine.extend(got.into_iter().map(|r| r.id.to_string()));
+                }
+            }));
+        }
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    let unique: HashSet<&String> = all.iter().collect();
+    ensure!(
+        unique.len() == all.len(),
+        "{} jobs handed out twice",
+        all.len() - unique.len()
+    );
+    ensure!(
+        all.len() == n as usize,
+        "{} of {n} jobs acquired",
+        all.len()
+    );
+    Ok(())
+}
+
+/// A job whose lease expired can be acquired again, by another owner.
+pub async fn expired_lease_is_reacquirable(cx: &Ctx) -> Result<()> {
+    cx.store.add_job(&job("e", Some(mins(1)))).await?;
+    ensure!(
+        cx.store
+            .acquire_due(mins(1), &owner("a"), LEASE, 10)
+            .await?
+            .len()
+            == 1
+    );
+    ensure!(cx
+        .store
+        .acquire_due(
+            mins(1) + chrono::Duration::seconds(29),
+            &owner("b"),
+            LEASE,
+            10
+        )
+        .await?
+        .is_empty());
+    let later = mins(1) + chrono::Duration::seconds(30);
+    let got = cx
+        .another_handle()
+        .await?
+        .acquire_due(later, &owner("b"), LEASE, 10)
+        .await?;
+    ensure!(ids(&got) == vec!["e"], "expired lease not re-acquired");
+    ensure!(got[0].lease.as_ref().map(|l| l.owner.clone()) == Some(owner("b")));
+    ensure!(got[0].version == 2);
+    Ok(())
+}
+
+/// `release` by an owner that does not hold the lease fails with `LeaseLost` and changes nothing.
+pub async fn release_by_wrong_owner_is_rejected(cx: &Ctx) -> Result<()> {
+    cx.store.add_job(&job("w", Some(mins(1)))).await?;
+    let a = cx
+        .store
+        .acquire_due(mins(1), &owner("a"), LEASE, 10)
+        .await?;
+    // a's lease expires and b claims the job: a is now a stale owner.
+    let b = cx
+        .store
+        .acquire_due(mins(2), &owner("b"), LEASE, 10)
+        .await?;
+    ensure!(ids(&b) == vec!["w"]);
+    let err = cx
+        .store
+        .release(
+            &owner("a"),
+            &a[0].id,
+            a[0].version,
+            Release::Reschedule {
+                next_run_time: Some(mins(50)),
+            },
+        )
+        .await
+        .err()
+        .context("stale release succeeded")?;
+    ensure!(
+        matches!(&err, Error::LeaseLost { id } if id == "w"),
+        "{err}"
+    );
+    let got = cx
+        .store
+        .lookup_job(&JobId::new("w"))
+        .await?
+        .context("gone")?;
+    ensure!(
+        got.next_run_time == Some(mins(1)) && got.lease == b[0].lease,
+        "stale owner changed the job"
+    );
+    Ok(())
+}
+
+/// `Reschedule` sets the next run time, clears the lease and bumps the version.
+pub async fn release_reschedule_clears_lease_and_sets_next_run(cx: &Ctx) -> Result<()> {
+    cx.store.add_job(&job("r", Some(mins(1)))).await?;
+    let c = cx
+        .store
+        .acquire_due(mins(1), &owner("o"), LEASE, 10)
+        .await?;
+    let out = cx
+        .store
+        .release(
+            &owner("o"),
+            &c[0].id,
+            c[0].version,
+            Release::Reschedule {
+                next_run_time: Some(mins(2)),
+            },
+        )
+        .await?;
+    ensure!(out == ReleaseOutcome::Applied, "{out:?}");
+    let got = cx
+        .store
+        .lookup_job(&JobId::new("r"))
+        .await?
+        .context("gone")?;
+    ensure!(
+        got.next_run_time == Some(mins(2))
+            && got.lease.is_none()
+            && got.version == c[0].version + 1
+    );
+    ensure!(cx.store.get_next_run_time().await? == Some(mins(2)));
+    ensure!(
+        ids(&cx
+            .store
+            .acquire_due(mins(2), &owner("o"), LEASE, 10)
+            .await?)
+            == vec!["r"]
+    );
+    Ok(())
+}
+
+/// `Remove` deletes the job; `Unclaim` returns it unchanged and claimable.
+pub async fn release_remove_and_unclaim(cx: &Ctx) -> Result<()> {
+    cx.store.add_job(&job("rm", Some(mins(1)))).await?;
+    cx.store.add_job(&job("un", Some(mins(1)))).await?;
+    let c = cx
+        .store
+        .acquire_due(mins(1), &owner("o"), LEASE, 10)
+        .await?;
+    ensure!(ids(&c) == vec!["rm", "un"]);
+    ensure!(
+        cx.store
+            .release(&owner("o"), &c[0].id, c[0].version, Release::Remove)
+            .await?
+            == ReleaseOutcome::Applied
+    );
+    ensure!(
+        cx.store
+            .release(&owner("o"), &c[1].id, c[1].version, Release::Unclaim)
+            .await?
+            == ReleaseOutcome::Applied
+    );
+    ensure!(
+        cx.store.lookup_job(&JobId::new("rm")).await?.is_none(),
+        "removed job still there"
+    );
+    let un = cx
+        .store
+        .lookup_job(&JobId::new("un"))
+        .await?
+        .context("gone")?;
+    ensure!(un.next_run_time == Some(mins(1)) && un.lease.is_none());
+    ensure!(
+        ids(&cx
+            .store
+            .acquire_due(mins(1), &owner("p"), LEASE, 10)
+            .await?)
+            == vec!["un"]
+    );
+    Ok(())
+}
+
+/// A job updated while claimed is `Superseded` on release: the update wins, the lease is dropped.
+pub async fn release_after_modification_is_superseded(cx: &Ctx) -> Result<()> {
+    cx.store.add_job(&job("s", Some(mins(1)))).await?;
+    let c = cx
+        .store
+        .acquire_due(mins(1), &owner("o"), LEASE, 10)
+        .await?;
+    let mut modified = c[0].clone();
+    modified.next_run_time = Some(mins(30));
+    cx.another_handle().await?.update_job(&modified).await?;
+    let out = cx
+        .store
+        .release(
+            &owner("o"),
+            &c[0].id,
+            c[0].version,
+            Release::Reschedule {
+                next_run_time: Some(mins(2)),
+            },
+        )
+        .await?;
+    ensure!(out == ReleaseOutcome::Superseded, "{out:?}");
+    let got = cx
+        .store
+        .lookup_job(&JobId::new("s"))
+        .await?
+        .context("gone")?;
+    ensure!(
+        got.next_run_time == Some(mins(30)) && got.lease.is_none(),
+        "{got:?}"
+    );
+    Ok(())
+}
+
+/// Releasing a job removed while claimed reports `Gone`.
+pub async fn release_of_removed_job_is_gone(cx: &Ctx) -> Result<()> {
+    cx.store.add_job(&job("g", Some(mins(1)))).await?;
+    let c = cx
+        .store
+        .acquire_due(mins(1), &owner("o"), LEASE, 10)
+        .await?;
+    cx.store.remove_job(&JobId::new("g")).await?;
+    let out = cx
+        .store
+        .release(&owner("o"), &c[0].id, c[0].version, Release::Remove)
+        .await?;
+    ensure!(out == ReleaseOutcome::Gone, "{out:?}");
+    Ok(())
+}
+
+/// Trigger and args JSON round-trip unchanged: unicode, nesting, about 1 MB.
+pub async fn payload_round_trips_opaque(cx: &Ctx) -> Result<()> {
+    let big: String = "x".repeat(1_000_000);
+    let mut j = job("payload", Some(mins(1)));
+    j.args = json!({
+        "text": "héllo wörld ✓ 日本語 \u{1F600} \"quotes\" \\ back",
+        "nested": {"a": [1, 2.5, null, true, {"b": []}]},
+        "big": big,
+        "n": i64::MAX,
+    });
+    j.trigger = json!({"type": "custom_thing", "payload": {"deep": [[["x"]]]}});
+    cx.store.add_job(&j).await?;
+    let got = cx.store.lookup_job(&j.id).await?.context("gone")?;
+    ensure!(
+        got.args == j.args && got.trigger == j.trigger,
+        "payload changed"
+    );
+    Ok(())
+}
+
+/// Every built-in trigger type and every option value survives the store.
+pub async fn every_trigger_type_and_option_round_trips(cx: &Ctx) -> Result<()> {
+    let triggers: Vec<Value> = vec![
+        json!({"type": "date", "run_date": "2026-03-01T09:00:00+08:00", "timezone": "Asia/Shanghai"}),
+        json!({"type": "interval", "hours": 2, "start_date": "2026-01-01T00:00:00+00:00", "jitter": 5}),
+        json!({"type": "cron", "crontab": "0 9 * * 1-5", "timezone": "Asia/Shanghai"}),
+        json!({"type": "cron", "day": "last fri", "hour": "18", "end_date": "2027-01-01T00:00:00+00:00"}),
+        json!({"type": "calendar_interval", "months": 1, "hour": 9, "minute": 0, "second": 0, "start_date": "2026-01-31"}),
+        json!({"type": "and", "triggers": [{"type": "cron", "crontab": "0 12 * * *"}, {"type": "cron", "crontab": "0 * 13 * *"}]}),
+        json!({"type": "or", "triggers": [{"type": "cron", "hour": "1"}], "jitter": 3}),
+    ];
+    for (i, trig) in triggers.iter().enumerate() {
+        sundial::trigger::trigger_from_json(trig).with_context(|| format!("fixture {trig}"))?;
+        let mut j = job(&format!("trig{i}"), Some(mins(i as i64)));
+        j.trigger = trig.clone();
+        j.options = JobOptions {
+            name: (i % 2 == 0).then(|| format!("name {i}")),
+            executor: (i % 3 == 0).then(|| "blocking".to_string()),
+            misfire_grace_time: (i % 2 == 1).then(|| Duration::from_secs(i as u64)),
+            coalesce: i % 2 == 0,
+            max_instances: i as u32 + 1,
+            timeout: (i % 3 == 1).then(|| Duration::from_millis(250)),
+        };
+        cx.store.add_job(&j).await?;
+        let got = cx.store.lookup_job(&j.id).await?.context("gone")?;
+        ensure!(got == j, "changed:\n{got:#?}\nvs\n{j:#?}");
+    }
+    Ok(())
+}
+
+/// 10,000 jobs drain in batches with none lost and none duplicated.
+pub async fn ten_thousand_jobs_drain_in_batches(cx: &Ctx) -> Result<()> {
+    let n = 10_000;
+    let batch: Vec<JobRecord> = (0..n)
+        .map(|i| job(&format!("s{i:05}"), Some(mins(i % 60))))
+        .collect();
+    cx.store.add_jobs(&batch).await?;
+    let mut seen = HashSet::new();
+    let me = owner("drain");
+    loop {
+        let got = cx.store.acquire_due(mins(60), &me, LEASE, 500).await?;
+        if got.is_empty() {
+            break;
+        }
+        ensure!(got.len() <= 500);
+        for r in got {
+            ensure!(seen.insert(r.id.to_string()), "{} handed out twice", r.id);
+            ensure!(
+                cx.store
+                    .release(&me, &r.id, r.version, Release::Remove)
+                    .await?
+                    == ReleaseOutcome::Applied
+            );
+        }
+    }
+    ensure!(seen.len() == n as usize, "{} of {n} drained", seen.len());
+    ensure!(cx.store.get_all_jobs().await?.is_empty());
+    Ok(())
+}

@@ -1,0 +1,183 @@
+//! Store factories for the conformance suite: one per backend, each giving a
+//! test its own namespace (table, file or key prefix) on a real server.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use sundial::store::JobStore;
+use sundial::MemoryJobStore;
+use sundial_jobstore_sql::SqlJobStore;
+
+/// A unique name for one test's data (`t_<case>_<8 hex>`), used as table name,
+/// file name or key prefix.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Namespace(pub String);
+
+impl Namespace {
+    /// A fresh namespace for `case`.
+    pub fn new(case: &str) -> Self {
+        let short: String = case
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .take(30)
+            .collect();
+        let rand = uuid::Uuid::new_v4().simple().to_string();
+        Namespace(format!("t_{short}_{}", &rand[..8]))
+    }
+}
+
+/// Opens handles to one kind of store.
+#[async_trait]
+pub trait StoreFactory: Send + Sync {
+    /// The store's name in trial names (`memory`, `sqlite`, ...).
+    fn name(&self) -> &'static str;
+    /// Checks that the server is reachable; says why not.
+    async fn available(&self) -> Result<(), String>;
+    /// Opens a started handle on `ns`; a second call gives an independent
+    /// handle (another "process") on the same data.
+    async fn open(&self, ns: &Namespace) -> anyhow::Result<Arc<dyn JobStore>>;
+    /// Removes the namespace's data (best effort).
+    async fn cleanup(&self, ns: &Namespace) -> anyhow::Result<()>;
+}
+
+/// The in-memory store (one shared instance per namespace).
+#[derive(Default, Debug)]
+pub struct MemoryFactory {
+    stores: Mutex<HashMap<Namespace, Arc<MemoryJobStore>>>,
+}
+
+#[async_trait]
+impl StoreFactory for MemoryFactory {
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+    async fn available(&self) -> Result<(), String> {
+        Ok(())
+    }
+    async fn open(&self, ns: &Namespace) -> anyhow::Result<Arc<dyn JobStore>> {
+        let mut stores = self
+            .stores
+            .lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?;
+        let s = stores.entry(ns.clone()).or_default();
+        Ok(Arc::clone(s) as Arc<dyn JobStore>)
+    }
+    async fn cleanup(&self, ns: &Namespace) -> anyhow::Result<()> {
+        self.stores
+            .lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?
+            .remove(ns);
+        Ok(())
+    }
+}
+
+/// SQLite files under the system temp directory.
+#[derive(Debug)]
+pub struct SqliteFactory;
+
+fn sqlite_path(ns: &Namespace) -> std::path::PathBuf {
+    std::env::temp_dir()
+        .join("sundial-tests")
+        .join(format!("{}.db", ns.0))
+}
+
+#[async_trait]
+impl StoreFactory for SqliteFactory {
+    fn name(&self) -> &'static str {
+        "sqlite"
+    }
+    async fn available(&self) -> Result<(), String> {
+        std::fs::create_dir_all(std::env::temp_dir().join("sundial-tests"))
+            .map_err(|e| e.to_string())
+    }
+    async fn open(&self, ns: &Namespace) -> anyhow::Result<Arc<dyn JobStore>> {
+        let s = SqlJobStore::sqlite(sqlite_path(ns));
+        s.start().await?;
+        Ok(Arc::new(s))
+    }
+    async fn cleanup(&self, ns: &Namespace) -> anyhow::Result<()> {
+        let p = sqlite_path(ns);
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", p.display()));
+        }
+        Ok(())
+    }
+}
+
+/// The PostgreSQL URL the tests use (`SUNDIAL_TEST_POSTGRES_URL`).
+pub fn postgres_url() -> String {
+    std::env::var("SUNDIAL_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// The MySQL/MariaDB URL the tests use (`SUNDIAL_TEST_MYSQL_URL`).
+pub fn mysql_url() -> String {
+    std::env::var("SUNDIAL_TEST_MYSQL_URL")
+        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into())
+}
+
+/// A PostgreSQL or MySQL server, one table per namespace.
+#[derive(Debug)]
+pub struct ServerFactory {
+    /// `postgres` or `mysql`.
+    pub name: &'static str,
+    /// Connection URL.
+    pub url: String,
+}
+
+impl ServerFactory {
+    fn store(&self, ns: &Namespace) -> anyhow::Result<SqlJobStore> {
+        Ok(SqlJobStore::from_url(&self.url)?.with_table(&ns.0)?)
+    }
+}
+
+#[async_trait]
+impl StoreFactory for ServerFactory {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+    async fn available(&self) -> Result<(), String> {
+        let s = self
+            .store(&Namespace::new("probe"))
+            .map_err(|e| e.to_string())?;
+        let r = tokio::time::timeout(std::time::Duration::from_secs(15), s.start()).await;
+        let out = match r {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("{} at {}: {e}", self.name, self.url)),
+            Err(_) => Err(format!(
+                "{} at {}: connection timed out",
+                self.name, self.url
+            )),
+        };
+        let _ = s.shutdown().await;
+        out
+    }
+    async fn open(&self, ns: &Namespace) -> anyhow::Result<Arc<dyn JobStore>> {
+        let s = self.store(ns)?;
+        s.start().await?;
+        Ok(Arc::new(s))
+    }
+    async fn cleanup(&self, ns: &Namespace) -> anyhow::Result<()> {
+        let s = self.store(ns)?;
+        s.drop_table().await?;
+        s.shutdown().await?;
+        Ok(())
+    }
+}
+
+/// Every store the suite knows, in a fixed order.
+pub fn stores() -> Vec<Arc<dyn StoreFactory>> {
+    vec![
+        Arc::new(MemoryFactory::default()),
+        Arc::new(SqliteFactory),
+        Arc::new(ServerFactory {
+            name: "postgres",
+            url: postgres_url(),
+        }),
+        Arc::new(ServerFactory {
+            name: "mysql",
+            url: mysql_url(),
+        }),
+    ]
+}

@@ -1,0 +1,196 @@
+//! SQLite backend: one rusqlite connection, used from tokio's blocking pool so
+//! that no call blocks an async worker thread.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::{params_from_iter, Connection, OptionalExtension, TransactionBehavior};
+
+use crate::schema::{Row, Sql};
+use crate::{Backend, Error, Param};
+
+#[derive(Debug)]
+pub(crate) struct SqliteBackend {
+    path: Option<PathBuf>,
+    conn: Arc<Mutex<Option<Connection>>>,
+}
+
+impl rusqlite::ToSql for Param {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        match self {
+            Param::Int(i) => i.to_sql(),
+            Param::OptInt(i) => i.to_sql(),
+            Param::Text(s) => s.to_sql(),
+        }
+    }
+}
+
+fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+    Ok(Row {
+        id: r.get(0)?,
+        next_run_time: r.get(1)?,
+        job: r.get(2)?,
+        lease_owner: r.get(3)?,
+        lease_until: r.get(4)?,
+        version: r.get(5)?,
+    })
+}
+
+impl SqliteBackend {
+    pub(crate) fn file(path: &Path) -> Self {
+        SqliteBackend {
+            path: Some(path.to_path_buf()),
+            conn: Arc::default(),
+        }
+    }
+
+    pub(crate) fn memory() -> Self {
+        SqliteBackend {
+            path: None,
+            conn: Arc::default(),
+        }
+    }
+
+    /// Runs `f` with the connection on the blocking pool.
+    async fn with<T, F>(&self, f: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, Error> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn.lock().unwrap_or_else(|p| p.into_inner());
+            match guard.as_mut() {
+                Some(c) => f(c),
+                None => Err(Error::NotStarted),
+            }
+        })
+        .await
+        .map_err(|e| Error::Join(e.to_string()))?
+    }
+}
+
+#[async_trait]
+impl Backend for SqliteBackend {
+    fn name(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn connect(&self) -> Result<(), Error> {
+        let conn = Arc::clone(&self.conn);
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn.lock().unwrap_or_else(|p| p.into_inner());
+            if guard.is_some() {
+                return Ok(());
+            }
+            let c = match &path {
+                Some(p) => Connection::open(p)?,
+                None => Connection::open_in_memory()?,
+            };
+            c.busy_timeout(std::time::Duration::from_secs(10))?;
+            c.pragma_update(None, "journal_mode", "WAL")?;
+            c.pragma_update(None, "synchronous", "NORMAL")?;
+            *guard = Some(c);
+            Ok(())
+        })
+        .await
+        .map_err(|e| Error::Join(e.to_string()))?
+    }
+
+    async fn close(&self) {
+        let conn = Arc::clone(&self.conn);
+        let _ = tokio::task::spawn_blocking(move || {
+            conn.lock().unwrap_or_else(|p| p.into_inner()).take();
+        })
+        .await;
+    }
+
+    async fn execute(&self, sql: String, params: Vec<Param>) -> Result<u64, Error> {
+        self.with(move |c| {
+            let n = c
+                .prepare_cached(&sql)?
+                .execute(params_from_iter(params.iter()))?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn query_rows(&self, sql: String, params: Vec<Param>) -> Result<Vec<Row>, Error> {
+        self.with(move |c| {
+            let mut stmt = c.prepare_cached(&sql)?;
+            let rows = stmt.query_map(params_from_iter(params.iter()), read_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<Row>>>()?)
+        })
+        .await
+    }
+
+    async fn query_int(&self, sql: String, params: Vec<Param>) -> Result<Option<i64>, Error> {
+        self.with(move |c| {
+            let v: Option<Option<i64>> = c
+                .prepare_cached(&sql)?
+                .query_row(params_from_iter(params.iter()), |r| r.get(0))
+                .optional()?;
+            Ok(v.flatten())
+        })
+        .await
+    }
+
+    async fn query_ids(&self, sql: String, params: Vec<Param>) -> Result<Vec<String>, Error> {
+        self.with(move |c| {
+            let mut stmt = c.prepare_cached(&sql)?;
+            let ids = stmt.query_map(params_from_iter(params.iter()), |r| r.get(0))?;
+            Ok(ids.collect::<rusqlite::Result<Vec<String>>>()?)
+        })
+        .await
+    }
+
+    async fn execute_all(&self, statements: Vec<(String, Vec<Param>)>) -> Result<(), Error> {
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            for (sql, params) in &statements {
+                tx.prepare_cached(sql)?
+                    .execute(params_from_iter(params.iter()))?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn claim(
+        &self,
+        sql: &Sql,
+        now: i64,
+        owner: String,
+        until: i64,
+        limit: i64,
+    ) -> Result<Vec<Row>, Error> {
+        let sql = sql.clone();
+        self.with(move |c| {
+            // BEGIN IMMEDIATE takes the write lock first: other processes on the
+            // same file wait, so no row is claimed twice.
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut rows: Vec<Row> = {
+                let mut stmt = tx.prepare_cached(&sql.select_due())?;
+                let it = stmt.query_map(rusqlite::params![now, now, limit], read_row)?;
+                it.collect::<rusqlite::Result<Vec<Row>>>()?
+            };
+            if !rows.is_empty() {
+                let mut params = vec![Param::Text(owner.clone()), Param::Int(until)];
+                params.extend(rows.iter().map(|r| Param::Text(r.id.clone())));
+                tx.prepare_cached(&sql.claim(rows.len()))?
+                    .execute(params_from_iter(params.iter()))?;
+            }
+            tx.commit()?;
+            for r in &mut rows {
+                r.lease_owner = Some(owner.clone());
+                r.lease_until = Some(until);
+                r.version += 1;
+            }
+            Ok(rows)
+        })
+        .await
+    }
+}
