@@ -1,5 +1,6 @@
-//! Quickstart: a cron job, an interval job and a one-off job, with a listener
-//! that prints every event. Runs for about 12 seconds.
+//! Quickstart: a cron job, an interval job and a one-off job in a SQLite file
+//! (`jobs.db`), with a listener that prints every event. Runs for about 12
+//! seconds; run it again and the jobs are still there.
 //!
 //! ```sh
 //! cargo run --example quickstart
@@ -19,7 +20,7 @@ struct Greeting {
 async fn main() -> Result<()> {
     let scheduler = Scheduler::builder()
         .timezone("Europe/London")?
-        .jobstore("default", MemoryJobStore::new())
+        .jobstore("default", SqlJobStore::sqlite("jobs.db"))
         .executor("default", AsyncExecutor::new())
         .executor("blocking", ThreadPoolExecutor::new(2))
         .task("greet", |ctx: JobContext, args: Greeting| async move {
@@ -49,12 +50,17 @@ async fn main() -> Result<()> {
         .add_job(
             JobSpec::new("greet", CronTrigger::from_crontab("*/5 * * * * *")?)
                 .id("cron-greeting")
+                .replace_existing(true)
                 .args(Greeting { to: "cron".into() }),
         )
         .await?;
     // Every 3 seconds, on the thread pool.
     scheduler
-        .add_job(JobSpec::new("tick", IntervalTrigger::builder().seconds(3).build()?).id("ticker"))
+        .add_job(
+            JobSpec::new("tick", IntervalTrigger::builder().seconds(3).build()?)
+                .id("ticker")
+                .replace_existing(true),
+        )
         .await?;
     // Once, 4 seconds from now.
     let when = Utc::now() + sundial::chrono::Duration::seconds(4);
@@ -62,6 +68,7 @@ async fn main() -> Result<()> {
         .add_job(
             JobSpec::new("greet", DateTrigger::at(when))
                 .id("one-off")
+                .replace_existing(true)
                 .args(Greeting {
                     to: "one-off".into(),
                 }),

@@ -18,6 +18,14 @@ pub use sundial_core::store::JobStore;
 pub use sundial_core::task::JobContext;
 pub use sundial_jobstore_memory::MemoryJobStore;
 
+/// SQL job stores (SQLite, PostgreSQL, MySQL/MariaDB).
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+#[cfg_attr(
+    docsrs,
+    doc(cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql")))
+)]
+pub use sundial_jobstore_sql::{self as sql, SqlJobStore};
+
 /// The async executor (tokio).
 #[cfg(feature = "async")]
 #[cfg_attr(docsrs, doc(cfg(feature = "async")))]
@@ -32,6 +40,8 @@ pub use sundial_executor_threadpool::ThreadPoolExecutor;
 pub mod prelude {
     #[cfg(feature = "async")]
     pub use crate::AsyncExecutor;
+    #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+    pub use crate::SqlJobStore;
     #[cfg(feature = "threadpool")]
     pub use crate::ThreadPoolExecutor;
     pub use crate::{
@@ -50,9 +60,15 @@ pub mod prelude {
 /// | scheme | store | feature |
 /// |---|---|---|
 /// | `memory://` | [`MemoryJobStore`] | always |
+/// | `sqlite://path/to/jobs.db`, `sqlite::memory:` | SQLite | `sqlite` (default) |
+/// | `postgres://…`, `postgresql://…` | PostgreSQL | `postgres` |
+/// | `mysql://…`, `mariadb://…` | MySQL / MariaDB | `mysql` |
+///
+/// Add `#table=name` to use another job table than `sundial_jobs`.
 ///
 /// # Errors
-/// [`Error::UnknownStore`] for an unknown scheme or one whose Cargo feature is off.
+/// [`Error::UnknownStore`] for an unknown scheme or one whose Cargo feature is
+/// off (the message names the feature), [`Error::Config`] for a bad table name.
 ///
 /// # Examples
 /// ```
@@ -61,12 +77,33 @@ pub mod prelude {
 /// # Ok::<(), sundial::Error>(())
 /// ```
 pub fn store_from_url(url: &str) -> Result<Arc<dyn JobStore>> {
-    let scheme = url.split_once("://").map(|(s, _)| s).unwrap_or(url);
+    let (url, table) = match url.split_once("#table=") {
+        Some((u, t)) => (u, Some(t)),
+        None => (url, None),
+    };
+    let scheme = url.split_once(':').map(|(s, _)| s).unwrap_or(url);
+    let feature = |f: &str| Error::UnknownStore {
+        alias: scheme.to_string(),
+        hint: format!(" (URL scheme): enable the `{f}` feature of the `sundial` crate"),
+    };
     match scheme {
         "memory" => Ok(Arc::new(MemoryJobStore::new())),
+        "sqlite" if !cfg!(feature = "sqlite") => Err(feature("sqlite")),
+        "postgres" | "postgresql" if !cfg!(feature = "postgres") => Err(feature("postgres")),
+        "mysql" | "mariadb" if !cfg!(feature = "mysql") => Err(feature("mysql")),
+        #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+        "sqlite" | "postgres" | "postgresql" | "mysql" | "mariadb" => {
+            let mut store = SqlJobStore::from_url(url).map_err(|e| Error::Config(e.to_string()))?;
+            if let Some(t) = table {
+                store = store
+                    .with_table(t)
+                    .map_err(|e| Error::Config(e.to_string()))?;
+            }
+            Ok(Arc::new(store))
+        }
         other => Err(Error::UnknownStore {
             alias: other.to_string(),
-            hint: format!(" in URL {url:?}: supported schemes are memory://"),
+            hint: format!(" in URL {url:?}: supported schemes are memory, sqlite, postgres, mysql"),
         }),
     }
 }

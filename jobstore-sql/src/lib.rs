@@ -97,6 +97,21 @@ impl Error {
                     | sqlx::Error::Tls(_)
             ),
             Error::Join(_) => true,
+            _ => self.is_retryable_conflict(),
+        }
+    }
+
+    /// A deadlock or serialization failure: retrying the transaction succeeds.
+    fn is_retryable_conflict(&self) -> bool {
+        match self {
+            #[cfg(any(feature = "postgres", feature = "mysql"))]
+            Error::Sqlx(sqlx::Error::Database(e)) => e
+                .code()
+                .is_some_and(|c| c == "40001" || c == "40P01" || c == "1213"),
+            #[cfg(feature = "sqlite")]
+            Error::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => {
+                e.code == rusqlite::ErrorCode::DatabaseBusy
+            }
             _ => false,
         }
     }
@@ -309,6 +324,15 @@ impl SqlJobStore {
                 ),
             ])
             .await
+    }
+
+    /// Runs one SQL statement as is (for tests and maintenance tools).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn execute_raw(&self, sql: &str) -> Result<u64, Error> {
+        self.backend.connect().await?;
+        self.backend.execute(sql.to_string(), vec![]).await
     }
 
     fn err(&self, e: Error) -> sundial_core::Error {
@@ -535,17 +559,30 @@ impl JobStore for SqlJobStore {
         limit: usize,
     ) -> sundial_core::Result<Vec<JobRecord>> {
         let until = now + lease_duration(lease);
-        let mut rows = self
-            .backend
-            .claim(
-                &self.sql,
-                to_micros(now),
-                owner.to_string(),
-                to_micros(until),
-                i64::try_from(limit).unwrap_or(i64::MAX),
-            )
-            .await
-            .map_err(|e| self.err(e))?;
+        let mut attempt = 0;
+        let mut rows = loop {
+            let claimed = self
+                .backend
+                .claim(
+                    &self.sql,
+                    to_micros(now),
+                    owner.to_string(),
+                    to_micros(until),
+                    i64::try_from(limit).unwrap_or(i64::MAX),
+                )
+                .await;
+            match claimed {
+                Ok(rows) => break rows,
+                // Concurrent claimers can deadlock on MySQL's gap locks; the
+                // transaction rolled back, so trying again is safe.
+                Err(e) if e.is_retryable_conflict() && attempt < 5 => {
+                    attempt += 1;
+                    tracing::debug!(error = %e, attempt, "claim conflicted; retrying");
+                    tokio::time::sleep(Duration::from_millis(5 * attempt)).await;
+                }
+                Err(e) => return Err(self.err(e)),
+            }
+        };
         rows.sort_by(|a, b| {
             a.next_run_time
                 .cmp(&b.next_run_time)

@@ -69,8 +69,16 @@ impl Inner {
                     }
                 }
                 Err(e) => {
-                    let retry = after(now, self.config.retry_interval);
-                    tracing::error!(jobstore = %alias, error = %e, retry_in = ?self.config.retry_interval, "job store failed; retrying later");
+                    // Connection trouble is retried soon; other failures wait longer.
+                    let wait = if e.is_temporary() {
+                        self.config
+                            .retry_interval
+                            .min(std::time::Duration::from_secs(1))
+                    } else {
+                        self.config.retry_interval
+                    };
+                    let retry = after(now, wait);
+                    tracing::error!(jobstore = %alias, error = %e, retry_in = ?wait, "job store failed; retrying later");
                     self.emit(Event::StoreError {
                         jobstore: alias.clone(),
                         error: e.to_string(),

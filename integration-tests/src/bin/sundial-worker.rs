@@ -1,0 +1,70 @@
+//! A scheduler process for the process-level tests: runs the scheduler on a
+//! store URL for a while and appends every run to a file.
+//!
+//! ```text
+//! sundial-worker <store-url> <runs-file> <seconds>
+//! ```
+//!
+//! Each run appends one line `job_id,scheduled_run_time_micros,owner` with a
+//! single `O_APPEND` write, so several workers can share the file.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sundial::prelude::*;
+
+fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    let [_, url, runs_path, seconds] = &args[..] else {
+        return Err("usage: sundial-worker <store-url> <runs-file> <seconds>".into());
+    };
+    let seconds: u64 = seconds.parse()?;
+    let owner =
+        std::env::var("SUNDIAL_OWNER").unwrap_or_else(|_| format!("pid{}", std::process::id()));
+    let runs = Arc::new(std::sync::Mutex::new(
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(runs_path)?,
+    ));
+    let me = owner.clone();
+    let scheduler = Scheduler::builder()
+        .jobstore_arc("default", store_from_url(url)?)
+        .executor("default", AsyncExecutor::new())
+        .lease_duration(Duration::from_secs(5))
+        .max_idle_sleep(Duration::from_millis(200))
+        .owner_id(owner.clone())
+        .task("record", move |ctx: JobContext, _: serde_json::Value| {
+            let line = format!(
+                "{},{},{}\n",
+                ctx.job_id(),
+                ctx.scheduled_run_time().timestamp_micros(),
+                me
+            );
+            let runs = Arc::clone(&runs);
+            async move {
+                let mut f = runs.lock().map_err(|_| "poisoned")?;
+                f.write_all(line.as_bytes())?;
+                Ok::<_, sundial::BoxError>(())
+            }
+        })
+        .build()?;
+    scheduler.add_listener(
+        EventMask::JOB_ERROR | EventMask::STORE_ERROR | EventMask::JOB_MISSED,
+        |e: &Event| {
+            eprintln!("worker event: {e:?}");
+        },
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        scheduler.start().await?;
+        eprintln!("worker {owner} started");
+        tokio::time::sleep(Duration::from_secs(seconds)).await;
+        scheduler.shutdown(true).await
+    })?;
+    Ok(())
+}
