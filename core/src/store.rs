@@ -71,6 +71,7 @@ impl StoreCapabilities {
 ///   Otherwise it applies `outcome` (`Reschedule` sets `next_run_time`, `Remove`
 ///   deletes, `Unclaim` leaves the schedule), drops the lease, increments the
 ///   version and returns [`ReleaseOutcome::Applied`].
+/// - `release_many` behaves as `release` applied to each item in order.
 /// - `start` is idempotent (creates schema, loads scripts); `shutdown` releases
 ///   connections.
 ///
@@ -137,6 +138,39 @@ pub trait JobStore: Send + Sync + fmt::Debug + 'static {
         version: u64,
         outcome: Release,
     ) -> Result<ReleaseOutcome>;
+
+    /// Hands several claimed jobs back at once (one round trip where the backend
+    /// allows); the result has one entry per item, in order, each as `release`
+    /// would return it. An outer error means the store failed as a whole.
+    async fn release_many(
+        &self,
+        owner: &OwnerId,
+        items: Vec<ReleaseItem>,
+    ) -> Result<Vec<Result<ReleaseOutcome>>> {
+        let mut out = Vec::with_capacity(items.len());
+        for item in items {
+            match self
+                .release(owner, &item.id, item.version, item.outcome)
+                .await
+            {
+                Err(e @ crate::Error::LeaseLost { .. }) => out.push(Err(e)),
+                Err(e) => return Err(e),
+                Ok(o) => out.push(Ok(o)),
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// One job to hand back with [`JobStore::release_many`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReleaseItem {
+    /// The job id.
+    pub id: JobId,
+    /// The version returned by `acquire_due`.
+    pub version: u64,
+    /// What to do with the job.
+    pub outcome: Release,
 }
 
 macro_rules! forward_store {
@@ -197,6 +231,13 @@ macro_rules! forward_store {
                 outcome: Release,
             ) -> Result<ReleaseOutcome> {
                 (**self).release(owner, id, version, outcome).await
+            }
+            async fn release_many(
+                &self,
+                owner: &OwnerId,
+                items: Vec<ReleaseItem>,
+            ) -> Result<Vec<Result<ReleaseOutcome>>> {
+                (**self).release_many(owner, items).await
             }
         }
     };

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use serde_json::{json, Value};
 use sundial::job::{JobId, JobOptions, JobRecord, OwnerId, Release, ReleaseOutcome};
-use sundial::store::JobStore;
+use sundial::store::{JobStore, ReleaseItem};
 use sundial::Error;
 
 use crate::support::{Namespace, StoreFactory};
@@ -74,6 +74,7 @@ pub fn cases() -> Vec<Case> {
         release_remove_and_unclaim,
         release_after_modification_is_superseded,
         release_of_removed_job_is_gone,
+        release_many_matches_release_item_by_item,
         payload_round_trips_opaque,
         every_trigger_type_and_option_round_trips,
         ten_thousand_jobs_drain_in_batches,
@@ -647,6 +648,105 @@ pub async fn release_of_removed_job_is_gone(cx: &Ctx) -> Result<()> {
         .release(&owner("o"), &c[0].id, c[0].version, Release::Remove)
         .await?;
     ensure!(out == ReleaseOutcome::Gone, "{out:?}");
+    Ok(())
+}
+
+/// `release_many` gives, per item, what `release` would: applied, superseded, lost, gone.
+pub async fn release_many_matches_release_item_by_item(cx: &Ctx) -> Result<()> {
+    let n = 320; // more than one bulk chunk
+    let batch: Vec<JobRecord> = (0..n)
+        .map(|i| job(&format!("m{i:03}"), Some(mins(1))))
+        .collect();
+    cx.store.add_jobs(&batch).await?;
+    let me = owner("me");
+    let claimed = cx.store.acquire_due(mins(1), &me, LEASE, n).await?;
+    ensure!(claimed.len() == n);
+    // m000: modified while claimed; m001: removed; m002: taken over by another owner.
+    let mut modified = claimed[0].clone();
+    modified.next_run_time = Some(mins(40));
+    cx.store.update_job(&modified).await?;
+    cx.store.remove_job(&claimed[1].id).await?;
+    let other = cx.another_handle().await?;
+    let mut stolen = claimed[2].clone();
+    stolen.next_run_time = Some(mins(1));
+    other.update_job(&stolen).await?;
+    let items: Vec<ReleaseItem> = claimed
+        .iter()
+        .enumerate()
+        .map(|(i, r)| ReleaseItem {
+            id: r.id.clone(),
+            version: r.version,
+            outcome: match i % 3 {
+                0 => Release::Reschedule {
+                    next_run_time: Some(mins(2)),
+                },
+                1 => Release::Remove,
+                _ => Release::Unclaim,
+            },
+        })
+        .collect();
+    let results = cx.store.release_many(&me, items).await?;
+    ensure!(results.len() == n);
+    ensure!(
+        matches!(results[0], Ok(ReleaseOutcome::Superseded)),
+        "{:?}",
+        results[0]
+    );
+    ensure!(
+        matches!(
+            results[1],
+            Ok(ReleaseOutcome::Gone) | Ok(ReleaseOutcome::Applied)
+        ),
+        "{:?}",
+        results[1]
+    );
+    ensure!(
+        matches!(results[2], Ok(ReleaseOutcome::Superseded)),
+        "{:?}",
+        results[2]
+    );
+    for (i, r) in results.iter().enumerate().skip(3) {
+        ensure!(matches!(r, Ok(ReleaseOutcome::Applied)), "item {i}: {r:?}");
+    }
+    let all = cx.store.get_all_jobs().await?;
+    let removed = (3..n).filter(|i| i % 3 == 1).count();
+    ensure!(all.len() == n - 1 - removed, "{} jobs left", all.len());
+    for r in &all {
+        ensure!(r.lease.is_none(), "{} still leased", r.id);
+        let i: usize = r.id.as_str()[1..].parse()?;
+        let want = match i {
+            0 => mins(40),
+            _ if i % 3 == 0 => mins(2),
+            _ => mins(1),
+        };
+        ensure!(
+            r.next_run_time == Some(want),
+            "{}: {:?}",
+            r.id,
+            r.next_run_time
+        );
+    }
+    // A stale owner's batch is rejected item by item.
+    let again = cx
+        .store
+        .acquire_due(mins(5), &owner("new"), LEASE, 1)
+        .await?;
+    let stale = cx
+        .store
+        .release_many(
+            &me,
+            vec![ReleaseItem {
+                id: again[0].id.clone(),
+                version: again[0].version,
+                outcome: Release::Remove,
+            }],
+        )
+        .await?;
+    ensure!(
+        matches!(&stale[0], Err(Error::LeaseLost { .. })),
+        "{:?}",
+        stale[0]
+    );
     Ok(())
 }
 

@@ -27,7 +27,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sundial_core::job::{JobId, JobRecord, OwnerId, Release, ReleaseOutcome};
-use sundial_core::store::{lease_duration, JobStore, StoreCapabilities};
+use sundial_core::store::{lease_duration, JobStore, ReleaseItem, StoreCapabilities};
 
 pub use schema::Dialect;
 use schema::{from_micros, to_micros, valid_table, Row, Sql, SCHEMA_VERSION};
@@ -37,6 +37,15 @@ pub const DEFAULT_TABLE: &str = "sundial_jobs";
 
 /// How many rows one multi-row INSERT carries in `add_jobs`.
 const INSERT_CHUNK: usize = 200;
+
+/// How many jobs one bulk release statement carries (SQLite allows at most 500
+/// terms in a compound SELECT).
+fn release_chunk(dialect: Dialect) -> usize {
+    match dialect {
+        Dialect::Sqlite => 150,
+        _ => 500,
+    }
+}
 
 /// Errors of the SQL stores.
 #[derive(Debug, thiserror::Error)]
@@ -153,6 +162,13 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug {
     async fn query_ids(&self, sql: String, params: Vec<Param>) -> Result<Vec<String>, Error>;
     /// Runs the statements in one transaction (all or none).
     async fn execute_all(&self, statements: Vec<(String, Vec<Param>)>) -> Result<(), Error>;
+    /// Runs the statements, then the check query (rows of id, version, lease
+    /// owner), in one transaction.
+    async fn apply_then_check(
+        &self,
+        statements: Vec<(String, Vec<Param>)>,
+        check: (String, Vec<Param>),
+    ) -> Result<Vec<(String, i64, Option<String>)>, Error>;
     /// Selects due rows and claims them in one transaction.
     async fn claim(
         &self,
@@ -648,6 +664,98 @@ impl JobStore for SqlJobStore {
         } else {
             Ok(ReleaseOutcome::Gone)
         }
+    }
+
+    async fn release_many(
+        &self,
+        owner: &OwnerId,
+        mut items: Vec<ReleaseItem>,
+    ) -> sundial_core::Result<Vec<sundial_core::Result<ReleaseOutcome>>> {
+        let mut out = Vec::with_capacity(items.len());
+        while !items.is_empty() {
+            let rest = items.split_off(items.len().min(release_chunk(self.sql.dialect)));
+            out.extend(
+                self.release_chunk(owner, std::mem::replace(&mut items, rest))
+                    .await?,
+            );
+        }
+        Ok(out)
+    }
+}
+
+impl SqlJobStore {
+    /// Releases one chunk with at most two statements and one check query in a
+    /// single transaction; items the bulk statements did not apply go through
+    /// `release` one by one, which tells superseded, lost and gone apart.
+    async fn release_chunk(
+        &self,
+        owner: &OwnerId,
+        items: Vec<ReleaseItem>,
+    ) -> sundial_core::Result<Vec<sundial_core::Result<ReleaseOutcome>>> {
+        let ownerp = Param::Text(owner.to_string());
+        let ver = |v: u64| Param::Int(i64::try_from(v).unwrap_or(i64::MAX));
+        let mut resched = Vec::new();
+        let mut removes = Vec::new();
+        for it in &items {
+            match &it.outcome {
+                Release::Reschedule { next_run_time } => {
+                    resched.push(Param::Text(it.id.to_string()));
+                    resched.push(Param::OptInt(next_run_time.map(to_micros)));
+                    resched.push(ver(it.version));
+                }
+                Release::Remove => {
+                    removes.push(Param::Text(it.id.to_string()));
+                    removes.push(ver(it.version));
+                }
+                Release::Unclaim => {}
+            }
+        }
+        let mut statements = Vec::new();
+        if !resched.is_empty() {
+            let n = resched.len() / 3;
+            resched.push(ownerp.clone());
+            statements.push((self.sql.bulk_reschedule(n), resched));
+        }
+        if !removes.is_empty() {
+            let n = removes.len() / 2;
+            let mut params = vec![ownerp];
+            params.extend(removes);
+            statements.push((self.sql.bulk_remove(n), params));
+        }
+        let check_ids: Vec<Param> = items
+            .iter()
+            .map(|i| Param::Text(i.id.to_string()))
+            .collect();
+        let check = (self.sql.release_check(items.len()), check_ids);
+        let state = self
+            .backend
+            .apply_then_check(statements, check)
+            .await
+            .map_err(|e| self.err(e))?;
+        let state: std::collections::HashMap<String, (i64, Option<String>)> =
+            state.into_iter().map(|(id, v, o)| (id, (v, o))).collect();
+        let mut out = Vec::with_capacity(items.len());
+        for it in items {
+            let now = state.get(it.id.as_str());
+            let expected = i64::try_from(it.version).unwrap_or(i64::MAX) + 1;
+            let applied = match it.outcome {
+                Release::Reschedule { .. } => {
+                    now.is_some_and(|(v, o)| *v == expected && o.is_none())
+                }
+                Release::Remove => now.is_none(),
+                Release::Unclaim => false,
+            };
+            if applied {
+                out.push(Ok(ReleaseOutcome::Applied));
+            } else {
+                match self.release(owner, &it.id, it.version, it.outcome).await {
+                    Err(e @ sundial_core::Error::LeaseLost { .. }) => out.push(Err(e)),
+                    Err(e) => return Err(e),
+                    Ok(o) => out.push(Ok(o)),
+                }
+            }
+        }
+        Ok(out)
     }
 }
 

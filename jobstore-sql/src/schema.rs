@@ -101,7 +101,7 @@ impl Sql {
             Dialect::MySql => vec![
                 versions,
                 format!(
-                    "CREATE TABLE IF NOT EXISTS {t} (id VARCHAR(191) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL PRIMARY KEY, next_run_time BIGINT NULL, job LONGTEXT NOT NULL, lease_owner VARCHAR(191) NULL, lease_until BIGINT NULL, version BIGINT NOT NULL, INDEX {t}_next_run_time (next_run_time)) CHARACTER SET utf8mb4"
+                    "CREATE TABLE IF NOT EXISTS {t} (id VARCHAR(191) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL PRIMARY KEY, next_run_time BIGINT NULL, job LONGTEXT NOT NULL, lease_owner VARCHAR(191) NULL, lease_until BIGINT NULL, version BIGINT NOT NULL, INDEX {t}_next_run_time (next_run_time, id)) CHARACTER SET utf8mb4"
                 ),
             ],
             _ => vec![
@@ -109,7 +109,7 @@ impl Sql {
                 format!(
                     "CREATE TABLE IF NOT EXISTS {t} (id VARCHAR(191) NOT NULL PRIMARY KEY, next_run_time BIGINT NULL, job TEXT NOT NULL, lease_owner VARCHAR(191) NULL, lease_until BIGINT NULL, version BIGINT NOT NULL)"
                 ),
-                format!("CREATE INDEX IF NOT EXISTS {t}_next_run_time ON {t} (next_run_time)"),
+                format!("CREATE INDEX IF NOT EXISTS {t}_next_run_time ON {t} (next_run_time, id)"),
             ],
         }
     }
@@ -255,6 +255,72 @@ impl Sql {
             self.table,
             self.p(1),
             self.p(2)
+        )
+    }
+
+    /// Reschedules `n` claimed jobs in one statement: parameters (id, next_run_time,
+    /// version) per job, then the owner.
+    pub(crate) fn bulk_reschedule(&self, n: usize) -> String {
+        let t = &self.table;
+        let owner = self.p(3 * n + 1);
+        let set = "next_run_time = v.nrt, lease_owner = NULL, lease_until = NULL, version = {t}.version + 1";
+        let set = set.replace("{t}", t);
+        match self.dialect {
+            Dialect::Postgres => {
+                let values = (0..n)
+                    .map(|i| {
+                        format!(
+                            "({}::varchar, {}::bigint, {}::bigint)",
+                            self.p(3 * i + 1),
+                            self.p(3 * i + 2),
+                            self.p(3 * i + 3)
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                format!("UPDATE {t} SET {set} FROM (VALUES {values}) AS v(id, nrt, ver) WHERE {t}.id = v.id AND {t}.version = v.ver AND {t}.lease_owner = {owner}")
+            }
+            Dialect::Sqlite => {
+                let rows = (0..n)
+                    .map(|_| "SELECT ? AS id, ? AS nrt, ? AS ver")
+                    .collect::<Vec<_>>()
+                    .join(" UNION ALL ");
+                format!("UPDATE {t} SET {set} FROM ({rows}) AS v WHERE {t}.id = v.id AND {t}.version = v.ver AND {t}.lease_owner = ?")
+            }
+            Dialect::MySql => {
+                let rows = (0..n)
+                    .map(|_| "SELECT ? AS id, ? AS nrt, ? AS ver")
+                    .collect::<Vec<_>>()
+                    .join(" UNION ALL ");
+                let set = set
+                    .replace("next_run_time", &format!("{t}.next_run_time"))
+                    .replace("lease_owner = NULL", &format!("{t}.lease_owner = NULL"))
+                    .replace("lease_until = NULL", &format!("{t}.lease_until = NULL"))
+                    .replace(", version =", &format!(", {t}.version ="));
+                format!("UPDATE {t} JOIN ({rows}) AS v ON {t}.id = v.id SET {set} WHERE {t}.version = v.ver AND {t}.lease_owner = ?")
+            }
+        }
+    }
+
+    /// Deletes `n` claimed jobs in one statement: parameters owner, then (id, version) per job.
+    pub(crate) fn bulk_remove(&self, n: usize) -> String {
+        let pairs = (0..n)
+            .map(|i| format!("({}, {})", self.p(2 * i + 2), self.p(2 * i + 3)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!(
+            "DELETE FROM {} WHERE lease_owner = {} AND (id, version) IN ({pairs})",
+            self.table,
+            self.p(1)
+        )
+    }
+
+    /// The state that tells whether a bulk release applied: id, version, lease owner.
+    pub(crate) fn release_check(&self, n: usize) -> String {
+        format!(
+            "SELECT id, version, lease_owner FROM {} WHERE id IN ({})",
+            self.table,
+            self.list(1, n)
         )
     }
 

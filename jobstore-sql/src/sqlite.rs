@@ -159,6 +159,30 @@ impl Backend for SqliteBackend {
         .await
     }
 
+    async fn apply_then_check(
+        &self,
+        statements: Vec<(String, Vec<Param>)>,
+        check: (String, Vec<Param>),
+    ) -> Result<Vec<(String, i64, Option<String>)>, Error> {
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            for (sql, params) in &statements {
+                tx.prepare_cached(sql)?
+                    .execute(params_from_iter(params.iter()))?;
+            }
+            let rows = {
+                let mut stmt = tx.prepare_cached(&check.0)?;
+                let it = stmt.query_map(params_from_iter(check.1.iter()), |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })?;
+                it.collect::<rusqlite::Result<Vec<_>>>()?
+            };
+            tx.commit()?;
+            Ok(rows)
+        })
+        .await
+    }
+
     async fn claim(
         &self,
         sql: &Sql,

@@ -142,6 +142,26 @@ impl Backend for SqlxBackend {
         Ok(())
     }
 
+    async fn apply_then_check(
+        &self,
+        statements: Vec<(String, Vec<Param>)>,
+        check: (String, Vec<Param>),
+    ) -> Result<Vec<(String, i64, Option<String>)>, Error> {
+        let mut tx = self.pool()?.begin().await?;
+        for (sql, params) in &statements {
+            bind(sqlx::query(sql), params).execute(&mut *tx).await?;
+        }
+        let rows = bind(sqlx::query(&check.0), &check.1)
+            .fetch_all(&mut *tx)
+            .await?;
+        let state = rows
+            .iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        tx.commit().await?;
+        Ok(state)
+    }
+
     async fn claim(
         &self,
         sql: &Sql,

@@ -10,8 +10,8 @@ use super::{lock, Inner, SchedulerState, MAX_BACKLOG_RUN_TIMES};
 use crate::error::{Error, Result};
 use crate::event::{Event, EventMask};
 use crate::executor::{JobRun, SubmitError};
-use crate::job::{JobRecord, Release, ReleaseOutcome};
-use crate::store::JobStore;
+use crate::job::{JobId, JobRecord, Release, ReleaseOutcome};
+use crate::store::{JobStore, ReleaseItem};
 
 fn earliest(a: Option<DateTime<Utc>>, b: DateTime<Utc>) -> Option<DateTime<Utc>> {
     Some(a.map_or(b, |a| a.min(b)))
@@ -105,9 +105,13 @@ impl Inner {
                 .acquire_due(now, &self.owner, self.config.lease, self.config.batch_size)
                 .await?;
             let n = jobs.len();
+            let mut done = Vec::with_capacity(n);
             for job in jobs {
-                self.process_job(alias, store, job, now).await?;
+                if let Some(item) = self.process_job(alias, job, now) {
+                    done.push(item);
+                }
             }
+            self.release_all(alias, store, done).await?;
             if n < self.config.batch_size {
                 return Ok(());
             }
@@ -127,16 +131,15 @@ impl Inner {
     /// Handles one claimed job. A job that cannot run here (unknown task,
     /// unreadable trigger, missing executor) is reported and left claimed: it
     /// is untouched and becomes claimable again when the lease expires.
-    async fn process_job(
+    fn process_job(
         &self,
         alias: &str,
-        store: &dyn JobStore,
         rec: JobRecord,
         now: DateTime<Utc>,
-    ) -> Result<()> {
+    ) -> Option<(ReleaseItem, String)> {
         if let Some(reason) = rec.unreadable_reason() {
             self.job_error(alias, &rec, format!("stored job is unreadable: {reason}"));
-            return Ok(());
+            return None;
         }
         let Some(task) = self.task(&rec.task) else {
             self.job_error(
@@ -147,27 +150,31 @@ impl Inner {
                 }
                 .to_string(),
             );
-            return Ok(());
+            return None;
         };
         let trigger = match self.parse_trigger(&rec) {
             Ok(t) => t,
             Err(e) => {
                 self.job_error(alias, &rec, format!("stored trigger is unreadable: {e}"));
-                return Ok(());
+                return None;
             }
         };
         let executor = match self.executor_for(&rec.options, &task) {
             Ok((_, e)) => e,
             Err(e) => {
                 self.job_error(alias, &rec, e.to_string());
-                return Ok(());
+                return None;
             }
         };
         let Some(first) = rec.next_run_time else {
-            store
-                .release(&self.owner, &rec.id, rec.version, Release::Unclaim)
-                .await?;
-            return Ok(());
+            return Some((
+                ReleaseItem {
+                    id: rec.id,
+                    version: rec.version,
+                    outcome: Release::Unclaim,
+                },
+                rec.task,
+            ));
         };
 
         // Every run time in (.., now], capped; then the first fire after now.
@@ -254,23 +261,46 @@ impl Inner {
             },
             None => Release::Remove,
         };
-        let removing = outcome == Release::Remove;
-        match store
-            .release(&self.owner, &rec.id, rec.version, outcome)
-            .await
-        {
-            Ok(ReleaseOutcome::Applied) if removing => {
-                self.forget_inline(&rec.task);
-                self.emit(Event::JobRemoved {
-                    job_id: rec.id.clone(),
-                    jobstore: alias.to_string(),
-                });
+        Some((
+            ReleaseItem {
+                id: rec.id,
+                version: rec.version,
+                outcome,
+            },
+            rec.task,
+        ))
+    }
+
+    /// Hands a batch of processed jobs back to the store in one call.
+    async fn release_all(
+        &self,
+        alias: &str,
+        store: &dyn JobStore,
+        done: Vec<(ReleaseItem, String)>,
+    ) -> Result<()> {
+        if done.is_empty() {
+            return Ok(());
+        }
+        let (items, tasks): (Vec<ReleaseItem>, Vec<String>) = done.into_iter().unzip();
+        let removing: Vec<(JobId, bool)> = items
+            .iter()
+            .map(|i| (i.id.clone(), i.outcome == Release::Remove))
+            .collect();
+        let results = store.release_many(&self.owner, items).await?;
+        for ((result, (id, removed)), task) in results.into_iter().zip(removing).zip(tasks) {
+            match result {
+                Ok(ReleaseOutcome::Applied) if removed => {
+                    self.forget_inline(&task);
+                    self.emit(Event::JobRemoved {
+                        job_id: id,
+                        jobstore: alias.to_string(),
+                    });
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(job_id = %id, error = %e, "lease lost before release (another scheduler took the job)");
+                }
             }
-            Ok(_) => {}
-            Err(Error::LeaseLost { id }) => {
-                tracing::warn!(job_id = %id, "lease lost before release (another scheduler took the job)");
-            }
-            Err(e) => return Err(e),
         }
         Ok(())
     }
