@@ -26,6 +26,11 @@ pub use sundial_jobstore_memory::MemoryJobStore;
 )]
 pub use sundial_jobstore_sql::{self as sql, SqlJobStore};
 
+/// The Redis job store.
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use sundial_jobstore_redis::{self as redis_store, RedisJobStore};
+
 /// The async executor (tokio).
 #[cfg(feature = "async")]
 #[cfg_attr(docsrs, doc(cfg(feature = "async")))]
@@ -40,6 +45,8 @@ pub use sundial_executor_threadpool::ThreadPoolExecutor;
 pub mod prelude {
     #[cfg(feature = "async")]
     pub use crate::AsyncExecutor;
+    #[cfg(feature = "redis")]
+    pub use crate::RedisJobStore;
     #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
     pub use crate::SqlJobStore;
     #[cfg(feature = "threadpool")]
@@ -63,8 +70,10 @@ pub mod prelude {
 /// | `sqlite://path/to/jobs.db`, `sqlite::memory:` | SQLite | `sqlite` (default) |
 /// | `postgres://…`, `postgresql://…` | PostgreSQL | `postgres` |
 /// | `mysql://…`, `mariadb://…` | MySQL / MariaDB | `mysql` |
+/// | `redis://…`, `rediss://…` | Redis | `redis` |
 ///
-/// Add `#table=name` to use another job table than `sundial_jobs`.
+/// Add `#table=name` to use another job table than `sundial_jobs`, or
+/// `#prefix=name` for another Redis key prefix than `sundial`.
 ///
 /// # Errors
 /// [`Error::UnknownStore`] for an unknown scheme or one whose Cargo feature is
@@ -77,7 +86,10 @@ pub mod prelude {
 /// # Ok::<(), sundial::Error>(())
 /// ```
 pub fn store_from_url(url: &str) -> Result<Arc<dyn JobStore>> {
-    let (url, table) = match url.split_once("#table=") {
+    let (url, table) = match url
+        .split_once("#table=")
+        .or_else(|| url.split_once("#prefix="))
+    {
         Some((u, t)) => (u, Some(t)),
         None => (url, None),
     };
@@ -91,6 +103,16 @@ pub fn store_from_url(url: &str) -> Result<Arc<dyn JobStore>> {
         "sqlite" if !cfg!(feature = "sqlite") => Err(feature("sqlite")),
         "postgres" | "postgresql" if !cfg!(feature = "postgres") => Err(feature("postgres")),
         "mysql" | "mariadb" if !cfg!(feature = "mysql") => Err(feature("mysql")),
+        "redis" | "rediss" if !cfg!(feature = "redis") => Err(feature("redis")),
+        #[cfg(feature = "redis")]
+        "redis" | "rediss" => {
+            let mut store = RedisJobStore::from_url(url)
+                .map_err(|e| Error::Config(format!("invalid Redis URL: {e}")))?;
+            if let Some(p) = table {
+                store = store.with_prefix(p);
+            }
+            Ok(Arc::new(store))
+        }
         #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
         "sqlite" | "postgres" | "postgresql" | "mysql" | "mariadb" => {
             let mut store = SqlJobStore::from_url(url).map_err(|e| Error::Config(e.to_string()))?;
@@ -103,7 +125,9 @@ pub fn store_from_url(url: &str) -> Result<Arc<dyn JobStore>> {
         }
         other => Err(Error::UnknownStore {
             alias: other.to_string(),
-            hint: format!(" in URL {url:?}: supported schemes are memory, sqlite, postgres, mysql"),
+            hint: format!(
+                " in URL {url:?}: supported schemes are memory, sqlite, postgres, mysql, redis"
+            ),
         }),
     }
 }

@@ -166,6 +166,48 @@ impl StoreFactory for ServerFactory {
     }
 }
 
+/// The Redis URL the tests use (`SUNDIAL_TEST_REDIS_URL`).
+pub fn redis_url() -> String {
+    std::env::var("SUNDIAL_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into())
+}
+
+/// A Redis server, one key prefix per namespace.
+#[derive(Debug)]
+pub struct RedisFactory {
+    /// Connection URL.
+    pub url: String,
+}
+
+#[async_trait]
+impl StoreFactory for RedisFactory {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+    async fn available(&self) -> Result<(), String> {
+        let s = sundial::RedisJobStore::from_url(&self.url).map_err(|e| e.to_string())?;
+        match tokio::time::timeout(std::time::Duration::from_secs(10), s.start()).await {
+            Ok(Ok(())) => s
+                .get_next_run_time()
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("redis at {}: {e}", self.url)),
+            Ok(Err(e)) => Err(format!("redis at {}: {e}", self.url)),
+            Err(_) => Err(format!("redis at {}: connection timed out", self.url)),
+        }
+    }
+    async fn open(&self, ns: &Namespace) -> anyhow::Result<Arc<dyn JobStore>> {
+        let s = sundial::RedisJobStore::from_url(&self.url)?.with_prefix(&ns.0);
+        s.start().await?;
+        Ok(Arc::new(s))
+    }
+    async fn cleanup(&self, ns: &Namespace) -> anyhow::Result<()> {
+        let s = sundial::RedisJobStore::from_url(&self.url)?.with_prefix(&ns.0);
+        s.start().await?;
+        s.remove_all_jobs().await?;
+        Ok(())
+    }
+}
+
 /// Every store the suite knows, in a fixed order.
 pub fn stores() -> Vec<Arc<dyn StoreFactory>> {
     vec![
@@ -179,5 +221,6 @@ pub fn stores() -> Vec<Arc<dyn StoreFactory>> {
             name: "mysql",
             url: mysql_url(),
         }),
+        Arc::new(RedisFactory { url: redis_url() }),
     ]
 }

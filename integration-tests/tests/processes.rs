@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use sundial::job::{JobId, JobOptions, JobRecord};
 use sundial::trigger::{DateTrigger, IntervalTrigger, Trigger};
 use sundial::JobStore;
-use sundial_integration_tests::support::{mysql_url, postgres_url, Namespace};
+use sundial_integration_tests::support::{mysql_url, postgres_url, redis_url, Namespace};
 
 fn worker(url: &str, runs: &std::path::Path, seconds: u64, owner: &str) -> Child {
     Command::new(env!("CARGO_BIN_EXE_sundial-worker"))
@@ -62,7 +62,12 @@ fn whole_second(t: DateTime<Utc>) -> DateTime<Utc> {
 
 async fn two_schedulers_run_everything_once(base_url: &str) {
     let ns = Namespace::new("twoproc");
-    let url = format!("{base_url}#table={}", ns.0);
+    let key = if base_url.starts_with("redis") {
+        "prefix"
+    } else {
+        "table"
+    };
+    let url = format!("{base_url}#{key}={}", ns.0);
     let store = sundial::store_from_url(&url).unwrap();
     store.start().await.unwrap();
     let t0 = whole_second(Utc::now()) + chrono::Duration::seconds(3);
@@ -123,11 +128,15 @@ async fn two_schedulers_run_everything_once(base_url: &str) {
         "exhausted jobs are removed"
     );
     let _ = std::fs::remove_file(&runs);
-    let sql = sundial_jobstore_sql::SqlJobStore::from_url(base_url)
-        .unwrap()
-        .with_table(&ns.0)
-        .unwrap();
-    sql.drop_table().await.unwrap();
+    if base_url.starts_with("redis") {
+        store.remove_all_jobs().await.unwrap();
+    } else {
+        let sql = sundial_jobstore_sql::SqlJobStore::from_url(base_url)
+            .unwrap()
+            .with_table(&ns.0)
+            .unwrap();
+        sql.drop_table().await.unwrap();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -247,4 +256,19 @@ async fn sigkilled_scheduler_on_postgres_is_continued_by_a_new_process() {
         .with_table(&ns.0)
         .unwrap();
     sql.drop_table().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_schedulers_on_redis_run_every_run_exactly_once() {
+    two_schedulers_run_everything_once(&redis_url()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkilled_scheduler_on_redis_is_continued_by_a_new_process() {
+    let ns = Namespace::new("restartredis");
+    let url = format!("{}#prefix={}", redis_url(), ns.0);
+    restart_after_sigkill(&url, || {}).await;
+    let store = sundial::store_from_url(&url).unwrap();
+    store.start().await.unwrap();
+    store.remove_all_jobs().await.unwrap();
 }
