@@ -37,10 +37,33 @@ start_redis() {
     wait_for redis redis-cli -h 127.0.0.1 -p 6379 ping
 }
 
-for s in ${SUNDIAL_SERVICES:-postgres mariadb redis}; do
+MONGO_PORT=${SUNDIAL_MONGO_PORT:-27018}
+
+port_open() { (echo > "/dev/tcp/127.0.0.1/$1") >/dev/null 2>&1; }
+
+# MongoDB-wire-compatible test server (SecantusDB from PyPI, pinned), in a venv
+# beside the repository; its PID goes to .venv-mongo/secantus.pid so that
+# scripts/test.sh can stop it at the end.
+start_mongo() {
+    if port_open "$MONGO_PORT"; then log "mongo (port $MONGO_PORT) is up"; return 0; fi
+    if ! .venv-mongo/bin/python -c "import secantus" >/dev/null 2>&1; then
+        log "installing SecantusDB 0.7.0b3 into .venv-mongo"
+        python3 -m venv .venv-mongo
+        .venv-mongo/bin/pip install --quiet --disable-pip-version-check "secantusdb==0.7.0b3"
+    fi
+    log "starting SecantusDB on 127.0.0.1:$MONGO_PORT"
+    mkdir -p target
+    nohup .venv-mongo/bin/python -m secantus --host 127.0.0.1 --port "$MONGO_PORT" \
+        --storage-path :memory: --standalone > target/secantus.log 2>&1 &
+    echo $! > .venv-mongo/secantus.pid
+    wait_for mongo port_open "$MONGO_PORT"
+}
+
+for s in ${SUNDIAL_SERVICES:-postgres mariadb redis mongo}; do
     case $s in
         postgres) command -v pg_ctlcluster >/dev/null && start_postgres || log "postgres not installed" ;;
         mariadb) command -v mysqladmin >/dev/null && start_mariadb || log "mariadb not installed" ;;
         redis) command -v redis-server >/dev/null && start_redis || log "redis not installed" ;;
+        mongo) start_mongo ;;
     esac
 done

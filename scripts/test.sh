@@ -9,8 +9,17 @@ export RUST_BACKTRACE=${RUST_BACKTRACE:-1}
 
 step() { echo; echo "==> $*"; }
 
+stop_mongo() {
+    if [ -f .venv-mongo/secantus.pid ]; then
+        kill "$(cat .venv-mongo/secantus.pid)" 2>/dev/null || true
+        rm -f .venv-mongo/secantus.pid
+    fi
+}
+trap stop_mongo EXIT
+
 step "services"
 bash scripts/services.sh
+export SUNDIAL_TEST_MONGO_URL=${SUNDIAL_TEST_MONGO_URL:-mongodb://127.0.0.1:${SUNDIAL_MONGO_PORT:-27018}/sundial_test}
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -19,7 +28,7 @@ step "cargo clippy"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 
 step "cargo test (unit, integration, conformance, doc tests)"
-cargo test --workspace --all-features
+cargo test --workspace --all-features --no-fail-fast
 
 step "cargo doc"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features

@@ -31,6 +31,11 @@ pub use sundial_jobstore_sql::{self as sql, SqlJobStore};
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use sundial_jobstore_redis::{self as redis_store, RedisJobStore};
 
+/// The MongoDB job store.
+#[cfg(feature = "mongo")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mongo")))]
+pub use sundial_jobstore_mongo::{self as mongo_store, MongoJobStore};
+
 /// The async executor (tokio).
 #[cfg(feature = "async")]
 #[cfg_attr(docsrs, doc(cfg(feature = "async")))]
@@ -45,6 +50,8 @@ pub use sundial_executor_threadpool::ThreadPoolExecutor;
 pub mod prelude {
     #[cfg(feature = "async")]
     pub use crate::AsyncExecutor;
+    #[cfg(feature = "mongo")]
+    pub use crate::MongoJobStore;
     #[cfg(feature = "redis")]
     pub use crate::RedisJobStore;
     #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
@@ -71,9 +78,10 @@ pub mod prelude {
 /// | `postgres://…`, `postgresql://…` | PostgreSQL | `postgres` |
 /// | `mysql://…`, `mariadb://…` | MySQL / MariaDB | `mysql` |
 /// | `redis://…`, `rediss://…` | Redis | `redis` |
+/// | `mongodb://…`, `mongodb+srv://…` | MongoDB | `mongo` |
 ///
-/// Add `#table=name` to use another job table than `sundial_jobs`, or
-/// `#prefix=name` for another Redis key prefix than `sundial`.
+/// Add `#table=name` to use another job table than `sundial_jobs` (SQL), another
+/// collection (MongoDB), or `#prefix=name` for another Redis key prefix than `sundial`.
 ///
 /// # Errors
 /// [`Error::UnknownStore`] for an unknown scheme or one whose Cargo feature is
@@ -104,6 +112,15 @@ pub fn store_from_url(url: &str) -> Result<Arc<dyn JobStore>> {
         "postgres" | "postgresql" if !cfg!(feature = "postgres") => Err(feature("postgres")),
         "mysql" | "mariadb" if !cfg!(feature = "mysql") => Err(feature("mysql")),
         "redis" | "rediss" if !cfg!(feature = "redis") => Err(feature("redis")),
+        "mongodb" | "mongodb+srv" if !cfg!(feature = "mongo") => Err(feature("mongo")),
+        #[cfg(feature = "mongo")]
+        "mongodb" | "mongodb+srv" => {
+            let mut store = MongoJobStore::from_url(url);
+            if let Some(c) = table {
+                store = store.with_collection(c);
+            }
+            Ok(Arc::new(store))
+        }
         #[cfg(feature = "redis")]
         "redis" | "rediss" => {
             let mut store = RedisJobStore::from_url(url)
@@ -126,7 +143,7 @@ pub fn store_from_url(url: &str) -> Result<Arc<dyn JobStore>> {
         other => Err(Error::UnknownStore {
             alias: other.to_string(),
             hint: format!(
-                " in URL {url:?}: supported schemes are memory, sqlite, postgres, mysql, redis"
+                " in URL {url:?}: supported schemes are memory, sqlite, postgres, mysql, redis, mongodb"
             ),
         }),
     }

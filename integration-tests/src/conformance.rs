@@ -815,14 +815,17 @@ pub async fn ten_thousand_jobs_drain_in_batches(cx: &Ctx) -> Result<()> {
             break;
         }
         ensure!(got.len() <= 500);
+        let mut items = Vec::with_capacity(got.len());
         for r in got {
             ensure!(seen.insert(r.id.to_string()), "{} handed out twice", r.id);
-            ensure!(
-                cx.store
-                    .release(&me, &r.id, r.version, Release::Remove)
-                    .await?
-                    == ReleaseOutcome::Applied
-            );
+            items.push(ReleaseItem {
+                id: r.id,
+                version: r.version,
+                outcome: Release::Remove,
+            });
+        }
+        for result in cx.store.release_many(&me, items).await? {
+            ensure!(matches!(result, Ok(ReleaseOutcome::Applied)), "{result:?}");
         }
     }
     ensure!(seen.len() == n as usize, "{} of {n} drained", seen.len());

@@ -208,6 +208,47 @@ impl StoreFactory for RedisFactory {
     }
 }
 
+/// The MongoDB URL the tests use (`SUNDIAL_TEST_MONGO_URL`; `scripts/test.sh`
+/// starts a SecantusDB server there).
+pub fn mongo_url() -> String {
+    std::env::var("SUNDIAL_TEST_MONGO_URL")
+        .unwrap_or_else(|_| "mongodb://127.0.0.1:27018/sundial_test".into())
+}
+
+/// A MongoDB server, one collection per namespace.
+#[derive(Debug)]
+pub struct MongoFactory {
+    /// Connection URL.
+    pub url: String,
+}
+
+#[async_trait]
+impl StoreFactory for MongoFactory {
+    fn name(&self) -> &'static str {
+        "mongo"
+    }
+    async fn available(&self) -> Result<(), String> {
+        let s = sundial::MongoJobStore::from_url(&self.url).with_collection("probe");
+        match tokio::time::timeout(std::time::Duration::from_secs(20), s.start()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("mongo at {}: {e}", self.url)),
+            Err(_) => Err(format!("mongo at {}: connection timed out", self.url)),
+        }
+    }
+    async fn open(&self, ns: &Namespace) -> anyhow::Result<Arc<dyn JobStore>> {
+        let s = sundial::MongoJobStore::from_url(&self.url).with_collection(&ns.0);
+        s.start().await?;
+        Ok(Arc::new(s))
+    }
+    async fn cleanup(&self, ns: &Namespace) -> anyhow::Result<()> {
+        sundial::MongoJobStore::from_url(&self.url)
+            .with_collection(&ns.0)
+            .drop_collection()
+            .await?;
+        Ok(())
+    }
+}
+
 /// Every store the suite knows, in a fixed order.
 pub fn stores() -> Vec<Arc<dyn StoreFactory>> {
     vec![
@@ -222,5 +263,6 @@ pub fn stores() -> Vec<Arc<dyn StoreFactory>> {
             url: mysql_url(),
         }),
         Arc::new(RedisFactory { url: redis_url() }),
+        Arc::new(MongoFactory { url: mongo_url() }),
     ]
 }

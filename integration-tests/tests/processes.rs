@@ -15,12 +15,16 @@ use chrono::{DateTime, Utc};
 use sundial::job::{JobId, JobOptions, JobRecord};
 use sundial::trigger::{DateTrigger, IntervalTrigger, Trigger};
 use sundial::JobStore;
-use sundial_integration_tests::support::{mysql_url, postgres_url, redis_url, Namespace};
+use sundial_integration_tests::support::{
+    mongo_url, mysql_url, postgres_url, redis_url, Namespace,
+};
 
-fn worker(url: &str, runs: &std::path::Path, seconds: u64, owner: &str) -> Child {
+fn worker(url: &str, runs: &std::path::Path, seconds: u64, owner: &str, lease_secs: u64) -> Child {
+    let lease = lease_secs.to_string();
     Command::new(env!("CARGO_BIN_EXE_sundial-worker"))
         .args([url, runs.to_str().unwrap(), &seconds.to_string()])
         .env("SUNDIAL_OWNER", owner)
+        .env("SUNDIAL_LEASE_SECS", &lease)
         .spawn()
         .expect("spawn worker")
 }
@@ -60,7 +64,7 @@ fn whole_second(t: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp(t.timestamp(), 0).unwrap()
 }
 
-async fn two_schedulers_run_everything_once(base_url: &str) {
+async fn two_schedulers_run_everything_once(base_url: &str, worker_seconds: u64) {
     let ns = Namespace::new("twoproc");
     let key = if base_url.starts_with("redis") {
         "prefix"
@@ -99,8 +103,10 @@ async fn two_schedulers_run_everything_once(base_url: &str) {
     let dir = std::env::temp_dir().join("sundial-tests");
     std::fs::create_dir_all(&dir).unwrap();
     let runs = dir.join(format!("{}.runs", ns.0));
-    let mut a = worker(&url, &runs, 12, "worker-a");
-    let mut b = worker(&url, &runs, 12, "worker-b");
+    // A lease long enough for a batch on the slowest test server.
+    let lease = if url.starts_with("mongodb") { 30 } else { 5 };
+    let mut a = worker(&url, &runs, worker_seconds, "worker-a", lease);
+    let mut b = worker(&url, &runs, worker_seconds, "worker-b", lease);
     assert!(a.wait().unwrap().success());
     assert!(b.wait().unwrap().success());
     let got = read_runs(&runs);
@@ -128,7 +134,7 @@ async fn two_schedulers_run_everything_once(base_url: &str) {
         "exhausted jobs are removed"
     );
     let _ = std::fs::remove_file(&runs);
-    if base_url.starts_with("redis") {
+    if base_url.starts_with("redis") || base_url.starts_with("mongodb") {
         store.remove_all_jobs().await.unwrap();
     } else {
         let sql = sundial_jobstore_sql::SqlJobStore::from_url(base_url)
@@ -141,12 +147,12 @@ async fn two_schedulers_run_everything_once(base_url: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_schedulers_on_postgres_run_every_run_exactly_once() {
-    two_schedulers_run_everything_once(&postgres_url()).await;
+    two_schedulers_run_everything_once(&postgres_url(), 12).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_schedulers_on_mariadb_run_every_run_exactly_once() {
-    two_schedulers_run_everything_once(&mysql_url()).await;
+    two_schedulers_run_everything_once(&mysql_url(), 12).await;
 }
 
 async fn restart_after_sigkill(url: &str, cleanup: impl FnOnce()) {
@@ -174,7 +180,7 @@ async fn restart_after_sigkill(url: &str, cleanup: impl FnOnce()) {
     let dir = std::env::temp_dir().join("sundial-tests");
     std::fs::create_dir_all(&dir).unwrap();
     let runs = dir.join(format!("{}.runs", ns.0));
-    let mut a = worker(url, &runs, 60, "first");
+    let mut a = worker(url, &runs, 60, "first", 5);
     tokio::time::sleep(Duration::from_millis(4500)).await;
     a.kill().unwrap(); // SIGKILL
     a.wait().unwrap();
@@ -189,7 +195,7 @@ async fn restart_after_sigkill(url: &str, cleanup: impl FnOnce()) {
     );
     tokio::time::sleep(Duration::from_millis(4000)).await;
     let restarted_at = Utc::now();
-    let mut b = worker(url, &runs, 4, "second");
+    let mut b = worker(url, &runs, 4, "second", 5);
     assert!(b.wait().unwrap().success());
     let got = read_runs(&runs);
     let first: Vec<i64> = got
@@ -260,7 +266,7 @@ async fn sigkilled_scheduler_on_postgres_is_continued_by_a_new_process() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_schedulers_on_redis_run_every_run_exactly_once() {
-    two_schedulers_run_everything_once(&redis_url()).await;
+    two_schedulers_run_everything_once(&redis_url(), 12).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -271,4 +277,22 @@ async fn sigkilled_scheduler_on_redis_is_continued_by_a_new_process() {
     let store = sundial::store_from_url(&url).unwrap();
     store.start().await.unwrap();
     store.remove_all_jobs().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_schedulers_on_mongo_run_every_run_exactly_once() {
+    // The test server (SecantusDB, written in Python) is much slower than MongoDB.
+    two_schedulers_run_everything_once(&mongo_url(), 60).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkilled_scheduler_on_mongo_is_continued_by_a_new_process() {
+    let ns = Namespace::new("restartmongo");
+    let url = format!("{}#table={}", mongo_url(), ns.0);
+    restart_after_sigkill(&url, || {}).await;
+    sundial::MongoJobStore::from_url(&mongo_url())
+        .with_collection(&ns.0)
+        .drop_collection()
+        .await
+        .unwrap();
 }

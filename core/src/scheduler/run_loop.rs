@@ -223,6 +223,12 @@ impl Inner {
                 _ => due.push(t),
             }
         }
+        if !due.is_empty() && !self.lease_still_safe(&rec) {
+            // The claim took so long that the lease is (nearly) over: another
+            // scheduler may take the job now, so this one must not run it.
+            tracing::warn!(job_id = %rec.id, "lease expired before the job could be submitted; leaving it to the next claim");
+            return None;
+        }
         if !due.is_empty() {
             let run = JobRun::new(
                 rec.id.clone(),
@@ -269,6 +275,17 @@ impl Inner {
             },
             rec.task,
         ))
+    }
+
+    /// Whether the claim on `rec` has at least a third of the lease left, so that
+    /// submitting now cannot overlap another scheduler's claim.
+    fn lease_still_safe(&self, rec: &JobRecord) -> bool {
+        let Some(lease) = &rec.lease else {
+            return true;
+        };
+        let margin =
+            chrono::Duration::from_std(self.config.lease / 3).unwrap_or(chrono::Duration::zero());
+        self.clock.now() + margin < lease.until
     }
 
     /// Hands a batch of processed jobs back to the store in one call.

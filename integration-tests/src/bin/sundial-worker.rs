@@ -32,7 +32,12 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     let scheduler = Scheduler::builder()
         .jobstore_arc("default", store_from_url(url)?)
         .executor("default", AsyncExecutor::new())
-        .lease_duration(Duration::from_secs(5))
+        .lease_duration(Duration::from_secs(
+            std::env::var("SUNDIAL_LEASE_SECS")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(5),
+        ))
         .max_idle_sleep(Duration::from_millis(200))
         .owner_id(owner.clone())
         .task("record", move |ctx: JobContext, _: serde_json::Value| {

@@ -1,0 +1,662 @@
+//! MongoDB job store for Sundial.
+//!
+//! One document per job:
+//!
+//! ```text
+//! { _id: "<job id>",
+//!   job: { task, trigger, args, options },        // the job, as a readable document
+//!   next_run_time: Date, next_run_time_us: Int64,  // absent when paused
+//!   lease_owner: "<owner>", lease_until: Date, lease_until_us: Int64, lease_token: "<claim>",
+//!   version: Int64 }
+//! ```
+//!
+//! BSON dates hold milliseconds, so the exact microsecond times are kept beside
+//! them; queries use both. A partial index on `(next_run_time, _id)` covers only
+//! scheduled (unpaused) jobs.
+//!
+//! `acquire_due` claims a batch without transactions: it reads candidate ids,
+//! then one `update_many` re-checks each document's "due and unleased" condition
+//! while setting the lease with a fresh claim token (each document update is
+//! atomic, so a job can be claimed by one owner only), then reads back the
+//! documents carrying its token. `release` updates with a filter on owner and
+//! version. Only standard MongoDB operations are used.
+//!
+//! | capability | value |
+//! |---|---|
+//! | persistent | yes |
+//! | shared across processes | yes |
+//! | tested against | SecantusDB 0.7.0b3 (MongoDB wire protocol), standalone |
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use futures::TryStreamExt;
+use mongodb::bson::{self, doc, Bson, Document};
+use mongodb::options::{ClientOptions, IndexOptions};
+use mongodb::{Client, Collection, IndexModel};
+use sundial_core::job::{JobId, JobRecord, Lease, OwnerId, Release, ReleaseOutcome};
+use sundial_core::store::{lease_duration, JobStore, ReleaseItem, StoreCapabilities};
+use tokio::sync::OnceCell;
+
+/// The default database name (when the URL names none).
+pub const DEFAULT_DATABASE: &str = "sundial";
+/// The default collection name.
+pub const DEFAULT_COLLECTION: &str = "sundial_jobs";
+
+/// Errors of the MongoDB store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The driver or server failed.
+    #[error("{0}")]
+    Mongo(#[from] mongodb::error::Error),
+    /// A job could not be converted to or from BSON.
+    #[error("job '{id}' cannot be stored as BSON: {reason}")]
+    Bson {
+        /// The job id.
+        id: String,
+        /// What failed.
+        reason: String,
+    },
+    /// A store method was called before `start`.
+    #[error("store is not started (call start() or start the scheduler)")]
+    NotStarted,
+}
+
+impl Error {
+    fn is_temporary(&self) -> bool {
+        match self {
+            Error::Mongo(e) => {
+                use mongodb::error::ErrorKind;
+                matches!(
+                    *e.kind,
+                    ErrorKind::Io(_)
+                        | ErrorKind::ServerSelection { .. }
+                        | ErrorKind::ConnectionPoolCleared { .. }
+                ) || e.contains_label("RetryableWriteError")
+                    || e.contains_label("TransientTransactionError")
+            }
+            _ => false,
+        }
+    }
+
+    fn is_duplicate_key(&self) -> bool {
+        match self {
+            Error::Mongo(e) => {
+                use mongodb::error::{ErrorKind, WriteFailure};
+                match &*e.kind {
+                    ErrorKind::Write(WriteFailure::WriteError(w)) => w.code == 11000,
+                    ErrorKind::InsertMany(i) => i
+                        .write_errors
+                        .as_ref()
+                        .is_some_and(|ws| ws.iter().any(|w| w.code == 11000)),
+                    ErrorKind::Command(c) => c.code == 11000,
+                    _ => {
+                        e.to_string().contains("E11000") || e.to_string().contains("duplicate key")
+                    }
+                }
+            }
+            _ => false,
+        }
+    }
+}
+
+fn core_err(e: Error) -> sundial_core::Error {
+    if e.is_temporary() {
+        sundial_core::Error::store_temporary("mongo", e)
+    } else {
+        sundial_core::Error::store("mongo", e)
+    }
+}
+
+fn mongo(e: mongodb::error::Error) -> sundial_core::Error {
+    core_err(Error::Mongo(e))
+}
+
+fn date(t: DateTime<Utc>) -> bson::DateTime {
+    bson::DateTime::from_millis(t.timestamp_millis())
+}
+
+fn micros(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+fn from_micros(us: i64) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp_micros(us)
+}
+
+/// A job store in a MongoDB collection.
+///
+/// # Examples
+/// ```no_run
+/// use sundial_jobstore_mongo::MongoJobStore;
+/// let store = MongoJobStore::from_url("mongodb://127.0.0.1:27017/app")
+///     .with_collection("billing_jobs");
+/// ```
+#[derive(Debug)]
+pub struct MongoJobStore {
+    source: Source,
+    database: Option<String>,
+    collection: String,
+    coll: OnceCell<Collection<Document>>,
+}
+
+#[derive(Debug)]
+enum Source {
+    Url(String),
+    Client(Client),
+}
+
+impl MongoJobStore {
+    /// A store on the server at `url` (`mongodb://…`); connects on start. The
+    /// database is the URL's, or `sundial`.
+    pub fn from_url(url: &str) -> Self {
+        MongoJobStore {
+            source: Source::Url(url.to_string()),
+            database: None,
+            collection: DEFAULT_COLLECTION.to_string(),
+            coll: OnceCell::new(),
+        }
+    }
+
+    /// A store on an existing client.
+    pub fn from_client(client: Client) -> Self {
+        MongoJobStore {
+            source: Source::Client(client),
+            database: None,
+            collection: DEFAULT_COLLECTION.to_string(),
+            coll: OnceCell::new(),
+        }
+    }
+
+    /// Uses database `name`.
+    pub fn with_database(mut self, name: impl Into<String>) -> Self {
+        self.database = Some(name.into());
+        self
+    }
+
+    /// Uses collection `name` (several job sets can share one database).
+    pub fn with_collection(mut self, name: impl Into<String>) -> Self {
+        self.collection = name.into();
+        self
+    }
+
+    /// Drops the collection (tests and tools).
+    ///
+    /// # Errors
+    /// Driver errors.
+    pub async fn drop_collection(&self) -> sundial_core::Result<()> {
+        self.start().await?;
+        self.coll()?.drop().await.map_err(mongo)
+    }
+
+    fn coll(&self) -> sundial_core::Result<&Collection<Document>> {
+        self.coll.get().ok_or_else(|| core_err(Error::NotStarted))
+    }
+
+    async fn connect(&self) -> Result<Collection<Document>, Error> {
+        let (client, url_db) = match &self.source {
+            Source::Client(c) => (c.clone(), None),
+            Source::Url(url) => {
+                let mut opts = ClientOptions::parse(url).await?;
+                opts.server_selection_timeout = Some(Duration::from_secs(10));
+                opts.connect_timeout = Some(Duration::from_secs(5));
+                opts.app_name.get_or_insert_with(|| "sundial".into());
+                let db = opts.default_database.clone();
+                (Client::with_options(opts)?, db)
+            }
+        };
+        let db_name = self
+            .database
+            .clone()
+            .or(url_db)
+            .unwrap_or_else(|| DEFAULT_DATABASE.to_string());
+        let coll = client
+            .database(&db_name)
+            .collection::<Document>(&self.collection);
+        let index = IndexModel::builder()
+            .keys(doc! { "next_run_time": 1, "_id": 1 })
+            .options(
+                IndexOptions::builder()
+                    .name(Some("next_run_time_scheduled".to_string()))
+                    .partial_filter_expression(Some(doc! { "next_run_time": { "$exists": true } }))
+                    .build(),
+            )
+            .build();
+        coll.create_index(index).await?;
+        let lease_index = IndexModel::builder()
+            .keys(doc! { "lease_token": 1 })
+            .build();
+        coll.create_index(lease_index).await?;
+        Ok(coll)
+    }
+
+    fn to_document(rec: &JobRecord) -> sundial_core::Result<Document> {
+        let job = bson::to_bson(&rec.content_json()).map_err(|e| {
+            core_err(Error::Bson {
+                id: rec.id.to_string(),
+                reason: e.to_string(),
+            })
+        })?;
+        let mut d = doc! {
+            "_id": rec.id.as_str(),
+            "job": job,
+            "version": 0_i64,
+        };
+        if let Some(t) = rec.next_run_time {
+            d.insert("next_run_time", date(t));
+            d.insert("next_run_time_us", micros(t));
+        }
+        Ok(d)
+    }
+
+    fn from_document(d: &Document) -> JobRecord {
+        let id = d.get_str("_id").unwrap_or_default().to_string();
+        let content = match d.get("job") {
+            Some(b) => serde_json::to_value(b.clone().into_relaxed_extjson())
+                .map_err(|e| format!("job document is unreadable: {e}")),
+            None => Err("job document is missing".to_string()),
+        };
+        let lease = match (d.get_str("lease_owner"), d.get_i64("lease_until_us")) {
+            (Ok(owner), Ok(until)) => from_micros(until).map(|until| Lease {
+                owner: OwnerId::new(owner),
+                until,
+            }),
+            _ => None,
+        };
+        JobRecord::from_content_lenient(
+            JobId::new(id),
+            content,
+            d.get_i64("next_run_time_us").ok().and_then(from_micros),
+            lease,
+            d.get_i64("version")
+                .ok()
+                .and_then(|v| u64::try_from(v).ok())
+                .unwrap_or(0),
+        )
+    }
+
+    fn schedule_update(next: Option<DateTime<Utc>>) -> Document {
+        match next {
+            Some(t) => doc! { "$set": { "next_run_time": date(t), "next_run_time_us": micros(t) } },
+            None => doc! { "$unset": { "next_run_time": "", "next_run_time_us": "" } },
+        }
+    }
+
+    async fn find_all(
+        &self,
+        filter: Document,
+        sort: Document,
+    ) -> sundial_core::Result<Vec<Document>> {
+        self.coll()?
+            .find(filter)
+            .sort(sort)
+            .await
+            .map_err(mongo)?
+            .try_collect()
+            .await
+            .map_err(mongo)
+    }
+}
+
+fn merge(mut a: Document, b: Document) -> Document {
+    for (k, v) in b {
+        match (a.get_mut(&k), v) {
+            (Some(Bson::Document(existing)), Bson::Document(more)) => existing.extend(more),
+            (_, v) => {
+                a.insert(k, v);
+            }
+        }
+    }
+    a
+}
+
+#[async_trait]
+impl JobStore for MongoJobStore {
+    fn backend(&self) -> &'static str {
+        "mongo"
+    }
+
+    fn capabilities(&self) -> StoreCapabilities {
+        StoreCapabilities::SHARED_PERSISTENT
+    }
+
+    async fn start(&self) -> sundial_core::Result<()> {
+        self.coll
+            .get_or_try_init(|| self.connect())
+            .await
+            .map_err(core_err)?;
+        Ok(())
+    }
+
+    async fn add_job(&self, job: &JobRecord) -> sundial_core::Result<()> {
+        let d = Self::to_document(job)?;
+        match self.coll()?.insert_one(d).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let e = Error::Mongo(e);
+                if e.is_duplicate_key() {
+                    Err(sundial_core::Error::ConflictingId {
+                        id: job.id.to_string(),
+                    })
+                } else {
+                    Err(core_err(e))
+                }
+            }
+        }
+    }
+
+    async fn add_jobs(&self, jobs: &[JobRecord]) -> sundial_core::Result<()> {
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        let mut seen = std::collections::HashSet::new();
+        for j in jobs {
+            if !seen.insert(&j.id) {
+                return Err(sundial_core::Error::ConflictingId {
+                    id: j.id.to_string(),
+                });
+            }
+        }
+        let ids: Vec<&str> = jobs.iter().map(|j| j.id.as_str()).collect();
+        if let Some(existing) = self
+            .coll()?
+            .find_one(doc! { "_id": { "$in": &ids } })
+            .await
+            .map_err(mongo)?
+        {
+            return Err(sundial_core::Error::ConflictingId {
+                id: existing.get_str("_id").unwrap_or_default().to_string(),
+            });
+        }
+        let docs = jobs
+            .iter()
+            .map(Self::to_document)
+            .collect::<sundial_core::Result<Vec<_>>>()?;
+        if let Err(e) = self.coll()?.insert_many(docs).ordered(true).await {
+            // Another process inserted one of the ids meanwhile: undo ours.
+            let e = Error::Mongo(e);
+            if e.is_duplicate_key() {
+                let _ = self
+                    .coll()?
+                    .delete_many(doc! { "_id": { "$in": &ids }, "version": 0_i64, "lease_owner": { "$exists": false } })
+                    .await;
+                return Err(sundial_core::Error::ConflictingId {
+                    id: ids[0].to_string(),
+                });
+            }
+            return Err(core_err(e));
+        }
+        Ok(())
+    }
+
+    async fn update_job(&self, job: &JobRecord) -> sundial_core::Result<()> {
+        let content = bson::to_bson(&job.content_json()).map_err(|e| {
+            core_err(Error::Bson {
+                id: job.id.to_string(),
+                reason: e.to_string(),
+            })
+        })?;
+        let update = merge(
+            doc! { "$set": { "job": content }, "$inc": { "version": 1_i64 } },
+            Self::schedule_update(job.next_run_time),
+        );
+        let r = self
+            .coll()?
+            .update_one(doc! { "_id": job.id.as_str() }, update)
+            .await
+            .map_err(mongo)?;
+        if r.matched_count == 0 {
+            return Err(sundial_core::Error::JobNotFound {
+                id: job.id.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn remove_job(&self, id: &JobId) -> sundial_core::Result<()> {
+        let r = self
+            .coll()?
+            .delete_one(doc! { "_id": id.as_str() })
+            .await
+            .map_err(mongo)?;
+        if r.deleted_count == 0 {
+            return Err(sundial_core::Error::JobNotFound { id: id.to_string() });
+        }
+        Ok(())
+    }
+
+    async fn remove_all_jobs(&self) -> sundial_core::Result<()> {
+        self.coll()?.delete_many(doc! {}).await.map_err(mongo)?;
+        Ok(())
+    }
+
+    async fn lookup_job(&self, id: &JobId) -> sundial_core::Result<Option<JobRecord>> {
+        let d = self
+            .coll()?
+            .find_one(doc! { "_id": id.as_str() })
+            .await
+            .map_err(mongo)?;
+        Ok(d.as_ref().map(Self::from_document))
+    }
+
+    async fn get_all_jobs(&self) -> sundial_core::Result<Vec<JobRecord>> {
+        let docs = self.find_all(doc! {}, doc! { "_id": 1 }).await?;
+        let mut all: Vec<JobRecord> = docs.iter().map(Self::from_document).collect();
+        sundial_core::store::sort_records(&mut all);
+        Ok(all)
+    }
+
+    async fn get_next_run_time(&self) -> sundial_core::Result<Option<DateTime<Utc>>> {
+        let coll = self.coll()?;
+        let unleased = coll
+            .find_one(doc! { "next_run_time": { "$exists": true }, "lease_until_us": { "$exists": false } })
+            .sort(doc! { "next_run_time": 1, "next_run_time_us": 1 })
+            .await
+            .map_err(mongo)?
+            .and_then(|d| d.get_i64("next_run_time_us").ok());
+        // Claimed jobs are few (in flight): compute max(next run, lease end) for each.
+        let leased = self
+            .find_all(
+                doc! { "next_run_time": { "$exists": true }, "lease_until_us": { "$exists": true } },
+                doc! { "_id": 1 },
+            )
+            .await?
+            .iter()
+            .filter_map(|d| Some(d.get_i64("next_run_time_us").ok()?.max(d.get_i64("lease_until_us").ok()?)))
+            .min();
+        Ok(match (unleased, leased) {
+            (Some(a), Some(b)) => from_micros(a.min(b)),
+            (a, b) => a.or(b).and_then(from_micros),
+        })
+    }
+
+    async fn acquire_due(
+        &self,
+        now: DateTime<Utc>,
+        owner: &OwnerId,
+        lease: Duration,
+        limit: usize,
+    ) -> sundial_core::Result<Vec<JobRecord>> {
+        let coll = self.coll()?;
+        let now_us = micros(now);
+        let due = doc! {
+            "next_run_time": { "$lte": date(now) },
+            "next_run_time_us": { "$lte": now_us },
+            "$or": [
+                { "lease_until_us": { "$exists": false } },
+                { "lease_until_us": { "$lte": now_us } },
+            ],
+        };
+        let candidates: Vec<Document> = coll
+            .find(due.clone())
+            .sort(doc! { "next_run_time": 1, "next_run_time_us": 1, "_id": 1 })
+            .limit(i64::try_from(limit).unwrap_or(i64::MAX))
+            .projection(doc! { "_id": 1 })
+            .await
+            .map_err(mongo)?
+            .try_collect()
+            .await
+            .map_err(mongo)?;
+        if candidates.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<Bson> = candidates
+            .iter()
+            .filter_map(|d| d.get("_id").cloned())
+            .collect();
+        let until = now + lease_duration(lease);
+        let token = format!("{}:{}", owner.as_str(), uuid_like());
+        let mut filter = due;
+        filter.insert("_id", doc! { "$in": ids });
+        coll.update_many(
+            filter,
+            doc! {
+                "$set": {
+                    "lease_owner": owner.as_str(),
+                    "lease_until": date(until),
+                    "lease_until_us": micros(until),
+                    "lease_token": &token,
+                },
+                "$inc": { "version": 1_i64 },
+            },
+        )
+        .await
+        .map_err(mongo)?;
+        let mine = self
+            .find_all(
+                doc! { "lease_token": &token },
+                doc! { "next_run_time_us": 1, "_id": 1 },
+            )
+            .await?;
+        let mut out: Vec<JobRecord> = mine.iter().map(Self::from_document).collect();
+        out.sort_by(|a, b| {
+            a.next_run_time
+                .cmp(&b.next_run_time)
+                .then_with(|| a.id.cmp(&b.id))
+        });
+        Ok(out)
+    }
+
+    async fn release(
+        &self,
+        owner: &OwnerId,
+        id: &JobId,
+        version: u64,
+        outcome: Release,
+    ) -> sundial_core::Result<ReleaseOutcome> {
+        let coll = self.coll()?;
+        let v = i64::try_from(version).unwrap_or(i64::MAX);
+        let mine = doc! { "_id": id.as_str(), "lease_owner": owner.as_str(), "version": v };
+        let clear = doc! {
+            "$unset": { "lease_owner": "", "lease_until": "", "lease_until_us": "", "lease_token": "" },
+        };
+        let applied = match outcome {
+            Release::Remove => coll.delete_one(mine).await.map_err(mongo)?.deleted_count > 0,
+            Release::Unclaim => {
+                let update = merge(clear.clone(), doc! { "$inc": { "version": 1_i64 } });
+                coll.update_one(mine, update)
+                    .await
+                    .map_err(mongo)?
+                    .matched_count
+                    > 0
+            }
+            Release::Reschedule { next_run_time } => {
+                let update = merge(
+                    merge(clear.clone(), doc! { "$inc": { "version": 1_i64 } }),
+                    Self::schedule_update(next_run_time),
+                );
+                coll.update_one(mine, update)
+                    .await
+                    .map_err(mongo)?
+                    .matched_count
+                    > 0
+            }
+        };
+        if applied {
+            return Ok(ReleaseOutcome::Applied);
+        }
+        let superseded = coll
+            .update_one(
+                doc! { "_id": id.as_str(), "lease_owner": owner.as_str() },
+                clear,
+            )
+            .await
+            .map_err(mongo)?;
+        if superseded.matched_count > 0 {
+            return Ok(ReleaseOutcome::Superseded);
+        }
+        let exists = coll
+            .find_one(doc! { "_id": id.as_str() })
+            .projection(doc! { "_id": 1 })
+            .await
+            .map_err(mongo)?
+            .is_some();
+        if exists {
+            Err(sundial_core::Error::LeaseLost { id: id.to_string() })
+        } else {
+            Ok(ReleaseOutcome::Gone)
+        }
+    }
+
+    async fn release_many(
+        &self,
+        owner: &OwnerId,
+        items: Vec<ReleaseItem>,
+    ) -> sundial_core::Result<Vec<sundial_core::Result<ReleaseOutcome>>> {
+        // Removals of exhausted jobs go in one delete; the rest are released
+        // concurrently over the driver's connection pool.
+        let removes: Vec<Document> = items
+            .iter()
+            .filter(|i| i.outcome == Release::Remove)
+            .map(|i| doc! { "_id": i.id.as_str(), "version": i64::try_from(i.version).unwrap_or(i64::MAX) })
+            .collect();
+        let mut removed_ids = std::collections::HashSet::new();
+        if !removes.is_empty() {
+            let coll = self.coll()?;
+            let before: Vec<Document> = coll
+                .find(doc! { "lease_owner": owner.as_str(), "$or": &removes })
+                .projection(doc! { "_id": 1 })
+                .await
+                .map_err(mongo)?
+                .try_collect()
+                .await
+                .map_err(mongo)?;
+            coll.delete_many(doc! { "lease_owner": owner.as_str(), "$or": &removes })
+                .await
+                .map_err(mongo)?;
+            removed_ids.extend(
+                before
+                    .iter()
+                    .filter_map(|d| d.get_str("_id").ok().map(str::to_string)),
+            );
+        }
+        let futures = items.into_iter().map(|it| {
+            let done = it.outcome == Release::Remove && removed_ids.contains(it.id.as_str());
+            async move {
+                if done {
+                    return Ok(Ok(ReleaseOutcome::Applied));
+                }
+                match self.release(owner, &it.id, it.version, it.outcome).await {
+                    Err(e @ sundial_core::Error::LeaseLost { .. }) => Ok(Err(e)),
+                    Err(e) => Err(e),
+                    Ok(o) => Ok(Ok(o)),
+                }
+            }
+        });
+        futures::future::try_join_all(futures).await
+    }
+}
+
+/// A unique-enough claim token component (time and a process-wide counter).
+fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}-{}-{}",
+        std::process::id(),
+        Utc::now().timestamp_nanos_opt().unwrap_or_default(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
