@@ -20,8 +20,13 @@ fn bad_urls_name_the_problem() {
         err.contains("oracle://db/x") && err.contains("postgres://"),
         "{err}"
     );
-    let err = store_from_url("cassandra://127.0.0.1").unwrap_err().to_string();
-    assert!(err.contains("cassandra") && err.contains("supported schemes"), "{err}");
+    let err = store_from_url("cassandra://127.0.0.1")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("cassandra") && err.contains("supported schemes"),
+        "{err}"
+    );
     let err = store_from_url("postgres://u:hunter2@db/x#table=bad name")
         .unwrap_err()
         .to_string();

@@ -36,7 +36,7 @@ use mongodb::bson::{self, doc, Bson, Document};
 use mongodb::options::{ClientOptions, IndexOptions};
 use mongodb::{Client, Collection, IndexModel};
 use sundial_core::job::{JobId, JobRecord, Lease, OwnerId, Release, ReleaseOutcome};
-use sundial_core::store::{lease_duration, JobStore, ReleaseItem, StoreCapabilities};
+use sundial_core::store::{lease_duration, sort_records, JobStore, ReleaseItem, StoreCapabilities};
 use tokio::sync::OnceCell;
 
 /// The default database name (when the URL names none).
@@ -444,7 +444,7 @@ impl JobStore for MongoJobStore {
     async fn get_all_jobs(&self) -> sundial_core::Result<Vec<JobRecord>> {
         let docs = self.find_all(doc! {}, doc! { "_id": 1 }).await?;
         let mut all: Vec<JobRecord> = docs.iter().map(Self::from_document).collect();
-        sundial_core::store::sort_records(&mut all);
+        sort_records(&mut all);
         Ok(all)
     }
 
@@ -531,11 +531,7 @@ impl JobStore for MongoJobStore {
             )
             .await?;
         let mut out: Vec<JobRecord> = mine.iter().map(Self::from_document).collect();
-        out.sort_by(|a, b| {
-            a.next_run_time
-                .cmp(&b.next_run_time)
-                .then_with(|| a.id.cmp(&b.id))
-        });
+        sort_records(&mut out);
         Ok(out)
     }
 

@@ -468,11 +468,7 @@ impl JobStore for RedisJobStore {
                 )
             })
             .collect();
-        out.sort_by(|a, b| {
-            a.next_run_time
-                .cmp(&b.next_run_time)
-                .then_with(|| a.id.cmp(&b.id))
-        });
+        sort_records(&mut out);
         Ok(out)
     }
 

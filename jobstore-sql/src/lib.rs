@@ -27,7 +27,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sundial_core::job::{JobId, JobRecord, OwnerId, Release, ReleaseOutcome};
-use sundial_core::store::{lease_duration, JobStore, ReleaseItem, StoreCapabilities};
+use sundial_core::store::{lease_duration, sort_records, JobStore, ReleaseItem, StoreCapabilities};
 
 pub use schema::Dialect;
 use schema::{from_micros, to_micros, valid_table, Row, Sql, SCHEMA_VERSION};
@@ -599,12 +599,9 @@ impl JobStore for SqlJobStore {
                 Err(e) => return Err(self.err(e)),
             }
         };
-        rows.sort_by(|a, b| {
-            a.next_run_time
-                .cmp(&b.next_run_time)
-                .then_with(|| a.id.cmp(&b.id))
-        });
-        Ok(rows.into_iter().map(Row::into_record).collect())
+        let mut out: Vec<JobRecord> = rows.into_iter().map(Row::into_record).collect();
+        sort_records(&mut out);
+        Ok(out)
     }
 
     async fn release(

@@ -7,8 +7,8 @@ use chrono_tz::Tz;
 use serde_json::{Map, Value};
 
 use super::jitter::{Jitter, JitterSource};
-use super::tz::{format_datetime, parse_datetime, parse_timezone};
-use super::{check_range, json_object, opt_str, opt_u64, Trigger};
+use super::tz::{parse_datetime, parse_timezone};
+use super::{check_range, insert_common, json_object, opt_str, opt_u64, Trigger};
 use crate::error::{Error, Result};
 
 /// Fires every fixed amount of elapsed time (unaffected by DST), from `start_date`.
@@ -229,19 +229,7 @@ impl Trigger for IntervalTrigger {
                 m.insert((*name).into(), self.parts[i].into());
             }
         }
-        let tz = self.tz.unwrap_or(Tz::UTC);
-        if let Some(s) = self.start {
-            m.insert("start_date".into(), format_datetime(s, tz).into());
-        }
-        if let Some(e) = self.end {
-            m.insert("end_date".into(), format_datetime(e, tz).into());
-        }
-        if let Some(tz) = self.tz {
-            m.insert("timezone".into(), tz.name().into());
-        }
-        if let Some(j) = self.jitter.seconds {
-            m.insert("jitter".into(), j.into());
-        }
+        insert_common(&mut m, self.start, self.end, self.tz, self.jitter.seconds);
         Value::Object(m)
     }
 

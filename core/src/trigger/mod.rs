@@ -292,6 +292,29 @@ pub(crate) fn opt_field(obj: &serde_json::Map<String, Value>, key: &str) -> Resu
     }
 }
 
+/// Writes the optional fields shared by cron and interval triggers.
+pub(crate) fn insert_common(
+    m: &mut serde_json::Map<String, Value>,
+    start: Option<DateTime<Utc>>,
+    end: Option<DateTime<Utc>>,
+    tz: Option<Tz>,
+    jitter: Option<u64>,
+) {
+    let zone = tz.unwrap_or(Tz::UTC);
+    if let Some(s) = start {
+        m.insert("start_date".into(), tz::format_datetime(s, zone).into());
+    }
+    if let Some(e) = end {
+        m.insert("end_date".into(), tz::format_datetime(e, zone).into());
+    }
+    if let Some(tz) = tz {
+        m.insert("timezone".into(), tz.name().into());
+    }
+    if let Some(j) = jitter {
+        m.insert("jitter".into(), j.into());
+    }
+}
+
 /// Checks that `end` is not before `start`.
 pub(crate) fn check_range(start: Option<DateTime<Utc>>, end: Option<DateTime<Utc>>) -> Result<()> {
     if let (Some(s), Some(e)) = (start, end) {

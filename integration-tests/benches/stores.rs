@@ -1,8 +1,8 @@
-//! SQL stores: add 10,000 jobs, and fire 10,000 due one-off jobs with one and
-//! with two schedulers sharing the store.
+//! Persistent stores: add 10,000 jobs, and fire 10,000 due one-off jobs with
+//! one and with two schedulers sharing the store.
 //!
 //! ```sh
-//! cargo bench -p sundial-integration-tests --bench sql [-- sqlite|postgres|mysql]
+//! cargo bench -p sundial-integration-tests --bench stores [-- sqlite|postgres|mysql|redis|mongo]
 //! ```
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,9 +12,17 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use sundial::prelude::*;
 use sundial::JobStore;
-use sundial_integration_tests::support::{mysql_url, postgres_url, Namespace};
+use sundial_integration_tests::support::{
+    mongo_url, mysql_url, postgres_url, redis_url, Namespace,
+};
 
-const N: usize = 10_000;
+/// Jobs per measurement (`SUNDIAL_BENCH_JOBS`, default 10,000).
+fn n() -> usize {
+    std::env::var("SUNDIAL_BENCH_JOBS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10_000)
+}
 
 fn url_for(kind: &str, ns: &Namespace) -> String {
     match kind {
@@ -24,6 +32,8 @@ fn url_for(kind: &str, ns: &Namespace) -> String {
             format!("sqlite://{}", dir.join(format!("{}.db", ns.0)).display())
         }
         "postgres" => format!("{}#table={}", postgres_url(), ns.0),
+        "redis" => format!("{}#prefix={}", redis_url(), ns.0),
+        "mongo" => format!("{}#table={}", mongo_url(), ns.0),
         _ => format!("{}#table={}", mysql_url(), ns.0),
     }
 }
@@ -41,7 +51,7 @@ fn scheduler(url: &str, count: Arc<AtomicUsize>) -> Result<Scheduler> {
 }
 
 fn specs(at: chrono::DateTime<Utc>) -> Vec<JobSpec> {
-    (0..N)
+    (0..n())
         .map(|i| {
             JobSpec::new("noop", DateTrigger::at(at))
                 .id(format!("job-{i:05}"))
@@ -63,8 +73,9 @@ async fn run(kind: &str) -> Result<()> {
     s.remove_all_jobs(None).await?;
     s.shutdown(false).await?;
     println!(
-        "{kind:<9} add {N} jobs (add_jobs): {:>8.0} jobs/s",
-        N as f64 / add.as_secs_f64()
+        "{kind:<9} add {} jobs (add_jobs): {:>8.0} jobs/s",
+        n(),
+        n() as f64 / add.as_secs_f64()
     );
 
     for schedulers in [1usize, 2] {
@@ -84,14 +95,15 @@ async fn run(kind: &str) -> Result<()> {
         for s in &all {
             s.resume()?;
         }
-        while count.load(Ordering::Relaxed) < N {
+        while count.load(Ordering::Relaxed) < n() {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         let e = t.elapsed();
         println!(
-            "{kind:<9} fire {N} due jobs, {schedulers} scheduler(s): {:.3} s = {:>8.0} executions/s",
+            "{kind:<9} fire {} due jobs, {schedulers} scheduler(s): {:.3} s = {:>8.0} executions/s",
+            n(),
             e.as_secs_f64(),
-            N as f64 / e.as_secs_f64()
+            n() as f64 / e.as_secs_f64()
         );
         for s in all {
             s.shutdown(true).await?;
@@ -111,7 +123,7 @@ fn main() -> Result<()> {
         .build()
         .map_err(|e| Error::Config(e.to_string()))?;
     let only = std::env::args().nth(1).filter(|a| !a.starts_with('-'));
-    for kind in ["sqlite", "postgres", "mysql"] {
+    for kind in ["sqlite", "postgres", "mysql", "redis", "mongo"] {
         if only.as_deref().is_none_or(|o| o == kind) {
             rt.block_on(run(kind))?;
         }
