@@ -576,7 +576,7 @@ impl JobStore for SqlJobStore {
     ) -> sundial_core::Result<Vec<JobRecord>> {
         let until = now + lease_duration(lease);
         let mut attempt = 0;
-        let mut rows = loop {
+        let rows = loop {
             let claimed = self
                 .backend
                 .claim(
