@@ -1093,3 +1093,71 @@ fn blocking_mode_runs_until_shutdown_is_requested() {
     assert_eq!(runs.load(Ordering::SeqCst), 1);
     assert_eq!(scheduler.state(), SchedulerState::Stopped);
 }
+
+/// The thread-pool executor reports a panicking blocking task as an error and
+/// a run over its timeout as a timeout (blocking code cannot be interrupted,
+/// but its cancellation is signalled).
+#[test]
+fn thread_pool_reports_panics_and_timeouts() {
+    let cancelled_seen = Arc::new(AtomicBool::new(false));
+    let c = Arc::clone(&cancelled_seen);
+    let scheduler = Scheduler::builder()
+        .jobstore("default", MemoryJobStore::new())
+        .executor("default", AsyncExecutor::new())
+        .executor("blocking", ThreadPoolExecutor::new(2))
+        .blocking_task(
+            "explode",
+            |_ctx: JobContext, _: ()| -> Result<(), std::io::Error> { panic!("blocking boom") },
+        )
+        .blocking_task("slow", move |ctx: JobContext, _: ()| {
+            for _ in 0..100 {
+                if ctx.is_cancelled() {
+                    c.store(true, Ordering::SeqCst);
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Ok::<_, std::io::Error>(())
+        })
+        .build()
+        .unwrap();
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let e = Arc::clone(&events);
+    scheduler.add_listener(
+        EventMask::JOB_ERROR | EventMask::JOB_TIMEOUT | EventMask::JOB_EXECUTED,
+        move |ev: &Event| {
+            e.lock().unwrap().push(ev.clone());
+        },
+    );
+    let bg = BackgroundScheduler::start(scheduler).unwrap();
+    let soon = Utc::now() + chrono::Duration::milliseconds(50);
+    bg.add_job(JobSpec::new("explode", DateTrigger::at(soon)).id("explode"))
+        .unwrap();
+    bg.add_job(
+        JobSpec::new("slow", DateTrigger::at(soon))
+            .id("slow")
+            .timeout(Duration::from_millis(100)),
+    )
+    .unwrap();
+    for _ in 0..200 {
+        if events.lock().unwrap().len() >= 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    bg.shutdown(true).unwrap();
+    let evs = events.lock().unwrap().clone();
+    assert!(
+        evs.iter().any(|e| matches!(e, Event::JobError { job_id, error, .. } if job_id.as_str() == "explode" && error == "task panicked: blocking boom")),
+        "{evs:?}"
+    );
+    assert!(
+        evs.iter()
+            .any(|e| matches!(e, Event::JobTimeout { job_id, .. } if job_id.as_str() == "slow")),
+        "{evs:?}"
+    );
+    assert!(
+        cancelled_seen.load(Ordering::SeqCst),
+        "the blocking task saw its cancellation"
+    );
+}
