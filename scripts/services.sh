@@ -44,19 +44,30 @@ port_open() { (echo > "/dev/tcp/127.0.0.1/$1") >/dev/null 2>&1; }
 # MongoDB-wire-compatible test server (SecantusDB from PyPI, pinned), in a venv
 # beside the repository; its PID goes to .venv-mongo/secantus.pid so that
 # scripts/test.sh can stop it at the end.
+mongo_ping() {
+    .venv-mongo/bin/python - "$MONGO_PORT" >/dev/null 2>&1 <<'PY'
+import sys, pymongo
+pymongo.MongoClient(f"mongodb://127.0.0.1:{sys.argv[1]}", serverSelectionTimeoutMS=2000).admin.command("ping")
+PY
+}
+
 start_mongo() {
-    if port_open "$MONGO_PORT"; then log "mongo (port $MONGO_PORT) is up"; return 0; fi
-    if ! .venv-mongo/bin/python -c "import secantus" >/dev/null 2>&1; then
+    if ! .venv-mongo/bin/python -c "import secantus, pymongo" >/dev/null 2>&1; then
         log "installing SecantusDB 0.7.0b3 into .venv-mongo"
         python3 -m venv .venv-mongo
         .venv-mongo/bin/pip install --quiet --disable-pip-version-check "secantusdb==0.7.0b3"
+    fi
+    if port_open "$MONGO_PORT"; then
+        if mongo_ping; then log "mongo (port $MONGO_PORT) is up"; return 0; fi
+        # Something is closing or stuck on the port: give it time to go away.
+        for _ in $(seq 1 40); do port_open "$MONGO_PORT" || break; sleep 0.5; done
     fi
     log "starting SecantusDB on 127.0.0.1:$MONGO_PORT"
     mkdir -p target
     nohup .venv-mongo/bin/python -m secantus --host 127.0.0.1 --port "$MONGO_PORT" \
         --storage-path :memory: --standalone > target/secantus.log 2>&1 &
     echo $! > .venv-mongo/secantus.pid
-    wait_for mongo port_open "$MONGO_PORT"
+    wait_for mongo mongo_ping
 }
 
 for s in ${SUNDIAL_SERVICES:-postgres mariadb redis mongo}; do
