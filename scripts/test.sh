@@ -27,6 +27,12 @@ cargo fmt --all -- --check
 step "cargo clippy"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 
+step "each facade feature compiles on its own, without warnings"
+for feature in "" sqlite postgres mysql redis mongo async threadpool cli; do
+    out=$(cargo check -q -p sundial --no-default-features ${feature:+--features $feature} 2>&1) || { echo "$out"; exit 1; }
+    if grep -q "^warning" <<<"$out"; then echo "feature '$feature':"; echo "$out"; exit 1; fi
+done
+
 step "cargo test (unit, integration, conformance, doc tests)"
 cargo test --workspace --all-features --no-fail-fast
 

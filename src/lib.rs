@@ -101,6 +101,14 @@ pub fn store_from_url(url: &str) -> Result<Arc<dyn JobStore>> {
         Some((u, t)) => (u, Some(t)),
         None => (url, None),
     };
+    #[cfg(not(any(
+        feature = "sqlite",
+        feature = "postgres",
+        feature = "mysql",
+        feature = "redis",
+        feature = "mongo"
+    )))]
+    let _ = table;
     let scheme = url.split_once(':').map(|(s, _)| s).unwrap_or(url);
     let feature = |f: &str| Error::UnknownStore {
         alias: scheme.to_string(),

@@ -217,3 +217,29 @@ async fn corrupted_row_is_reported_and_skipped_on_sqlite_and_postgres() {
     let _ = std::fs::remove_file(&path);
     corrupted_row_is_reported_and_skipped(&postgres_url(), &Namespace::new("corrupt").0).await;
 }
+
+#[tokio::test]
+async fn inline_closures_are_refused_by_persistent_stores() {
+    let dir = std::env::temp_dir().join("sundial-tests");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{}.db", Namespace::new("inline").0));
+    let s = Scheduler::builder()
+        .jobstore("default", SqlJobStore::sqlite(&path))
+        .executor("default", AsyncExecutor::new())
+        .build()
+        .unwrap();
+    s.start().await.unwrap();
+    let err = s
+        .add_job(JobSpec::inline(
+            DateTrigger::at(chrono::Utc::now()),
+            |_ctx| async { Ok::<_, std::io::Error>(()) },
+        ))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidJob(_)), "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains("sqlite") && msg.contains("register"), "{msg}");
+    assert!(s.get_jobs(None).await.unwrap().is_empty());
+    s.shutdown(true).await.unwrap();
+    let _ = std::fs::remove_file(&path);
+}
