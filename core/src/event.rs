@@ -11,6 +11,7 @@ use futures::stream::{BoxStream, StreamExt};
 use tokio::sync::broadcast;
 
 use crate::job::JobId;
+use crate::sync::{lock, read, write};
 
 bitflags::bitflags! {
     /// Selects which events a listener receives.
@@ -298,10 +299,6 @@ impl Default for EventBus {
 /// How many events a subscriber may fall behind before it skips some.
 pub const SUBSCRIBER_CAPACITY: usize = 4096;
 
-fn lock_recover<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl EventBus {
     /// An empty bus.
     pub fn new() -> Self {
@@ -331,7 +328,7 @@ impl EventBus {
             let _ = self.inner.broadcast.send(event.clone());
         }
         if to_listeners {
-            if let Some(tx) = lock_recover(&self.inner.dispatcher).as_ref() {
+            if let Some(tx) = lock(&self.inner.dispatcher).as_ref() {
                 let _ = tx.send(Dispatch::Event(event));
             }
         }
@@ -341,11 +338,7 @@ impl EventBus {
     pub fn add_listener(&self, mask: EventMask, listener: impl Listener) -> ListenerId {
         let id = ListenerId(self.inner.next_id.fetch_add(1, Ordering::Relaxed));
         {
-            let mut list = self
-                .inner
-                .listeners
-                .write()
-                .unwrap_or_else(|p| p.into_inner());
+            let mut list = write(&self.inner.listeners);
             list.push((id, mask, Arc::new(listener)));
             self.recompute(&list);
         }
@@ -355,11 +348,7 @@ impl EventBus {
 
     /// Removes a listener; returns whether it was registered.
     pub fn remove_listener(&self, id: ListenerId) -> bool {
-        let mut list = self
-            .inner
-            .listeners
-            .write()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut list = write(&self.inner.listeners);
         let before = list.len();
         list.retain(|(i, _, _)| *i != id);
         self.recompute(&list);
@@ -387,7 +376,7 @@ impl EventBus {
     /// Waits until listeners have seen every event emitted before this call.
     pub async fn flush(&self) {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let sent = match lock_recover(&self.inner.dispatcher).as_ref() {
+        let sent = match lock(&self.inner.dispatcher).as_ref() {
             Some(d) => d.send(Dispatch::Flush(tx)).is_ok(),
             None => false,
         };
@@ -404,7 +393,7 @@ impl EventBus {
     }
 
     fn ensure_dispatcher(&self) {
-        let mut guard = lock_recover(&self.inner.dispatcher);
+        let mut guard = lock(&self.inner.dispatcher);
         if guard.is_some() {
             return;
         }
@@ -419,9 +408,7 @@ impl EventBus {
                             let _ = done.send(());
                         }
                         Dispatch::Event(event) => {
-                            let snapshot: Vec<_> = listeners
-                                .read()
-                                .unwrap_or_else(|p| p.into_inner())
+                            let snapshot: Vec<_> = read(&listeners)
                                 .iter()
                                 .filter(|(_, m, _)| m.intersects(event.mask()))
                                 .map(|(_, _, l)| Arc::clone(l))

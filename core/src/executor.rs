@@ -18,6 +18,7 @@ use crate::clock::{BoxFuture, Clock};
 use crate::error::Result;
 use crate::event::{panic_message, Event, EventBus, EventMask};
 use crate::job::JobId;
+use crate::sync::lock;
 use crate::task::{JobContext, TaskFn, TaskResult};
 
 /// Which kind of task an executor prefers.
@@ -155,7 +156,7 @@ impl InstanceTracker {
         if self.closed.load(Ordering::Acquire) {
             return Err(SubmitError::ShutDown);
         }
-        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let mut running = lock(&self.running);
         let n = running.entry(job_id.clone()).or_insert(0);
         if *n >= max.max(1) {
             return Err(SubmitError::MaxInstancesReached {
@@ -173,7 +174,7 @@ impl InstanceTracker {
 
     /// How many instances of `job_id` are running.
     pub fn running(&self, job_id: &JobId) -> u32 {
-        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let running = lock(&self.running);
         running.get(job_id).copied().unwrap_or(0)
     }
 
@@ -202,11 +203,7 @@ impl InstanceTracker {
 impl Drop for InstanceGuard {
     fn drop(&mut self) {
         {
-            let mut running = self
-                .tracker
-                .running
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let mut running = lock(&self.tracker.running);
             if let Some(n) = running.get_mut(&self.job_id) {
                 *n -= 1;
                 if *n == 0 {

@@ -10,6 +10,7 @@ pub mod executor;
 pub mod job;
 pub mod scheduler;
 pub mod store;
+mod sync;
 pub mod task;
 pub mod trigger;
 

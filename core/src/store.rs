@@ -149,14 +149,10 @@ pub trait JobStore: Send + Sync + fmt::Debug + 'static {
     ) -> Result<Vec<Result<ReleaseOutcome>>> {
         let mut out = Vec::with_capacity(items.len());
         for item in items {
-            match self
+            let result = self
                 .release(owner, &item.id, item.version, item.outcome)
-                .await
-            {
-                Err(e @ crate::Error::LeaseLost { .. }) => out.push(Err(e)),
-                Err(e) => return Err(e),
-                Ok(o) => out.push(Ok(o)),
-            }
+                .await;
+            out.push(release_entry(result)?);
         }
         Ok(out)
     }
@@ -248,12 +244,27 @@ forward_store!(Box<T>);
 
 /// Sorts records as `get_all_jobs` must return them: by next run time, paused last, then id.
 pub fn sort_records(records: &mut [JobRecord]) {
-    records.sort_by(|a, b| match (a.next_run_time, b.next_run_time) {
+    records.sort_by(run_order);
+}
+
+/// The listing order: by next run time, paused jobs last, ties by id.
+pub fn run_order(a: &JobRecord, b: &JobRecord) -> std::cmp::Ordering {
+    match (a.next_run_time, b.next_run_time) {
         (Some(x), Some(y)) => x.cmp(&y).then_with(|| a.id.cmp(&b.id)),
         (Some(_), None) => std::cmp::Ordering::Less,
         (None, Some(_)) => std::cmp::Ordering::Greater,
         (None, None) => a.id.cmp(&b.id),
-    });
+    }
+}
+
+/// Turns one `release` result into a `release_many` entry: a lost lease is that
+/// item's result; any other error fails the whole call.
+pub fn release_entry(result: Result<ReleaseOutcome>) -> Result<Result<ReleaseOutcome>> {
+    match result {
+        Err(e @ crate::Error::LeaseLost { .. }) => Ok(Err(e)),
+        Err(e) => Err(e),
+        Ok(o) => Ok(Ok(o)),
+    }
 }
 
 /// Converts a lease length to a chrono duration (saturating).

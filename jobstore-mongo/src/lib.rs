@@ -36,7 +36,9 @@ use mongodb::bson::{self, doc, Bson, Document};
 use mongodb::options::{ClientOptions, IndexOptions};
 use mongodb::{Client, Collection, IndexModel};
 use sundial_core::job::{JobId, JobRecord, Lease, OwnerId, Release, ReleaseOutcome};
-use sundial_core::store::{lease_duration, sort_records, JobStore, ReleaseItem, StoreCapabilities};
+use sundial_core::store::{
+    lease_duration, release_entry, sort_records, JobStore, ReleaseItem, StoreCapabilities,
+};
 use tokio::sync::OnceCell;
 
 /// The default database name (when the URL names none).
@@ -507,7 +509,7 @@ impl JobStore for MongoJobStore {
             .filter_map(|d| d.get("_id").cloned())
             .collect();
         let until = now + lease_duration(lease);
-        let token = format!("{}:{}", owner.as_str(), uuid_like());
+        let token = format!("{}:{}", owner.as_str(), uuid::Uuid::new_v4().simple());
         let mut filter = due;
         filter.insert("_id", doc! { "$in": ids });
         coll.update_many(
@@ -634,25 +636,9 @@ impl JobStore for MongoJobStore {
                 if done {
                     return Ok(Ok(ReleaseOutcome::Applied));
                 }
-                match self.release(owner, &it.id, it.version, it.outcome).await {
-                    Err(e @ sundial_core::Error::LeaseLost { .. }) => Ok(Err(e)),
-                    Err(e) => Err(e),
-                    Ok(o) => Ok(Ok(o)),
-                }
+                release_entry(self.release(owner, &it.id, it.version, it.outcome).await)
             }
         });
         futures::future::try_join_all(futures).await
     }
-}
-
-/// A unique-enough claim token component (time and a process-wide counter).
-fn uuid_like() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "{}-{}-{}",
-        std::process::id(),
-        Utc::now().timestamp_nanos_opt().unwrap_or_default(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
 }

@@ -27,7 +27,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sundial_core::job::{JobId, JobRecord, OwnerId, Release, ReleaseOutcome};
-use sundial_core::store::{lease_duration, sort_records, JobStore, ReleaseItem, StoreCapabilities};
+use sundial_core::store::{
+    lease_duration, release_entry, sort_records, JobStore, ReleaseItem, StoreCapabilities,
+};
 
 pub use schema::Dialect;
 use schema::{from_micros, to_micros, valid_table, Row, Sql, SCHEMA_VERSION};
@@ -745,11 +747,8 @@ impl SqlJobStore {
             if applied {
                 out.push(Ok(ReleaseOutcome::Applied));
             } else {
-                match self.release(owner, &it.id, it.version, it.outcome).await {
-                    Err(e @ sundial_core::Error::LeaseLost { .. }) => out.push(Err(e)),
-                    Err(e) => return Err(e),
-                    Ok(o) => out.push(Ok(o)),
-                }
+                let result = self.release(owner, &it.id, it.version, it.outcome).await;
+                out.push(release_entry(result)?);
             }
         }
         Ok(out)

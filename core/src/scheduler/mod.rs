@@ -25,7 +25,9 @@ use crate::error::{Error, Result};
 use crate::event::{Event, EventBus, EventMask, Listener, ListenerId};
 use crate::executor::{Executor, ExecutorContext, ExecutorKind, JobRun, SubmitError};
 use crate::job::{JobDefaults, JobId, JobOptions, JobRecord, OwnerId};
-use crate::store::{sort_records, JobStore};
+use crate::store::{run_order, JobStore};
+pub(crate) use crate::sync::lock;
+use crate::sync::{read, write};
 use crate::task::{TaskFn, TaskRegistry};
 use crate::trigger::{Trigger, TriggerRegistry};
 use spec::TaskRef;
@@ -158,18 +160,6 @@ impl fmt::Debug for Scheduler {
             .field("timezone", &self.inner.timezone)
             .finish()
     }
-}
-
-fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    l.read().unwrap_or_else(|p| p.into_inner())
-}
-
-fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    l.write().unwrap_or_else(|p| p.into_inner())
-}
-
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Inner {
@@ -781,12 +771,7 @@ impl Scheduler {
     pub async fn get_jobs(&self, store: Option<&str>) -> Result<Vec<Job>> {
         let listing = self.job_listing(store).await?;
         let mut jobs: Vec<Job> = listing.stores.into_iter().flat_map(|(_, j)| j).collect();
-        jobs.sort_by(|a, b| match (a.next_run_time(), b.next_run_time()) {
-            (Some(x), Some(y)) => x.cmp(&y).then_with(|| a.id().cmp(b.id())),
-            (Some(_), None) => std::cmp::Ordering::Less,
-            (None, Some(_)) => std::cmp::Ordering::Greater,
-            (None, None) => a.id().cmp(b.id()),
-        });
+        jobs.sort_by(|a, b| run_order(&a.record, &b.record));
         Ok(jobs)
     }
 
@@ -812,20 +797,10 @@ impl Scheduler {
             if self.is_running() {
                 records.extend(s.get_all_jobs().await?.into_iter().map(|r| (r, false)));
             }
-            let (mut recs, flags): (Vec<JobRecord>, Vec<bool>) = records.into_iter().unzip();
-            let pending_ids: std::collections::HashSet<JobId> = recs
-                .iter()
-                .zip(flags.iter())
-                .filter(|(_, p)| **p)
-                .map(|(r, _)| r.id.clone())
-                .collect();
-            sort_records(&mut recs);
-            let jobs = recs
+            records.sort_by(|a, b| run_order(&a.0, &b.0));
+            let jobs = records
                 .into_iter()
-                .map(|r| {
-                    let p = pending_ids.contains(&r.id);
-                    self.inner.job_view(r, &alias, p)
-                })
+                .map(|(r, pending)| self.inner.job_view(r, &alias, pending))
                 .collect();
             out.push((alias, jobs));
         }
