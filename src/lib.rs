@@ -4,12 +4,13 @@
 use std::sync::Arc;
 
 pub use sundial_core::{
-    chrono, chrono_tz, clock, error, event, executor, job, scheduler, store, task, trigger,
+    chrono, chrono_tz, clock, error, event, executor, job, run, scheduler, store, task, trigger,
     BoxError, Error, Result,
 };
 
 pub use sundial_core::event::{Event, EventMask};
 pub use sundial_core::job::{JobDefaults, JobId, JobOptions, JobRecord};
+pub use sundial_core::run::{RunQuery, RunRecord, RunState};
 pub use sundial_core::scheduler::{
     BackgroundScheduler, Job, JobChanges, JobListing, JobSpec, Scheduler, SchedulerBuilder,
     SchedulerState,

@@ -11,6 +11,7 @@ use futures::stream::{BoxStream, StreamExt};
 use tokio::sync::broadcast;
 
 use crate::job::JobId;
+use crate::run::RunId;
 use crate::sync::{lock, read, write};
 
 bitflags::bitflags! {
@@ -55,8 +56,12 @@ bitflags::bitflags! {
         const JOB_TIMEOUT = 1 << 17;
         /// [`Event::StoreError`]
         const STORE_ERROR = 1 << 18;
+        /// [`Event::JobStarted`]
+        const JOB_STARTED = 1 << 19;
+        /// [`Event::JobInterrupted`]
+        const JOB_INTERRUPTED = 1 << 20;
         /// Every event.
-        const ALL = (1 << 19) - 1;
+        const ALL = (1 << 21) - 1;
     }
 }
 
@@ -145,12 +150,29 @@ pub enum Event {
         /// The scheduled run times skipped.
         run_times: Vec<DateTime<Utc>>,
     },
+    /// A run began executing (its slot is recorded in the run ledger).
+    JobStarted {
+        /// The job id.
+        job_id: JobId,
+        /// The store alias.
+        jobstore: String,
+        /// The run's ledger id.
+        run_id: Option<RunId>,
+        /// The attempt at the slot (1 for the first).
+        attempt: u32,
+        /// The run's scheduled time.
+        scheduled_run_time: DateTime<Utc>,
+    },
     /// A run finished successfully.
     JobExecuted {
         /// The job id.
         job_id: JobId,
         /// The store alias.
         jobstore: String,
+        /// The run's ledger id.
+        run_id: Option<RunId>,
+        /// The attempt at the slot (1 for the first).
+        attempt: u32,
         /// The run's scheduled time.
         scheduled_run_time: DateTime<Utc>,
         /// How long the run took.
@@ -162,6 +184,8 @@ pub enum Event {
         job_id: JobId,
         /// The store alias.
         jobstore: String,
+        /// The run's ledger id, when a run was started.
+        run_id: Option<RunId>,
         /// The run's scheduled time, when a run was attempted.
         scheduled_run_time: Option<DateTime<Utc>>,
         /// What went wrong.
@@ -182,10 +206,26 @@ pub enum Event {
         job_id: JobId,
         /// The store alias.
         jobstore: String,
+        /// The run's ledger id.
+        run_id: Option<RunId>,
         /// The run's scheduled time.
         scheduled_run_time: DateTime<Utc>,
         /// The timeout that was exceeded.
         timeout: Duration,
+    },
+    /// A run's owner stopped heartbeating before the run finished (killed,
+    /// stalled or cut off from the store); any scheduler on the store reports it.
+    JobInterrupted {
+        /// The job id.
+        job_id: JobId,
+        /// The store alias.
+        jobstore: String,
+        /// The run's ledger id.
+        run_id: RunId,
+        /// The run's scheduled time.
+        scheduled_run_time: DateTime<Utc>,
+        /// The node (`host:pid`) that owned the run, if known.
+        node: Option<String>,
     },
     /// A job store call failed; the scheduler backs off and retries.
     StoreError {
@@ -219,6 +259,8 @@ impl Event {
             Event::JobMissed { .. } => EventMask::JOB_MISSED,
             Event::JobTimeout { .. } => EventMask::JOB_TIMEOUT,
             Event::StoreError { .. } => EventMask::STORE_ERROR,
+            Event::JobStarted { .. } => EventMask::JOB_STARTED,
+            Event::JobInterrupted { .. } => EventMask::JOB_INTERRUPTED,
         }
     }
 
@@ -233,7 +275,9 @@ impl Event {
             | Event::JobExecuted { job_id, .. }
             | Event::JobError { job_id, .. }
             | Event::JobMissed { job_id, .. }
-            | Event::JobTimeout { job_id, .. } => Some(job_id),
+            | Event::JobTimeout { job_id, .. }
+            | Event::JobStarted { job_id, .. }
+            | Event::JobInterrupted { job_id, .. } => Some(job_id),
             _ => None,
         }
     }

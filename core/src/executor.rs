@@ -18,6 +18,7 @@ use crate::clock::{BoxFuture, Clock};
 use crate::error::Result;
 use crate::event::{panic_message, Event, EventBus, EventMask};
 use crate::job::JobId;
+use crate::run::{truncate_error, RunId, RunState};
 use crate::sync::lock;
 use crate::task::{JobContext, TaskFn, TaskResult};
 
@@ -48,6 +49,10 @@ pub struct JobRun {
     pub max_instances: u32,
     /// The job's per-run timeout.
     pub timeout: Option<Duration>,
+    /// The ledger id of each run time (same order as `run_times`; empty outside a scheduler).
+    pub run_ids: Vec<RunId>,
+    /// The attempt at these slots (1 for the first).
+    pub attempt: u32,
 }
 
 impl JobRun {
@@ -69,8 +74,39 @@ impl JobRun {
             args,
             max_instances,
             timeout,
+            run_ids: Vec::new(),
+            attempt: 1,
         }
     }
+
+    /// Attaches the ledger ids of the run times (one per run time, same order).
+    pub fn with_runs(mut self, run_ids: Vec<RunId>, attempt: u32) -> Self {
+        self.run_ids = run_ids;
+        self.attempt = attempt;
+        self
+    }
+
+    fn run_id(&self, i: usize) -> Option<&RunId> {
+        self.run_ids.get(i)
+    }
+}
+
+/// How a run ended, sent by the executor so the scheduler records it in the run ledger.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct RunDone {
+    /// The alias of the job's store.
+    pub jobstore: String,
+    /// The job's id.
+    pub job_id: JobId,
+    /// The run's ledger id.
+    pub run_id: RunId,
+    /// The run's terminal state.
+    pub state: RunState,
+    /// When it ended.
+    pub finished_at: DateTime<Utc>,
+    /// What went wrong, if anything.
+    pub error: Option<String>,
 }
 
 /// What an executor gets from the scheduler when it starts.
@@ -84,6 +120,8 @@ pub struct ExecutorContext {
     pub clock: Arc<dyn Clock>,
     /// The runtime that timers and async tasks run on.
     pub runtime: tokio::runtime::Handle,
+    /// Where finished runs are reported for the run ledger (`None`: not recorded).
+    pub outcomes: Option<tokio::sync::mpsc::UnboundedSender<RunDone>>,
 }
 
 /// Why a submission was refused.
@@ -227,10 +265,32 @@ enum Outcome {
 fn report(
     ctx: &ExecutorContext,
     run: &JobRun,
+    i: usize,
     scheduled: DateTime<Utc>,
     started: DateTime<Utc>,
     outcome: Outcome,
 ) {
+    let run_id = run.run_id(i).cloned();
+    let finished_at = ctx.clock.now();
+    let (state, error) = match &outcome {
+        Outcome::Ok => (RunState::Succeeded, None),
+        Outcome::Failed(e) => (RunState::Failed, Some(e.clone())),
+        Outcome::Panicked(m) => (RunState::Failed, Some(format!("task panicked: {m}"))),
+        Outcome::TimedOut(t) => (
+            RunState::TimedOut,
+            Some(format!("run exceeded its timeout of {t:?}")),
+        ),
+    };
+    if let (Some(tx), Some(id)) = (&ctx.outcomes, &run_id) {
+        let _ = tx.send(RunDone {
+            jobstore: run.jobstore.clone(),
+            job_id: run.job_id.clone(),
+            run_id: id.clone(),
+            state,
+            finished_at,
+            error: error.map(truncate_error),
+        });
+    }
     let event = match outcome {
         Outcome::Ok => {
             if !ctx.events.wants(EventMask::JOB_EXECUTED) {
@@ -239,8 +299,10 @@ fn report(
             Event::JobExecuted {
                 job_id: run.job_id.clone(),
                 jobstore: run.jobstore.clone(),
+                run_id,
+                attempt: run.attempt,
                 scheduled_run_time: scheduled,
-                duration: (ctx.clock.now() - started).to_std().unwrap_or_default(),
+                duration: (finished_at - started).to_std().unwrap_or_default(),
             }
         }
         Outcome::Failed(error) => {
@@ -248,6 +310,7 @@ fn report(
             Event::JobError {
                 job_id: run.job_id.clone(),
                 jobstore: run.jobstore.clone(),
+                run_id,
                 scheduled_run_time: Some(scheduled),
                 error,
             }
@@ -257,6 +320,7 @@ fn report(
             Event::JobError {
                 job_id: run.job_id.clone(),
                 jobstore: run.jobstore.clone(),
+                run_id,
                 scheduled_run_time: Some(scheduled),
                 error: format!("task panicked: {msg}"),
             }
@@ -266,6 +330,7 @@ fn report(
             Event::JobTimeout {
                 job_id: run.job_id.clone(),
                 jobstore: run.jobstore.clone(),
+                run_id,
                 scheduled_run_time: scheduled,
                 timeout,
             }
@@ -274,8 +339,21 @@ fn report(
     ctx.events.emit(event);
 }
 
+fn started(ctx: &ExecutorContext, run: &JobRun, i: usize, scheduled: DateTime<Utc>) {
+    if ctx.events.wants(EventMask::JOB_STARTED) {
+        ctx.events.emit(Event::JobStarted {
+            job_id: run.job_id.clone(),
+            jobstore: run.jobstore.clone(),
+            run_id: run.run_id(i).cloned(),
+            attempt: run.attempt,
+            scheduled_run_time: scheduled,
+        });
+    }
+}
+
 fn context(
     run: &JobRun,
+    i: usize,
     scheduled: DateTime<Utc>,
     started: DateTime<Utc>,
     cancel: CancellationToken,
@@ -286,6 +364,8 @@ fn context(
         scheduled_run_time: scheduled,
         started_at: started,
         cancel,
+        run_id: run.run_id(i).cloned(),
+        attempt: run.attempt,
     }
 }
 
@@ -297,10 +377,11 @@ fn deadline(started: DateTime<Utc>, timeout: Duration) -> DateTime<Utc> {
 /// tasks go to `spawn_blocking`). A timeout cancels the run; a panic becomes an
 /// error event.
 pub async fn execute_async(ctx: &ExecutorContext, run: &JobRun, shutdown: &CancellationToken) {
-    for &scheduled in &run.run_times {
+    for (i, &scheduled) in run.run_times.iter().enumerate() {
+        started(ctx, run, i, scheduled);
         let started = ctx.clock.now();
         let cancel = shutdown.child_token();
-        let jc = context(run, scheduled, started, cancel.clone());
+        let jc = context(run, i, scheduled, started, cancel.clone());
         let fut: BoxFuture<'static, TaskResult> = match &run.task {
             TaskFn::Async(f) => f(jc, run.args.clone()),
             TaskFn::Blocking(f) => {
@@ -338,7 +419,7 @@ pub async fn execute_async(ctx: &ExecutorContext, run: &JobRun, shutdown: &Cance
             Some(Ok(Err(e))) => Outcome::Failed(e.to_string()),
             Some(Err(p)) => Outcome::Panicked(panic_message(p.as_ref())),
         };
-        report(ctx, run, scheduled, started, outcome);
+        report(ctx, run, i, scheduled, started, outcome);
     }
 }
 
@@ -346,7 +427,8 @@ pub async fn execute_async(ctx: &ExecutorContext, run: &JobRun, shutdown: &Cance
 /// tasks are driven with the context's runtime handle. A run that exceeds its
 /// timeout has its cancellation signalled and is reported as timed out.
 pub fn execute_blocking(ctx: &ExecutorContext, run: &JobRun) {
-    for &scheduled in &run.run_times {
+    for (i, &scheduled) in run.run_times.iter().enumerate() {
+        started(ctx, run, i, scheduled);
         let started = ctx.clock.now();
         let cancel = CancellationToken::new();
         let timer = run.timeout.map(|t| {
@@ -357,7 +439,7 @@ pub fn execute_blocking(ctx: &ExecutorContext, run: &JobRun) {
                 token.cancel();
             })
         });
-        let jc = context(run, scheduled, started, cancel.clone());
+        let jc = context(run, i, scheduled, started, cancel.clone());
         let result = catch_unwind(AssertUnwindSafe(|| match &run.task {
             TaskFn::Blocking(f) => f(jc, run.args.clone()),
             TaskFn::Async(f) => ctx.runtime.block_on(f(jc, run.args.clone())),
@@ -374,6 +456,6 @@ pub fn execute_blocking(ctx: &ExecutorContext, run: &JobRun) {
             Ok(Err(e)) => Outcome::Failed(e.to_string()),
             Err(p) => Outcome::Panicked(panic_message(p.as_ref())),
         };
-        report(ctx, run, scheduled, started, outcome);
+        report(ctx, run, i, scheduled, started, outcome);
     }
 }

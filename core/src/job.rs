@@ -53,6 +53,11 @@ impl From<&JobId> for JobId {
     }
 }
 
+/// Cuts an instant to whole microseconds, the precision every store keeps.
+pub fn trunc_micros(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
+}
+
 /// Identifies one scheduler instance (process) that holds leases on jobs.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]

@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 
 use crate::error::Result;
 use crate::job::{JobId, JobRecord, OwnerId, Release, ReleaseOutcome};
+use crate::run::{NewRun, RunFinish, RunId, RunInsert, RunQuery, RunRecord};
 
 /// What a store can promise.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,6 +76,31 @@ impl StoreCapabilities {
 /// - `start` is idempotent (creates schema, loads scripts); `shutdown` releases
 ///   connections.
 ///
+/// ## Run ledger
+/// - `insert_runs` inserts each run record unless one with the same
+///   (job id, scheduled time, attempt) exists, in which case it writes nothing
+///   for that run and reports [`RunInsert::Duplicate`]; of two concurrent callers
+///   (handles, processes) inserting the same slot exactly one gets `Inserted`.
+///   Before inserting a job's `running` runs that carry `max_instances`, the store
+///   counts that job's `running` records (those stored before the call); when the
+///   count reaches the limit, the runs are stored as `skipped` instead, with no
+///   heartbeat and `finished_at = started_at`, and reported `Inserted(Skipped)`.
+///   Times are kept to the microsecond; `error` is stored as given.
+/// - `finish_runs(owner, ..)` sets state, `finished_at` and `error` and clears the
+///   heartbeat of each listed run that `owner` holds and that is `running` or
+///   `interrupted`; other runs are left alone. It returns how many it changed.
+/// - `heartbeat_runs(owner, ids, until)` sets `heartbeat_until` of each listed
+///   `running` run that `owner` holds; it returns how many it changed.
+/// - `interrupt_lapsed(now, limit)` marks up to `limit` `running` runs whose
+///   `heartbeat_until` is before `now` as `interrupted` (`finished_at = now`,
+///   heartbeat cleared, error [`INTERRUPTED_ERROR`](crate::run::INTERRUPTED_ERROR))
+///   and returns them as stored; a run is returned to one caller only.
+/// - `query_runs` returns the runs that match the query, newest scheduled time
+///   first, then highest attempt, at most `limit`.
+/// - `prune_runs(before)` deletes runs scheduled before `before` that are not
+///   `running`, and returns how many it deleted.
+/// - Removing jobs never removes their runs.
+///
 /// # Errors
 /// Backend failures are [`Error::Store`](crate::Error::Store) with
 /// [`is_temporary`](crate::Error::is_temporary) set for connection problems, so the
@@ -138,6 +164,29 @@ pub trait JobStore: Send + Sync + fmt::Debug + 'static {
         version: u64,
         outcome: Release,
     ) -> Result<ReleaseOutcome>;
+
+    /// Records runs in the ledger, each once per (job, scheduled time, attempt).
+    async fn insert_runs(&self, runs: &[NewRun]) -> Result<Vec<RunInsert>>;
+
+    /// Writes the terminal state of runs `owner` holds.
+    async fn finish_runs(&self, owner: &OwnerId, runs: &[RunFinish]) -> Result<u64>;
+
+    /// Extends the heartbeat of running runs `owner` holds.
+    async fn heartbeat_runs(
+        &self,
+        owner: &OwnerId,
+        ids: &[RunId],
+        until: DateTime<Utc>,
+    ) -> Result<u64>;
+
+    /// Marks running runs whose heartbeat lapsed as interrupted, and returns them.
+    async fn interrupt_lapsed(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<RunRecord>>;
+
+    /// Reads runs, newest first.
+    async fn query_runs(&self, query: &RunQuery) -> Result<Vec<RunRecord>>;
+
+    /// Deletes finished runs scheduled before `before`.
+    async fn prune_runs(&self, before: DateTime<Utc>) -> Result<u64>;
 
     /// Hands several claimed jobs back at once (one round trip where the backend
     /// allows); the result has one entry per item, in order, each as `release`
@@ -234,6 +283,33 @@ macro_rules! forward_store {
                 items: Vec<ReleaseItem>,
             ) -> Result<Vec<Result<ReleaseOutcome>>> {
                 (**self).release_many(owner, items).await
+            }
+            async fn insert_runs(&self, runs: &[NewRun]) -> Result<Vec<RunInsert>> {
+                (**self).insert_runs(runs).await
+            }
+            async fn finish_runs(&self, owner: &OwnerId, runs: &[RunFinish]) -> Result<u64> {
+                (**self).finish_runs(owner, runs).await
+            }
+            async fn heartbeat_runs(
+                &self,
+                owner: &OwnerId,
+                ids: &[RunId],
+                until: DateTime<Utc>,
+            ) -> Result<u64> {
+                (**self).heartbeat_runs(owner, ids, until).await
+            }
+            async fn interrupt_lapsed(
+                &self,
+                now: DateTime<Utc>,
+                limit: usize,
+            ) -> Result<Vec<RunRecord>> {
+                (**self).interrupt_lapsed(now, limit).await
+            }
+            async fn query_runs(&self, query: &RunQuery) -> Result<Vec<RunRecord>> {
+                (**self).query_runs(query).await
+            }
+            async fn prune_runs(&self, before: DateTime<Utc>) -> Result<u64> {
+                (**self).prune_runs(before).await
             }
         }
     };

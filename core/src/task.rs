@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::BoxFuture;
 use crate::error::BoxError;
 use crate::job::JobId;
+use crate::run::RunId;
 
 /// The result a task returns.
 pub type TaskResult = Result<(), BoxError>;
@@ -135,6 +136,8 @@ pub struct JobContext {
     pub(crate) scheduled_run_time: DateTime<Utc>,
     pub(crate) started_at: DateTime<Utc>,
     pub(crate) cancel: CancellationToken,
+    pub(crate) run_id: Option<RunId>,
+    pub(crate) attempt: u32,
 }
 
 impl JobContext {
@@ -150,7 +153,19 @@ impl JobContext {
             scheduled_run_time,
             started_at: scheduled_run_time,
             cancel: CancellationToken::new(),
+            run_id: None,
+            attempt: 1,
         }
+    }
+
+    /// The run's id in the run ledger (`None` outside a scheduler).
+    pub fn run_id(&self) -> Option<&RunId> {
+        self.run_id.as_ref()
+    }
+
+    /// The attempt at this slot: 1 for the first, 2 for the first retry, ...
+    pub fn attempt(&self) -> u32 {
+        self.attempt
     }
 
     /// The job's id.

@@ -11,6 +11,9 @@ use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use serde_json::{json, Value};
 use sundial::job::{JobId, JobOptions, JobRecord, OwnerId, Release, ReleaseOutcome};
+use sundial::run::{
+    NewRun, RunFinish, RunId, RunInsert, RunQuery, RunRecord, RunState, INTERRUPTED_ERROR,
+};
 use sundial::store::{JobStore, ReleaseItem};
 use sundial::Error;
 
@@ -78,6 +81,13 @@ pub fn cases() -> Vec<Case> {
         payload_round_trips_opaque,
         every_trigger_type_and_option_round_trips,
         ten_thousand_jobs_drain_in_batches,
+        insert_runs_once_per_slot_and_attempt,
+        concurrent_slot_starts_have_one_winner,
+        max_instances_counts_running_runs_store_wide,
+        finish_applies_to_own_unfinished_runs,
+        lapsed_heartbeats_are_interrupted_once,
+        query_runs_filters_orders_and_limits,
+        prune_deletes_old_finished_runs_only,
     ]
 }
 
@@ -830,5 +840,486 @@ pub async fn ten_thousand_jobs_drain_in_batches(cx: &Ctx) -> Result<()> {
     }
     ensure!(seen.len() == n as usize, "{} of {n} drained", seen.len());
     ensure!(cx.store.get_all_jobs().await?.is_empty());
+    Ok(())
+}
+
+// ---- run ledger ----
+
+fn secs(n: i64) -> chrono::Duration {
+    chrono::Duration::seconds(n)
+}
+
+/// A `running` record for job `job` at slot `slot`, attempt `attempt`, held by `who`.
+fn running(job: &str, slot: DateTime<Utc>, attempt: u32, who: &str) -> RunRecord {
+    RunRecord::running(
+        JobId::new(job),
+        slot,
+        attempt,
+        owner(who),
+        slot + chrono::Duration::microseconds(1_234),
+        slot + secs(30),
+    )
+}
+
+fn new_run(record: RunRecord, max_instances: Option<u32>) -> NewRun {
+    NewRun {
+        record,
+        max_instances,
+    }
+}
+
+async fn run_by_id(store: &dyn JobStore, id: &RunId) -> Result<RunRecord> {
+    let all = store
+        .query_runs(&RunQuery::default().limit(100_000))
+        .await?;
+    all.into_iter()
+        .find(|r| r.id == *id)
+        .with_context(|| format!("run {id} not found"))
+}
+
+/// Inserting a run records it with every field as given; a second run for the same
+/// job, slot and attempt is a duplicate and changes nothing; another attempt is a new run.
+pub async fn insert_runs_once_per_slot_and_attempt(cx: &Ctx) -> Result<()> {
+    let slot = at("2026-03-04T05:06:07.123456Z");
+    let mut first = running("a", slot, 1, "o1");
+    first.node = Some("host-α:42".into());
+    let got = cx
+        .store
+        .insert_runs(&[new_run(first.clone(), Some(1))])
+        .await?;
+    ensure!(
+        got == vec![RunInsert::Inserted(RunState::Running)],
+        "{got:?}"
+    );
+    let stored = run_by_id(cx.store.as_ref(), &first.id).await?;
+    ensure!(stored == first, "stored {stored:?}\n  wrote {first:?}");
+
+    let again = running("a", slot, 1, "o2");
+    let retry = running("a", slot, 2, "o2");
+    let other_job = running("b", slot, 1, "o2");
+    let got = cx
+        .store
+        .insert_runs(&[
+            new_run(again.clone(), None),
+            new_run(retry.clone(), None),
+            new_run(other_job, None),
+        ])
+        .await?;
+    ensure!(
+        got == vec![
+            RunInsert::Duplicate,
+            RunInsert::Inserted(RunState::Running),
+            RunInsert::Inserted(RunState::Running)
+        ],
+        "{got:?}"
+    );
+    ensure!(
+        run_by_id(cx.store.as_ref(), &again.id).await.is_err(),
+        "a duplicate was stored"
+    );
+    let stored = run_by_id(cx.store.as_ref(), &first.id).await?;
+    ensure!(
+        stored.owner == Some(owner("o1")),
+        "first run changed: {stored:?}"
+    );
+
+    // Terminal records (missed) obey the same key.
+    let missed = RunRecord::terminal(
+        JobId::new("c"),
+        slot,
+        1,
+        RunState::Missed,
+        owner("o1"),
+        slot + secs(5),
+        None,
+    );
+    let got = cx
+        .store
+        .insert_runs(&[new_run(missed.clone(), None), new_run(missed.clone(), None)])
+        .await?;
+    ensure!(
+        got == vec![RunInsert::Inserted(RunState::Missed), RunInsert::Duplicate],
+        "{got:?}"
+    );
+    ensure!(run_by_id(cx.store.as_ref(), &missed.id).await? == missed);
+    Ok(())
+}
+
+/// Many callers on several handles racing to start the same slots: each slot is
+/// started exactly once.
+pub async fn concurrent_slot_starts_have_one_winner(cx: &Ctx) -> Result<()> {
+    let slots: Vec<DateTime<Utc>> = (0..40).map(mins).collect();
+    let handles = [Arc::clone(&cx.store), cx.another_handle().await?];
+    let mut tasks = Vec::new();
+    for (h, store) in handles.iter().enumerate() {
+        for w in 0..3 {
+            let store = Arc::clone(store);
+            let slots = slots.clone();
+            let me = format!("h{h}w{w}");
+            tasks.push(tokio::spawn(async move {
+                let mut won = Vec::new();
+                // Small batches in different orders, so callers interleave.
+                let mut order = slots.clone();
+                if w % 2 == 1 {
+                    order.reverse();
+                }
+                for chunk in order.chunks(5) {
+                    let batch: Vec<NewRun> = chunk
+                        .iter()
+                        .map(|t| new_run(running("race", *t, 1, &me), None))
+                        .collect();
+                    let got = store.insert_runs(&batch).await?;
+                    for (r, t) in got.iter().zip(chunk) {
+                        if *r == RunInsert::Inserted(RunState::Running) {
+                            won.push(*t);
+                        }
+                    }
+                }
+                Ok::<_, Error>(won)
+            }));
+        }
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    let unique: HashSet<&DateTime<Utc>> = all.iter().collect();
+    ensure!(
+        unique.len() == all.len(),
+        "{} slots started twice",
+        all.len() - unique.len()
+    );
+    ensure!(
+        all.len() == slots.len(),
+        "{} of {} slots started",
+        all.len(),
+        slots.len()
+    );
+    let stored = cx
+        .store
+        .query_runs(&RunQuery::job("race").limit(1000))
+        .await?;
+    ensure!(
+        stored.len() == slots.len(),
+        "{} records stored",
+        stored.len()
+    );
+    Ok(())
+}
+
+/// `max_instances` counts the job's running records across the whole store: over
+/// the limit the run is stored as skipped; runs of one call share the count taken
+/// before it.
+pub async fn max_instances_counts_running_runs_store_wide(cx: &Ctx) -> Result<()> {
+    let other = cx.another_handle().await?;
+    let r1 = running("m", mins(1), 1, "o1");
+    cx.store
+        .insert_runs(&[new_run(r1.clone(), Some(1))])
+        .await?;
+
+    let r2 = running("m", mins(2), 1, "o2");
+    let got = other.insert_runs(&[new_run(r2.clone(), Some(1))]).await?;
+    ensure!(
+        got == vec![RunInsert::Inserted(RunState::Skipped)],
+        "{got:?}"
+    );
+    let s = run_by_id(other.as_ref(), &r2.id).await?;
+    ensure!(s.state == RunState::Skipped, "{s:?}");
+    ensure!(
+        s.heartbeat_until.is_none(),
+        "skipped run keeps a heartbeat: {s:?}"
+    );
+    ensure!(s.finished_at == s.started_at, "skipped run times: {s:?}");
+
+    // A limit of 2 leaves room for one more.
+    let r3 = running("m", mins(3), 1, "o2");
+    let got = other.insert_runs(&[new_run(r3.clone(), Some(2))]).await?;
+    ensure!(
+        got == vec![RunInsert::Inserted(RunState::Running)],
+        "{got:?}"
+    );
+
+    // Once the running ones finish, a backlog of three in one call all start.
+    let done: Vec<RunFinish> = [&r1, &r3]
+        .iter()
+        .map(|r| RunFinish {
+            id: r.id.clone(),
+            state: RunState::Succeeded,
+            finished_at: mins(4),
+            error: None,
+        })
+        .collect();
+    cx.store.finish_runs(&owner("o1"), &done[..1]).await?;
+    other.finish_runs(&owner("o2"), &done[1..]).await?;
+    let backlog: Vec<NewRun> = (5..8)
+        .map(|i| new_run(running("m", mins(i), 1, "o1"), Some(1)))
+        .collect();
+    let got = cx.store.insert_runs(&backlog).await?;
+    ensure!(
+        got == vec![RunInsert::Inserted(RunState::Running); 3],
+        "{got:?}"
+    );
+    // Runs without a limit, and other jobs, are not affected by the count.
+    let free = running("m", mins(9), 1, "o1");
+    let elsewhere = running("n", mins(9), 1, "o1");
+    let got = cx
+        .store
+        .insert_runs(&[new_run(free, None), new_run(elsewhere, Some(1))])
+        .await?;
+    ensure!(
+        got == vec![RunInsert::Inserted(RunState::Running); 2],
+        "{got:?}"
+    );
+    Ok(())
+}
+
+/// `finish_runs` writes the terminal state only for runs the owner holds that are
+/// running or interrupted.
+pub async fn finish_applies_to_own_unfinished_runs(cx: &Ctx) -> Result<()> {
+    let mine = running("f", mins(1), 1, "o1");
+    let theirs = running("f", mins(2), 1, "o2");
+    cx.store
+        .insert_runs(&[new_run(mine.clone(), None), new_run(theirs.clone(), None)])
+        .await?;
+    let err = "boom ✗".to_string();
+    let finish = |r: &RunRecord, state| RunFinish {
+        id: r.id.clone(),
+        state,
+        finished_at: at("2026-01-01T00:10:00.000001Z"),
+        error: Some(err.clone()),
+    };
+    let n = cx
+        .store
+        .finish_runs(
+            &owner("o1"),
+            &[
+                finish(&mine, RunState::Failed),
+                finish(&theirs, RunState::Failed),
+            ],
+        )
+        .await?;
+    ensure!(n == 1, "finished {n} runs, expected 1");
+    let m = run_by_id(cx.store.as_ref(), &mine.id).await?;
+    ensure!(m.state == RunState::Failed, "{m:?}");
+    ensure!(m.error.as_deref() == Some("boom ✗"), "{m:?}");
+    ensure!(
+        m.finished_at == Some(at("2026-01-01T00:10:00.000001Z")),
+        "{m:?}"
+    );
+    ensure!(m.heartbeat_until.is_none(), "{m:?}");
+    ensure!(
+        m.duration() == Some(std::time::Duration::from_micros(540_000_001 - 1_234)),
+        "{:?}",
+        m.duration()
+    );
+    let t = run_by_id(cx.store.as_ref(), &theirs.id).await?;
+    ensure!(
+        t.state == RunState::Running,
+        "another owner's run was finished: {t:?}"
+    );
+    // A finished run stays finished.
+    let n = cx
+        .store
+        .finish_runs(&owner("o1"), &[finish(&mine, RunState::Succeeded)])
+        .await?;
+    ensure!(n == 0, "a finished run was finished again");
+    let n = cx
+        .store
+        .finish_runs(
+            &owner("o1"),
+            &[RunFinish {
+                id: RunId::new("no-such-run"),
+                state: RunState::Succeeded,
+                finished_at: mins(3),
+                error: None,
+            }],
+        )
+        .await?;
+    ensure!(n == 0, "an unknown run was finished");
+    Ok(())
+}
+
+/// Heartbeats extend only the owner's running runs; runs whose heartbeat lapsed are
+/// marked interrupted exactly once across concurrent sweeps, and their owner can
+/// still record how they ended.
+pub async fn lapsed_heartbeats_are_interrupted_once(cx: &Ctx) -> Result<()> {
+    let base = at("2026-05-01T00:00:00Z");
+    let mk = |job: &str, who: &str, hb: i64| {
+        let mut r = running(job, base, 1, who);
+        r.heartbeat_until = Some(base + secs(hb));
+        r
+    };
+    let a = mk("a", "o1", 10);
+    let b = mk("b", "o1", 10);
+    let c = mk("c", "o2", 10);
+    let d = mk("d", "o2", 100);
+    let runs: Vec<NewRun> = [&a, &b, &c, &d]
+        .iter()
+        .map(|r| new_run((*r).clone(), None))
+        .collect();
+    cx.store.insert_runs(&runs).await?;
+
+    // o1 extends a (and tries c, which it does not hold).
+    let n = cx
+        .store
+        .heartbeat_runs(&owner("o1"), &[a.id.clone(), c.id.clone()], base + secs(60))
+        .await?;
+    ensure!(n == 1, "heartbeat changed {n} runs, expected 1");
+    let got = run_by_id(cx.store.as_ref(), &a.id).await?;
+    ensure!(got.heartbeat_until == Some(base + secs(60)), "{got:?}");
+
+    // At base+20s, b and c lapsed; a and d did not. Two handles sweep at once.
+    let other = cx.another_handle().await?;
+    let now = base + secs(20);
+    let (x, y) = tokio::join!(
+        cx.store.interrupt_lapsed(now, 100),
+        other.interrupt_lapsed(now, 100)
+    );
+    let mut swept: Vec<RunRecord> = x?.into_iter().chain(y?).collect();
+    swept.sort_by(|p, q| p.job_id.cmp(&q.job_id));
+    let jobs: Vec<&str> = swept.iter().map(|r| r.job_id.as_str()).collect();
+    ensure!(jobs == ["b", "c"], "interrupted {jobs:?}");
+    for r in &swept {
+        ensure!(r.state == RunState::Interrupted, "{r:?}");
+        ensure!(r.finished_at == Some(now), "{r:?}");
+        ensure!(r.heartbeat_until.is_none(), "{r:?}");
+        ensure!(r.error.as_deref() == Some(INTERRUPTED_ERROR), "{r:?}");
+    }
+    ensure!(
+        cx.store.interrupt_lapsed(now, 100).await?.is_empty(),
+        "runs were interrupted twice"
+    );
+    // A heartbeat no longer revives an interrupted run...
+    let n = cx
+        .store
+        .heartbeat_runs(&owner("o1"), std::slice::from_ref(&b.id), base + secs(90))
+        .await?;
+    ensure!(n == 0, "heartbeat revived an interrupted run");
+    // ...but its owner may still record how it really ended.
+    let n = cx
+        .store
+        .finish_runs(
+            &owner("o1"),
+            &[RunFinish {
+                id: b.id.clone(),
+                state: RunState::Succeeded,
+                finished_at: base + secs(25),
+                error: None,
+            }],
+        )
+        .await?;
+    ensure!(n == 1, "owner could not finish its interrupted run");
+    // The limit bounds one sweep.
+    let many: Vec<NewRun> = (0..5)
+        .map(|i| new_run(mk(&format!("z{i}"), "o3", 1), None))
+        .collect();
+    cx.store.insert_runs(&many).await?;
+    let first = cx.store.interrupt_lapsed(now, 2).await?;
+    ensure!(first.len() == 2, "limit 2 swept {}", first.len());
+    let rest = cx.store.interrupt_lapsed(now, 100).await?;
+    ensure!(rest.len() == 3, "second sweep got {}", rest.len());
+    Ok(())
+}
+
+/// `query_runs` filters by job, state and time, orders newest first (then highest
+/// attempt) and honours the limit.
+pub async fn query_runs_filters_orders_and_limits(cx: &Ctx) -> Result<()> {
+    let mut batch = Vec::new();
+    for i in 0..6 {
+        batch.push(new_run(running("q", mins(i), 1, "o"), None));
+    }
+    batch.push(new_run(running("q", mins(3), 2, "o"), None));
+    batch.push(new_run(running("other", mins(10), 1, "o"), None));
+    cx.store.insert_runs(&batch).await?;
+    let fail = batch[1].record.id.clone();
+    cx.store
+        .finish_runs(
+            &owner("o"),
+            &[RunFinish {
+                id: fail.clone(),
+                state: RunState::Failed,
+                finished_at: mins(20),
+                error: Some("x".into()),
+            }],
+        )
+        .await?;
+
+    let got = cx.store.query_runs(&RunQuery::job("q")).await?;
+    let keys: Vec<(i64, u32)> = got
+        .iter()
+        .map(|r| ((r.scheduled_time - base()).num_minutes(), r.attempt))
+        .collect();
+    ensure!(
+        keys == [(5, 1), (4, 1), (3, 2), (3, 1), (2, 1), (1, 1), (0, 1)],
+        "order {keys:?}"
+    );
+    let got = cx.store.query_runs(&RunQuery::job("q").limit(2)).await?;
+    ensure!(
+        got.len() == 2 && got[0].scheduled_time == mins(5),
+        "limit {got:?}"
+    );
+    let got = cx
+        .store
+        .query_runs(&RunQuery::default().state(RunState::Failed))
+        .await?;
+    ensure!(got.len() == 1 && got[0].id == fail, "state filter {got:?}");
+    let got = cx
+        .store
+        .query_runs(&RunQuery::job("q").since(mins(4)))
+        .await?;
+    ensure!(got.len() == 2, "since filter {}", got.len());
+    let got = cx.store.query_runs(&RunQuery::default()).await?;
+    ensure!(
+        got.len() == 8 && got[0].job_id.as_str() == "other",
+        "all {}",
+        got.len()
+    );
+    Ok(())
+}
+
+/// `prune_runs` deletes runs scheduled before the cut that are finished, keeps
+/// running ones; removing jobs keeps their runs.
+pub async fn prune_deletes_old_finished_runs_only(cx: &Ctx) -> Result<()> {
+    cx.store.add_job(&job("p", Some(mins(0)))).await?;
+    let old_done = running("p", mins(0), 1, "o");
+    let old_running = running("p", mins(1), 1, "o");
+    let new_done = running("p", mins(30), 1, "o");
+    cx.store
+        .insert_runs(&[
+            new_run(old_done.clone(), None),
+            new_run(old_running.clone(), None),
+            new_run(new_done.clone(), None),
+        ])
+        .await?;
+    let finish = |r: &RunRecord| RunFinish {
+        id: r.id.clone(),
+        state: RunState::Succeeded,
+        finished_at: mins(40),
+        error: None,
+    };
+    cx.store
+        .finish_runs(&owner("o"), &[finish(&old_done), finish(&new_done)])
+        .await?;
+    cx.store.remove_all_jobs().await?;
+    let n = cx.store.prune_runs(mins(10)).await?;
+    ensure!(n == 1, "pruned {n}, expected 1");
+    let left: Vec<RunId> = cx
+        .store
+        .query_runs(&RunQuery::job("p"))
+        .await?
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    ensure!(
+        left == vec![new_done.id.clone(), old_running.id.clone()],
+        "left {left:?}"
+    );
+    // The pruned slot's key is gone with it.
+    let again = running("p", mins(0), 1, "o");
+    let got = cx.store.insert_runs(&[new_run(again, None)]).await?;
+    ensure!(
+        got == vec![RunInsert::Inserted(RunState::Running)],
+        "{got:?}"
+    );
     Ok(())
 }

@@ -203,7 +203,8 @@ impl StoreFactory for RedisFactory {
     async fn cleanup(&self, ns: &Namespace) -> anyhow::Result<()> {
         let s = sundial::RedisJobStore::from_url(&self.url)?.with_prefix(&ns.0);
         s.start().await?;
-        s.remove_all_jobs().await?;
+        // Jobs and the run ledger (removing jobs keeps their runs).
+        s.purge().await?;
         Ok(())
     }
 }

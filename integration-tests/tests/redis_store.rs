@@ -84,7 +84,7 @@ async fn corrupted_job_is_reported_and_skipped() {
         "the corrupted job is kept"
     );
     s.shutdown(true).await.unwrap();
-    store.remove_all_jobs().await.unwrap();
+    store.purge().await.unwrap();
 }
 
 struct Server {

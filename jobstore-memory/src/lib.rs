@@ -15,6 +15,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sundial_core::job::{JobId, JobOptions, JobRecord, Lease, OwnerId, Release, ReleaseOutcome};
+use sundial_core::run::{
+    sort_runs, NewRun, RunFinish, RunId, RunInsert, RunQuery, RunRecord, RunState,
+    INTERRUPTED_ERROR,
+};
 use sundial_core::store::{lease_duration, sort_records, JobStore, StoreCapabilities};
 use sundial_core::{Error, Result};
 
@@ -93,10 +97,28 @@ impl State {
     }
 }
 
+/// The run ledger: records by id, with the unique slot key and the running set.
+#[derive(Debug, Default)]
+struct Ledger {
+    runs: HashMap<RunId, RunRecord>,
+    slots: HashMap<(JobId, DateTime<Utc>, u32), RunId>,
+    running: HashSet<RunId>,
+}
+
+impl Ledger {
+    fn running_count(&self, job: &JobId) -> usize {
+        self.running
+            .iter()
+            .filter(|id| self.runs.get(*id).is_some_and(|r| r.job_id == *job))
+            .count()
+    }
+}
+
 /// Keeps jobs in a hash map with ordered indexes for due and leased jobs.
 #[derive(Debug, Default)]
 pub struct MemoryJobStore {
     state: Mutex<State>,
+    ledger: Mutex<Ledger>,
 }
 
 impl MemoryJobStore {
@@ -107,6 +129,10 @@ impl MemoryJobStore {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
+        self.ledger.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -307,5 +333,146 @@ impl JobStore for MemoryJobStore {
         } else {
             ReleaseOutcome::Superseded
         })
+    }
+
+    async fn insert_runs(&self, runs: &[NewRun]) -> Result<Vec<RunInsert>> {
+        let mut l = self.ledger();
+        // Counts are taken before this call's inserts, once per job.
+        let mut before: HashMap<JobId, usize> = HashMap::new();
+        for r in runs {
+            if r.record.state == RunState::Running && r.max_instances.is_some() {
+                let job = &r.record.job_id;
+                if !before.contains_key(job) {
+                    let n = l.running_count(job);
+                    before.insert(job.clone(), n);
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(runs.len());
+        for r in runs {
+            let rec = &r.record;
+            let key = (rec.job_id.clone(), rec.scheduled_time, rec.attempt);
+            if l.slots.contains_key(&key) || l.runs.contains_key(&rec.id) {
+                out.push(RunInsert::Duplicate);
+                continue;
+            }
+            let mut rec = rec.clone();
+            if rec.state == RunState::Running {
+                let full = match (r.max_instances, before.get(&rec.job_id)) {
+                    (Some(max), Some(n)) => *n >= max.max(1) as usize,
+                    _ => false,
+                };
+                if full {
+                    rec.state = RunState::Skipped;
+                    rec.heartbeat_until = None;
+                    rec.finished_at = rec.started_at;
+                } else {
+                    l.running.insert(rec.id.clone());
+                }
+            }
+            out.push(RunInsert::Inserted(rec.state));
+            l.slots.insert(key, rec.id.clone());
+            l.runs.insert(rec.id.clone(), rec);
+        }
+        Ok(out)
+    }
+
+    async fn finish_runs(&self, owner: &OwnerId, runs: &[RunFinish]) -> Result<u64> {
+        let mut l = self.ledger();
+        let mut n = 0;
+        for f in runs {
+            let Some(rec) = l.runs.get_mut(&f.id) else {
+                continue;
+            };
+            if rec.owner.as_ref() != Some(owner)
+                || !matches!(rec.state, RunState::Running | RunState::Interrupted)
+            {
+                continue;
+            }
+            rec.state = f.state;
+            rec.finished_at = Some(f.finished_at);
+            rec.error = f.error.clone();
+            rec.heartbeat_until = None;
+            if f.state != RunState::Running {
+                l.running.remove(&f.id);
+            }
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    async fn heartbeat_runs(
+        &self,
+        owner: &OwnerId,
+        ids: &[RunId],
+        until: DateTime<Utc>,
+    ) -> Result<u64> {
+        let mut l = self.ledger();
+        let mut n = 0;
+        for id in ids {
+            if let Some(rec) = l.runs.get_mut(id) {
+                if rec.state == RunState::Running && rec.owner.as_ref() == Some(owner) {
+                    rec.heartbeat_until = Some(until);
+                    n += 1;
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    async fn interrupt_lapsed(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<RunRecord>> {
+        let mut guard = self.ledger();
+        let Ledger { runs, running, .. } = &mut *guard;
+        let mut lapsed: Vec<RunId> = running
+            .iter()
+            .filter(|id| {
+                runs.get(*id)
+                    .is_some_and(|r| r.heartbeat_until.is_some_and(|h| h < now))
+            })
+            .cloned()
+            .collect();
+        lapsed.sort();
+        lapsed.truncate(limit);
+        let mut out = Vec::with_capacity(lapsed.len());
+        for id in lapsed {
+            running.remove(&id);
+            if let Some(rec) = runs.get_mut(&id) {
+                rec.state = RunState::Interrupted;
+                rec.finished_at = Some(now);
+                rec.heartbeat_until = None;
+                rec.error = Some(INTERRUPTED_ERROR.to_string());
+                out.push(rec.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    async fn query_runs(&self, query: &RunQuery) -> Result<Vec<RunRecord>> {
+        let mut out: Vec<RunRecord> = self
+            .ledger()
+            .runs
+            .values()
+            .filter(|r| query.matches(r))
+            .cloned()
+            .collect();
+        sort_runs(&mut out);
+        out.truncate(query.limit);
+        Ok(out)
+    }
+
+    async fn prune_runs(&self, before: DateTime<Utc>) -> Result<u64> {
+        let mut guard = self.ledger();
+        let Ledger { runs, slots, .. } = &mut *guard;
+        let old: Vec<RunId> = runs
+            .values()
+            .filter(|r| r.scheduled_time < before && r.state != RunState::Running)
+            .map(|r| r.id.clone())
+            .collect();
+        for id in &old {
+            if let Some(r) = runs.remove(id) {
+                slots.remove(&(r.job_id, r.scheduled_time, r.attempt));
+            }
+        }
+        Ok(old.len() as u64)
     }
 }

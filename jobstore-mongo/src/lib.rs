@@ -21,6 +21,20 @@
 //! documents carrying its token. `release` updates with a filter on owner and
 //! version. Only standard MongoDB operations are used.
 //!
+//! The run ledger lives in `<collection>_runs`, one document per run (see the
+//! field list below). A unique index on `(job_id, scheduled_us, attempt)` decides
+//! which of several processes starts a slot: runs are inserted with an unordered
+//! `insert_many`, and a duplicate-key error for a document means another process
+//! recorded that slot first. Lapsed runs are interrupted with one conditional
+//! `find_one_and_update` each, so a run is handed to one sweeper only.
+//!
+//! ```text
+//! { _id: "<run id>", job_id, scheduled: Date, scheduled_us: Int64, attempt: Int64,
+//!   state: "running" | "succeeded" | ..., owner, node,
+//!   started / finished / heartbeat: Date, with started_us / finished_us / heartbeat_us: Int64,
+//!   error }                                        // absent fields are unset
+//! ```
+//!
 //! | capability | value |
 //! |---|---|
 //! | persistent | yes |
@@ -34,12 +48,17 @@ use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use mongodb::bson::{self, doc, Bson, Document};
 use mongodb::options::{ClientOptions, IndexOptions};
-use mongodb::{Client, Collection, IndexModel};
+use mongodb::{Client, Collection, Database, IndexModel};
 use sundial_core::job::{JobId, JobRecord, Lease, OwnerId, Release, ReleaseOutcome};
+use sundial_core::run::{NewRun, RunFinish, RunId, RunInsert, RunQuery, RunRecord};
 use sundial_core::store::{
     lease_duration, release_entry, sort_records, JobStore, ReleaseItem, StoreCapabilities,
 };
 use tokio::sync::OnceCell;
+
+mod ledger;
+
+use ledger::{create_run_indexes, RUNS_SUFFIX};
 
 /// The default database name (when the URL names none).
 pub const DEFAULT_DATABASE: &str = "sundial";
@@ -64,6 +83,9 @@ pub enum Error {
     /// A store method was called before `start`.
     #[error("store is not started (call start() or start the scheduler)")]
     NotStarted,
+    /// The server refused a write of a batch command.
+    #[error("write failed: {0}")]
+    Write(String),
 }
 
 impl Error {
@@ -141,7 +163,15 @@ pub struct MongoJobStore {
     source: Source,
     database: Option<String>,
     collection: String,
-    coll: OnceCell<Collection<Document>>,
+    colls: OnceCell<Collections>,
+}
+
+/// The collections of a started store.
+#[derive(Debug)]
+struct Collections {
+    db: Database,
+    jobs: Collection<Document>,
+    runs: Collection<Document>,
 }
 
 #[derive(Debug)]
@@ -158,7 +188,7 @@ impl MongoJobStore {
             source: Source::Url(url.to_string()),
             database: None,
             collection: DEFAULT_COLLECTION.to_string(),
-            coll: OnceCell::new(),
+            colls: OnceCell::new(),
         }
     }
 
@@ -168,7 +198,7 @@ impl MongoJobStore {
             source: Source::Client(client),
             database: None,
             collection: DEFAULT_COLLECTION.to_string(),
-            coll: OnceCell::new(),
+            colls: OnceCell::new(),
         }
     }
 
@@ -178,26 +208,36 @@ impl MongoJobStore {
         self
     }
 
-    /// Uses collection `name` (several job sets can share one database).
+    /// Uses collection `name` (several job sets can share one database); the
+    /// run ledger goes to `<name>_runs`.
     pub fn with_collection(mut self, name: impl Into<String>) -> Self {
         self.collection = name.into();
         self
     }
 
-    /// Drops the collection (tests and tools).
+    /// Drops the jobs collection and its run ledger (tests and tools).
     ///
     /// # Errors
     /// Driver errors.
     pub async fn drop_collection(&self) -> sundial_core::Result<()> {
         self.start().await?;
-        self.coll()?.drop().await.map_err(mongo)
+        self.coll()?.drop().await.map_err(mongo)?;
+        self.runs()?.drop().await.map_err(mongo)
+    }
+
+    fn colls(&self) -> sundial_core::Result<&Collections> {
+        self.colls.get().ok_or_else(|| core_err(Error::NotStarted))
     }
 
     fn coll(&self) -> sundial_core::Result<&Collection<Document>> {
-        self.coll.get().ok_or_else(|| core_err(Error::NotStarted))
+        Ok(&self.colls()?.jobs)
     }
 
-    async fn connect(&self) -> Result<Collection<Document>, Error> {
+    fn runs(&self) -> sundial_core::Result<&Collection<Document>> {
+        Ok(&self.colls()?.runs)
+    }
+
+    async fn connect(&self) -> Result<Collections, Error> {
         let (client, url_db) = match &self.source {
             Source::Client(c) => (c.clone(), None),
             Source::Url(url) => {
@@ -214,9 +254,8 @@ impl MongoJobStore {
             .clone()
             .or(url_db)
             .unwrap_or_else(|| DEFAULT_DATABASE.to_string());
-        let coll = client
-            .database(&db_name)
-            .collection::<Document>(&self.collection);
+        let db = client.database(&db_name);
+        let coll = db.collection::<Document>(&self.collection);
         let index = IndexModel::builder()
             .keys(doc! { "next_run_time": 1, "_id": 1 })
             .options(
@@ -231,7 +270,13 @@ impl MongoJobStore {
             .keys(doc! { "lease_token": 1 })
             .build();
         coll.create_index(lease_index).await?;
-        Ok(coll)
+        let runs = db.collection::<Document>(&format!("{}{RUNS_SUFFIX}", self.collection));
+        create_run_indexes(&runs).await?;
+        Ok(Collections {
+            db,
+            jobs: coll,
+            runs,
+        })
     }
 
     fn to_document(rec: &JobRecord) -> sundial_core::Result<Document> {
@@ -325,7 +370,7 @@ impl JobStore for MongoJobStore {
     }
 
     async fn start(&self) -> sundial_core::Result<()> {
-        self.coll
+        self.colls
             .get_or_try_init(|| self.connect())
             .await
             .map_err(core_err)?;
@@ -640,5 +685,42 @@ impl JobStore for MongoJobStore {
             }
         });
         futures::future::try_join_all(futures).await
+    }
+
+    async fn insert_runs(&self, runs: &[NewRun]) -> sundial_core::Result<Vec<RunInsert>> {
+        ledger::insert_runs(self.runs()?, runs).await
+    }
+
+    async fn finish_runs(&self, owner: &OwnerId, runs: &[RunFinish]) -> sundial_core::Result<u64> {
+        if runs.is_empty() {
+            return Ok(0);
+        }
+        let colls = self.colls()?;
+        ledger::finish_runs(&colls.db, &colls.runs, owner, runs).await
+    }
+
+    async fn heartbeat_runs(
+        &self,
+        owner: &OwnerId,
+        ids: &[RunId],
+        until: DateTime<Utc>,
+    ) -> sundial_core::Result<u64> {
+        ledger::heartbeat_runs(self.runs()?, owner, ids, until).await
+    }
+
+    async fn interrupt_lapsed(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> sundial_core::Result<Vec<RunRecord>> {
+        ledger::interrupt_lapsed(self.runs()?, now, limit).await
+    }
+
+    async fn query_runs(&self, query: &RunQuery) -> sundial_core::Result<Vec<RunRecord>> {
+        ledger::query_runs(self.runs()?, query).await
+    }
+
+    async fn prune_runs(&self, before: DateTime<Utc>) -> sundial_core::Result<u64> {
+        ledger::prune_runs(self.runs()?, before).await
     }
 }

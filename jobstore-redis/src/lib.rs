@@ -11,8 +11,32 @@
 //! | `{P}:ver` | hash | job id → version |
 //! | `{P}:due` | sorted set | job id scored by when it can be claimed (next run time, or lease expiry if later); paused jobs are absent |
 //!
+//!
+//! The run ledger (one record per started slot) lives next to the jobs, under the
+//! same prefix and hash tag:
+//!
+//! | key | type | content |
+//! |---|---|---|
+//! | `{P}:run:<run id>` | hash | one run: `job_id`, `scheduled`, `attempt`, `state`, `owner`, `node`, `started`, `finished`, `heartbeat`, `error` (times in microseconds; an absent field is `None`) |
+//! | `{P}:slot:<job id>:<scheduled>:<attempt>` | string | the id of the run holding that slot (scheduled time in microseconds); its existence makes a second insert of the slot a duplicate |
+//! | `{P}:running:<job id>` | set | ids of the job's `running` runs (counted for `max_instances`) |
+//! | `{P}:heartbeats` | sorted set | ids of `running` runs that have a heartbeat, scored by `heartbeat` (for `interrupt_lapsed`) |
+//! | `{P}:runs` | sorted set | every run id, scored by scheduled time (for `query_runs` and `prune_runs`) |
+//! | `{P}:jobruns:<job id>` | sorted set | the job's run ids, scored by scheduled time (for `query_runs` by job) |
+//!
+//! The per-run, per-slot and per-job keys are built inside the scripts from the
+//! prefix, so they are not declared as script keys; they share the `{P}` hash tag
+//! and therefore the slot of the declared ones. Removing jobs (`remove_job`,
+//! `remove_all_jobs`) leaves these keys alone: runs outlive their jobs until
+//! `prune_runs` deletes them. [`RedisJobStore::purge`] deletes everything.
+//! Sorted-set scores are doubles, exact for whole microseconds between the years
+//! 1685 and 2255; the hashes keep every time exactly.
+//!
 //! Adding, updating, claiming (`acquire_due`) and releasing are each one Lua
-//! script: atomic, and one round trip for a whole batch.
+//! script: atomic, and one round trip for a whole batch. So is each run-ledger
+//! operation (`insert_runs`, `finish_runs`, `heartbeat_runs`, `interrupt_lapsed`,
+//! `query_runs`, `prune_runs`): of several processes inserting the same slot,
+//! exactly one gets it, and a lapsed run is interrupted for one caller only.
 //!
 //! | capability | value |
 //! |---|---|
@@ -40,10 +64,19 @@ use chrono::{DateTime, Utc};
 use redis::aio::MultiplexedConnection;
 use redis::Script;
 use sundial_core::job::{JobId, JobRecord, Lease, OwnerId, Release, ReleaseOutcome};
+use sundial_core::run::{
+    sort_runs, NewRun, RunFinish, RunId, RunInsert, RunQuery, RunRecord, RunState,
+    INTERRUPTED_ERROR,
+};
 use sundial_core::store::{lease_duration, sort_records, JobStore, ReleaseItem, StoreCapabilities};
 use tokio::sync::Mutex;
 
 const COMMON: &str = include_str!("../lua/common.lua");
+const LEDGER: &str = include_str!("../lua/ledger.lua");
+
+/// Limits passed to scripts are capped here (Lua numbers are doubles, and no
+/// reply holds this many runs anyway).
+const MAX_SCRIPT_LIMIT: usize = i32::MAX as usize;
 
 /// The default key prefix.
 pub const DEFAULT_PREFIX: &str = "sundial";
@@ -96,17 +129,30 @@ struct Scripts {
     remove: Script,
     acquire: Script,
     release: Script,
+    insert_runs: Script,
+    finish_runs: Script,
+    heartbeat_runs: Script,
+    interrupt_lapsed: Script,
+    query_runs: Script,
+    prune_runs: Script,
 }
 
 impl Scripts {
     fn new() -> Self {
         let s = |body: &str| Script::new(&format!("{COMMON}\n{body}"));
+        let l = |body: &str| Script::new(&format!("{LEDGER}\n{body}"));
         Scripts {
             add: s(include_str!("../lua/add.lua")),
             update: s(include_str!("../lua/update.lua")),
             remove: s(include_str!("../lua/remove.lua")),
             acquire: s(include_str!("../lua/acquire.lua")),
             release: s(include_str!("../lua/release.lua")),
+            insert_runs: l(include_str!("../lua/insert_runs.lua")),
+            finish_runs: l(include_str!("../lua/finish_runs.lua")),
+            heartbeat_runs: l(include_str!("../lua/heartbeat_runs.lua")),
+            interrupt_lapsed: l(include_str!("../lua/interrupt_lapsed.lua")),
+            query_runs: l(include_str!("../lua/query_runs.lua")),
+            prune_runs: l(include_str!("../lua/prune_runs.lua")),
         }
     }
 }
@@ -178,6 +224,126 @@ fn record(
     )
 }
 
+/// An optional script argument: `""` for none, `"=" + value` for a value.
+fn opt_arg(v: Option<&str>) -> String {
+    v.map(|v| format!("={v}")).unwrap_or_default()
+}
+
+/// An optional time as a script argument (see [`opt_arg`]).
+fn opt_time(t: Option<DateTime<Utc>>) -> String {
+    opt_arg(t.map(micros).as_deref())
+}
+
+fn text(v: &redis::Value) -> Option<String> {
+    match v {
+        redis::Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+        redis::Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+/// Reads a run from its hash fields; says what is wrong with a corrupted one.
+fn run_record(id: &str, fields: &HashMap<String, String>) -> Result<RunRecord, String> {
+    let field = |name: &str| fields.get(name).map(String::as_str);
+    let required = |name: &str| field(name).ok_or_else(|| format!("field {name} is missing"));
+    let time = |name: &str| -> Result<Option<DateTime<Utc>>, String> {
+        field(name)
+            .map(|v| from_micros(v).ok_or_else(|| format!("field {name} is not a time: {v:?}")))
+            .transpose()
+    };
+    let job_id = JobId::new(required("job_id")?);
+    let scheduled = required("scheduled")?;
+    let scheduled = from_micros(scheduled)
+        .ok_or_else(|| format!("field scheduled is not a time: {scheduled:?}"))?;
+    let attempt = required("attempt")?;
+    let attempt: u32 = attempt
+        .parse()
+        .map_err(|_| format!("field attempt is not a number: {attempt:?}"))?;
+    let state = required("state")?;
+    let state = RunState::parse(state).ok_or_else(|| format!("unknown state {state:?}"))?;
+    // `RunRecord` is non-exhaustive: build one, then set every field.
+    let mut rec = RunRecord::terminal(
+        job_id,
+        scheduled,
+        attempt,
+        state,
+        OwnerId::new(""),
+        scheduled,
+        None,
+    );
+    rec.id = RunId::new(id);
+    rec.owner = field("owner").map(OwnerId::new);
+    rec.node = field("node").map(str::to_string);
+    rec.started_at = time("started")?;
+    rec.finished_at = time("finished")?;
+    rec.heartbeat_until = time("heartbeat")?;
+    rec.error = field("error").map(str::to_string);
+    Ok(rec)
+}
+
+/// Decodes a script's `{id, {field, value, ...}}` list into runs. A run that
+/// cannot be read is skipped with a warning; a reply of the wrong shape is an error.
+fn decode_runs(reply: redis::Value) -> sundial_core::Result<Vec<RunRecord>> {
+    let shape = |what: &str| core_err(Error::Protocol(format!("run list: {what}")));
+    let items = match reply {
+        redis::Value::Array(items) => items,
+        redis::Value::Nil => Vec::new(),
+        other => return Err(shape(&format!("{other:?}"))),
+    };
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        let redis::Value::Array(pair) = item else {
+            return Err(shape("entry is not a list"));
+        };
+        let [id, redis::Value::Array(flat)] = pair.as_slice() else {
+            return Err(shape("entry is not {id, fields}"));
+        };
+        let Some(id) = text(id) else {
+            tracing::warn!(target: "sundial::store", "skipping a run whose id is not UTF-8");
+            continue;
+        };
+        let mut fields = HashMap::with_capacity(flat.len() / 2);
+        let mut unreadable = false;
+        for kv in flat.chunks(2) {
+            match kv {
+                [k, v] => match (text(k), text(v)) {
+                    (Some(k), Some(v)) => {
+                        fields.insert(k, v);
+                    }
+                    _ => unreadable = true,
+                },
+                _ => unreadable = true,
+            }
+        }
+        let rec = if unreadable {
+            Err("a field is not UTF-8".to_string())
+        } else {
+            run_record(&id, &fields)
+        };
+        match rec {
+            Ok(r) => out.push(r),
+            Err(e) => tracing::warn!(
+                target: "sundial::store",
+                run_id = %id,
+                "skipping an unreadable run record in redis: {e}"
+            ),
+        }
+    }
+    Ok(out)
+}
+
+/// Escapes the glob characters of a `SCAN MATCH` pattern.
+fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 impl RedisJobStore {
     /// A store on the server at `url` (`redis://[:password@]host[:port][/db]`,
     /// `rediss://` for TLS when the `redis` crate is built with it); connects on start.
@@ -210,10 +376,56 @@ impl RedisJobStore {
         &self.prefix
     }
 
-    /// The store's keys: jobs, nrt, lease, ver, due.
+    /// The store's job keys: jobs, nrt, lease, ver, due (the run ledger's keys are
+    /// listed in the crate docs).
     pub fn keys(&self) -> [String; 5] {
         let p = &self.prefix;
         ["jobs", "nrt", "lease", "ver", "due"].map(|k| format!("{{{p}}}:{k}"))
+    }
+
+    /// The prefix every key of this store starts with: `{P}:`.
+    fn key_prefix(&self) -> String {
+        format!("{{{}}}:", self.prefix)
+    }
+
+    /// Deletes every key of this store, jobs and run ledger alike: each key that
+    /// starts with `{P}:` (found with `SCAN`, deleted in batches). Meant for tests
+    /// and for retiring a prefix; unlike [`remove_all_jobs`](JobStore::remove_all_jobs),
+    /// it also drops the run history. Not atomic: keys written meanwhile may survive.
+    /// Note that a prefix containing `}` can share the start of another prefix's keys.
+    /// Returns how many keys it deleted.
+    ///
+    /// # Errors
+    /// A store error when Redis fails or the store is not started.
+    pub async fn purge(&self) -> sundial_core::Result<u64> {
+        let pattern = format!("{}*", glob_escape(&self.key_prefix()));
+        let mut conn = self.conn().await?;
+        let mut cursor: u64 = 0;
+        let mut deleted = 0;
+        loop {
+            let (next, keys): (u64, Vec<Vec<u8>>) = self
+                .check(
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(1000)
+                        .query_async(&mut conn)
+                        .await,
+                )
+                .await?;
+            if !keys.is_empty() {
+                let n: u64 = self
+                    .check(redis::cmd("DEL").arg(&keys).query_async(&mut conn).await)
+                    .await?;
+                deleted += n;
+            }
+            if next == 0 {
+                return Ok(deleted);
+            }
+            cursor = next;
+        }
     }
 
     /// The connection, (re)connecting if there is none.
@@ -257,6 +469,16 @@ impl RedisJobStore {
         for k in self.keys() {
             inv.key(k);
         }
+        inv
+    }
+
+    /// A ledger script call: keys runs and heartbeats, then the key prefix as first argument.
+    fn invoke_ledger<'a>(&self, script: &'a Script) -> redis::ScriptInvocation<'a> {
+        let p = self.key_prefix();
+        let mut inv = script.prepare_invoke();
+        inv.key(format!("{p}runs"))
+            .key(format!("{p}heartbeats"))
+            .arg(p);
         inv
     }
 
@@ -528,5 +750,235 @@ impl JobStore for RedisJobStore {
                 }),
             })
             .collect())
+    }
+
+    async fn insert_runs(&self, runs: &[NewRun]) -> sundial_core::Result<Vec<RunInsert>> {
+        if runs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut inv = self.invoke_ledger(&self.scripts.insert_runs);
+        for r in runs {
+            let rec = &r.record;
+            inv.arg(rec.id.as_str())
+                .arg(rec.job_id.as_str())
+                .arg(micros(rec.scheduled_time))
+                .arg(rec.attempt)
+                .arg(rec.state.as_str())
+                .arg(opt_arg(rec.owner.as_ref().map(OwnerId::as_str)))
+                .arg(opt_arg(rec.node.as_deref()))
+                .arg(opt_time(rec.started_at))
+                .arg(opt_time(rec.finished_at))
+                .arg(opt_time(rec.heartbeat_until))
+                .arg(opt_arg(rec.error.as_deref()))
+                .arg(r.max_instances.map(|m| m.to_string()).unwrap_or_default());
+        }
+        let mut conn = self.conn().await?;
+        let words: Vec<String> = self.check(inv.invoke_async(&mut conn).await).await?;
+        if words.len() != runs.len() {
+            return Err(core_err(Error::Protocol(format!(
+                "{} results for {} runs",
+                words.len(),
+                runs.len()
+            ))));
+        }
+        words
+            .iter()
+            .map(|w| match w.as_str() {
+                "duplicate" => Ok(RunInsert::Duplicate),
+                other => RunState::parse(other)
+                    .map(RunInsert::Inserted)
+                    .ok_or_else(|| core_err(Error::Protocol(format!("insert result {other:?}")))),
+            })
+            .collect()
+    }
+
+    async fn finish_runs(&self, owner: &OwnerId, runs: &[RunFinish]) -> sundial_core::Result<u64> {
+        if runs.is_empty() {
+            return Ok(0);
+        }
+        let mut inv = self.invoke_ledger(&self.scripts.finish_runs);
+        inv.arg(owner.as_str());
+        for f in runs {
+            inv.arg(f.id.as_str())
+                .arg(f.state.as_str())
+                .arg(micros(f.finished_at))
+                .arg(opt_arg(f.error.as_deref()));
+        }
+        let mut conn = self.conn().await?;
+        let n: u64 = self.check(inv.invoke_async(&mut conn).await).await?;
+        Ok(n)
+    }
+
+    async fn heartbeat_runs(
+        &self,
+        owner: &OwnerId,
+        ids: &[RunId],
+        until: DateTime<Utc>,
+    ) -> sundial_core::Result<u64> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let mut inv = self.invoke_ledger(&self.scripts.heartbeat_runs);
+        inv.arg(owner.as_str()).arg(micros(until));
+        for id in ids {
+            inv.arg(id.as_str());
+        }
+        let mut conn = self.conn().await?;
+        let n: u64 = self.check(inv.invoke_async(&mut conn).await).await?;
+        Ok(n)
+    }
+
+    async fn interrupt_lapsed(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> sundial_core::Result<Vec<RunRecord>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut inv = self.invoke_ledger(&self.scripts.interrupt_lapsed);
+        inv.arg(micros(now))
+            .arg(limit.min(MAX_SCRIPT_LIMIT))
+            .arg(INTERRUPTED_ERROR);
+        let mut conn = self.conn().await?;
+        let reply: redis::Value = self.check(inv.invoke_async(&mut conn).await).await?;
+        decode_runs(reply)
+    }
+
+    async fn query_runs(&self, query: &RunQuery) -> sundial_core::Result<Vec<RunRecord>> {
+        if query.limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut inv = self.invoke_ledger(&self.scripts.query_runs);
+        inv.arg(opt_arg(query.job_id.as_ref().map(JobId::as_str)))
+            .arg(query.state.map(RunState::as_str).unwrap_or_default())
+            .arg(query.since.map(micros).unwrap_or_default())
+            .arg(query.limit.min(MAX_SCRIPT_LIMIT));
+        let mut conn = self.conn().await?;
+        let reply: redis::Value = self.check(inv.invoke_async(&mut conn).await).await?;
+        let mut runs = decode_runs(reply)?;
+        // The script filters too; this also guards against a stale index entry.
+        runs.retain(|r| query.matches(r));
+        sort_runs(&mut runs);
+        runs.truncate(query.limit);
+        Ok(runs)
+    }
+
+    async fn prune_runs(&self, before: DateTime<Utc>) -> sundial_core::Result<u64> {
+        let mut inv = self.invoke_ledger(&self.scripts.prune_runs);
+        inv.arg(micros(before));
+        let mut conn = self.conn().await?;
+        let n: u64 = self.check(inv.invoke_async(&mut conn).await).await?;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    fn bulk(s: &str) -> redis::Value {
+        redis::Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    fn entry(id: &str, fields: &[(&str, &str)]) -> redis::Value {
+        let flat = fields
+            .iter()
+            .flat_map(|(k, v)| [bulk(k), bulk(v)])
+            .collect();
+        redis::Value::Array(vec![bulk(id), redis::Value::Array(flat)])
+    }
+
+    const FULL: &[(&str, &str)] = &[
+        ("job_id", "a:b"),
+        ("scheduled", "1772600767123456"),
+        ("attempt", "2"),
+        ("state", "running"),
+        ("owner", "o1"),
+        ("node", "host-α:42"),
+        ("started", "1772600767124690"),
+        ("heartbeat", "1772600797123456"),
+        ("error", ""),
+    ];
+
+    #[test]
+    fn runs_are_read_field_by_field() {
+        let runs = decode_runs(redis::Value::Array(vec![entry("r1", FULL)])).unwrap();
+        let [r] = runs.as_slice() else {
+            panic!("{runs:?}")
+        };
+        assert_eq!(r.id, RunId::new("r1"));
+        assert_eq!(r.job_id.as_str(), "a:b");
+        assert_eq!(r.scheduled_time.timestamp_micros(), 1_772_600_767_123_456);
+        assert_eq!(r.attempt, 2);
+        assert_eq!(r.state, RunState::Running);
+        assert_eq!(r.owner, Some(OwnerId::new("o1")));
+        assert_eq!(r.node.as_deref(), Some("host-α:42"));
+        assert_eq!(
+            r.started_at.map(|t| t.timestamp_micros()),
+            Some(1_772_600_767_124_690)
+        );
+        assert_eq!(r.finished_at, None);
+        assert_eq!(
+            r.heartbeat_until.map(|t| t.timestamp_micros()),
+            Some(1_772_600_797_123_456)
+        );
+        assert_eq!(r.error.as_deref(), Some(""));
+    }
+
+    #[test]
+    fn corrupted_runs_are_skipped() {
+        fn with(k: &'static str, v: &'static str) -> Vec<(&'static str, &'static str)> {
+            FULL.iter()
+                .map(|&(fk, fv)| if fk == k { (fk, v) } else { (fk, fv) })
+                .collect()
+        }
+        let bad = [
+            with("state", "done"),
+            with("attempt", "-1"),
+            with("scheduled", "soon"),
+            with("started", "99999999999999999999999"),
+            FULL.iter()
+                .copied()
+                .filter(|(k, _)| *k != "job_id")
+                .collect(),
+        ];
+        let mut items: Vec<redis::Value> = bad
+            .iter()
+            .enumerate()
+            .map(|(i, f)| entry(&format!("bad{i}"), f))
+            .collect();
+        items.push(redis::Value::Array(vec![
+            bulk("bad-utf8"),
+            redis::Value::Array(vec![
+                bulk("node"),
+                redis::Value::BulkString(vec![0xff, 0xfe]),
+            ]),
+        ]));
+        items.push(entry("good", FULL));
+        let runs = decode_runs(redis::Value::Array(items)).unwrap();
+        let ids: Vec<&str> = runs.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["good"]);
+    }
+
+    #[test]
+    fn malformed_replies_are_errors() {
+        assert!(decode_runs(redis::Value::Int(3)).is_err());
+        assert!(decode_runs(redis::Value::Array(vec![bulk("x")])).is_err());
+        assert!(decode_runs(redis::Value::Array(vec![])).unwrap().is_empty());
+    }
+
+    #[test]
+    fn optional_arguments_keep_empty_values() {
+        assert_eq!(opt_arg(None), "");
+        assert_eq!(opt_arg(Some("")), "=");
+        assert_eq!(opt_arg(Some("=x")), "==x");
+    }
+
+    #[test]
+    fn scan_patterns_escape_globs() {
+        assert_eq!(glob_escape("{a*b?[c]\\}:"), "{a\\*b\\?\\[c\\]\\\\}:");
     }
 }

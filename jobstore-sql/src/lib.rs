@@ -8,13 +8,29 @@
 //! versions can migrate and older builds refuse a newer schema instead of
 //! overwriting it.
 //!
+//! The run ledger lives in `<table>_runs`, one row per started (or missed,
+//! skipped) slot: `run_id` (primary key), `job_id`, `scheduled` (the slot,
+//! microseconds), `attempt`, `state` (`running`, `succeeded`, ...), `owner`,
+//! `node`, `started`, `finished`, `heartbeat` (microseconds, NULL once the run
+//! is over) and `error`. A unique key on (`job_id`, `scheduled`, `attempt`) lets
+//! exactly one of several processes start a slot: runs are inserted with
+//! `ON CONFLICT DO NOTHING` (`INSERT IGNORE` on MySQL) and only the inserted ones
+//! run. The instance count and the lapsed-heartbeat sweep read running runs
+//! through an index of running runs only (partial index on (`job_id`,
+//! `heartbeat`); MySQL: (`state`, `heartbeat`)); one on `scheduled` serves
+//! listing and pruning.
+//! Removing jobs keeps their runs. Schema version 1 (no run table) is upgraded in
+//! place by `start`.
+//!
 //! | capability | SQLite | PostgreSQL | MySQL/MariaDB |
 //! |---|---|---|---|
 //! | persistent | yes | yes | yes |
 //! | shared across processes | yes (same file) | yes | yes |
 //! | atomic claim | `BEGIN IMMEDIATE` | `FOR UPDATE SKIP LOCKED` | `FOR UPDATE SKIP LOCKED` |
+//! | one start per slot | unique key, `ON CONFLICT DO NOTHING` | unique key, `ON CONFLICT DO NOTHING` | unique key, `INSERT IGNORE` |
 //! | tested against | bundled SQLite | PostgreSQL 15 | MariaDB 10.11 |
 
+mod ledger;
 mod schema;
 #[cfg(feature = "sqlite")]
 mod sqlite;
@@ -22,23 +38,34 @@ mod sqlite;
 mod sqlx_backend;
 
 use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sundial_core::job::{JobId, JobRecord, OwnerId, Release, ReleaseOutcome};
+use sundial_core::run::{NewRun, RunFinish, RunId, RunInsert, RunQuery, RunRecord};
 use sundial_core::store::{
     lease_duration, release_entry, sort_records, JobStore, ReleaseItem, StoreCapabilities,
 };
 
+use ledger::RunBatch;
 pub use schema::Dialect;
-use schema::{from_micros, to_micros, valid_table, Row, Sql, SCHEMA_VERSION};
+use schema::{from_micros, to_micros, valid_table, Row, RunRow, Sql, SCHEMA_VERSION};
 
 /// The default job table name.
 pub const DEFAULT_TABLE: &str = "sundial_jobs";
 
 /// How many rows one multi-row INSERT carries in `add_jobs`.
 const INSERT_CHUNK: usize = 200;
+
+/// How many run ids one heartbeat statement carries.
+const HEARTBEAT_CHUNK: usize = 500;
+
+/// How many times a ledger transaction is retried after a deadlock or
+/// serialization failure.
+const CONFLICT_RETRIES: u32 = 8;
 
 /// How many jobs one bulk release statement carries (SQLite allows at most 500
 /// terms in a compound SELECT).
@@ -150,6 +177,7 @@ pub(crate) enum Param {
     Int(i64),
     OptInt(Option<i64>),
     Text(String),
+    OptText(Option<String>),
 }
 
 /// What each backend provides; the job-store logic on top is shared.
@@ -162,8 +190,9 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug {
     async fn query_rows(&self, sql: String, params: Vec<Param>) -> Result<Vec<Row>, Error>;
     async fn query_int(&self, sql: String, params: Vec<Param>) -> Result<Option<i64>, Error>;
     async fn query_ids(&self, sql: String, params: Vec<Param>) -> Result<Vec<String>, Error>;
-    /// Runs the statements in one transaction (all or none).
-    async fn execute_all(&self, statements: Vec<(String, Vec<Param>)>) -> Result<(), Error>;
+    /// Runs the statements in one transaction (all or none); returns the total
+    /// of rows they changed.
+    async fn execute_all(&self, statements: Vec<(String, Vec<Param>)>) -> Result<u64, Error>;
     /// Runs the statements, then the check query (rows of id, version, lease
     /// owner), in one transaction.
     async fn apply_then_check(
@@ -180,6 +209,17 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug {
         until: i64,
         limit: i64,
     ) -> Result<Vec<Row>, Error>;
+    /// Reads run rows (columns as [`schema::RUN_COLUMNS`]).
+    async fn query_runs(&self, sql: String, params: Vec<Param>) -> Result<Vec<RunRow>, Error>;
+    /// Inserts a batch of runs in one transaction: first the batch's count
+    /// queries, then the settled rows with conflicts ignored; returns what
+    /// became of each run.
+    async fn insert_runs(&self, sql: &Sql, batch: Arc<RunBatch>) -> Result<Vec<RunInsert>, Error>;
+    /// Selects up to `limit` running runs whose heartbeat is before `now` and
+    /// marks them interrupted, in one transaction that no concurrent caller
+    /// shares rows with; returns the rows as selected (before the update).
+    async fn interrupt_lapsed(&self, sql: &Sql, now: i64, limit: i64)
+        -> Result<Vec<RunRow>, Error>;
 }
 
 /// A job store on SQLite, PostgreSQL or MySQL/MariaDB.
@@ -326,7 +366,8 @@ impl SqlJobStore {
         self.sql.dialect
     }
 
-    /// Drops the job table (and its schema-version row); for tests and tools.
+    /// Drops the job table, its run table and its schema-version row; for tests
+    /// and tools.
     ///
     /// # Errors
     /// Database errors.
@@ -335,6 +376,7 @@ impl SqlJobStore {
         let p = self.sql.p(1);
         self.backend
             .execute_all(vec![
+                (format!("DROP TABLE IF EXISTS {}", self.sql.runs()), vec![]),
                 (format!("DROP TABLE IF EXISTS {}", self.sql.table), vec![]),
                 (
                     format!("DELETE FROM sundial_schema_versions WHERE table_name = {p}"),
@@ -342,6 +384,7 @@ impl SqlJobStore {
                 ),
             ])
             .await
+            .map(|_| ())
     }
 
     /// Runs one SQL statement as is (for tests and maintenance tools).
@@ -362,16 +405,29 @@ impl SqlJobStore {
         }
     }
 
+    /// Creates the schema, or upgrades an older one in place; refuses a newer
+    /// one before changing anything.
     async fn migrate(&self) -> Result<(), Error> {
+        self.backend
+            .execute(self.sql.create_versions(), vec![])
+            .await?;
+        let table = Param::Text(self.sql.table.clone());
+        let found = self
+            .backend
+            .query_int(self.sql.get_version(), vec![table.clone()])
+            .await?;
+        if let Some(v) = found.filter(|v| *v > SCHEMA_VERSION) {
+            return Err(Error::NewerSchema {
+                table: self.sql.table.clone(),
+                found: v,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        // Version 1 lacks the run table: creating what is missing upgrades it.
         for stmt in self.sql.create() {
             self.backend.execute(stmt, vec![]).await?;
         }
-        let table = Param::Text(self.sql.table.clone());
-        match self
-            .backend
-            .query_int(self.sql.get_version(), vec![table.clone()])
-            .await?
-        {
+        match found {
             None => {
                 let insert = self
                     .backend
@@ -387,11 +443,25 @@ impl SqlJobStore {
                     Err(e) => Err(e),
                 }
             }
-            Some(v) if v > SCHEMA_VERSION => Err(Error::NewerSchema {
-                table: self.sql.table.clone(),
-                found: v,
-                supported: SCHEMA_VERSION,
-            }),
+            Some(v) if v < SCHEMA_VERSION => {
+                self.backend
+                    .execute(
+                        self.sql.upgrade_version(),
+                        vec![
+                            Param::Int(SCHEMA_VERSION),
+                            table,
+                            Param::Int(SCHEMA_VERSION),
+                        ],
+                    )
+                    .await?;
+                tracing::info!(
+                    table = %self.sql.table,
+                    from = v,
+                    to = SCHEMA_VERSION,
+                    "upgraded the job table's schema (added the run table)"
+                );
+                Ok(())
+            }
             Some(_) => Ok(()),
         }
     }
@@ -494,7 +564,7 @@ impl JobStore for SqlJobStore {
             .map(|c| (self.sql.insert(c.len()), insert_params(c)))
             .collect();
         match self.backend.execute_all(statements).await {
-            Ok(()) => Ok(()),
+            Ok(_) => Ok(()),
             Err(e) if e.is_unique_violation() => Err(self.first_conflict(jobs).await),
             Err(e) => Err(self.err(e)),
         }
@@ -680,9 +750,161 @@ impl JobStore for SqlJobStore {
         }
         Ok(out)
     }
+
+    async fn insert_runs(&self, runs: &[NewRun]) -> sundial_core::Result<Vec<RunInsert>> {
+        if runs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let batch = Arc::new(RunBatch::new(runs));
+        self.retrying("insert_runs", || {
+            self.backend.insert_runs(&self.sql, Arc::clone(&batch))
+        })
+        .await
+    }
+
+    async fn finish_runs(&self, owner: &OwnerId, runs: &[RunFinish]) -> sundial_core::Result<u64> {
+        if runs.is_empty() {
+            return Ok(0);
+        }
+        let statements =
+            ledger::finish_statements(&self.sql, owner, runs, release_chunk(self.sql.dialect));
+        self.retrying("finish_runs", || {
+            self.backend.execute_all(statements.clone())
+        })
+        .await
+    }
+
+    async fn heartbeat_runs(
+        &self,
+        owner: &OwnerId,
+        ids: &[RunId],
+        until: DateTime<Utc>,
+    ) -> sundial_core::Result<u64> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let mut sorted: Vec<&RunId> = ids.iter().collect();
+        sorted.sort();
+        let statements: Vec<(String, Vec<Param>)> = sorted
+            .chunks(HEARTBEAT_CHUNK)
+            .map(|chunk| {
+                let mut params = Vec::with_capacity(chunk.len() + 2);
+                params.push(Param::Int(to_micros(until)));
+                params.push(Param::Text(owner.to_string()));
+                params.extend(chunk.iter().map(|id| Param::Text(id.to_string())));
+                (self.sql.heartbeat_runs(chunk.len()), params)
+            })
+            .collect();
+        self.retrying("heartbeat_runs", || async {
+            match statements.as_slice() {
+                // One statement needs no transaction of its own.
+                [(sql, params)] => self.backend.execute(sql.clone(), params.clone()).await,
+                _ => self.backend.execute_all(statements.clone()).await,
+            }
+        })
+        .await
+    }
+
+    async fn interrupt_lapsed(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> sundial_core::Result<Vec<RunRecord>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let now = to_micros(now);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self
+            .retrying("interrupt_lapsed", || {
+                self.backend.interrupt_lapsed(&self.sql, now, limit)
+            })
+            .await?;
+        Ok(self.records(rows.into_iter().map(|mut row| {
+            ledger::mark_interrupted(&mut row, now);
+            row
+        })))
+    }
+
+    async fn query_runs(&self, query: &RunQuery) -> sundial_core::Result<Vec<RunRecord>> {
+        if query.limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut params = Vec::new();
+        if let Some(job) = &query.job_id {
+            params.push(Param::Text(job.to_string()));
+        }
+        if let Some(state) = query.state {
+            params.push(Param::Text(state.as_str().to_string()));
+        }
+        if let Some(since) = query.since {
+            params.push(Param::Int(to_micros(since)));
+        }
+        params.push(Param::Int(i64::try_from(query.limit).unwrap_or(i64::MAX)));
+        let sql = self.sql.query_runs(
+            query.job_id.is_some(),
+            query.state.is_some(),
+            query.since.is_some(),
+        );
+        let rows = self
+            .backend
+            .query_runs(sql, params)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(self.records(rows))
+    }
+
+    async fn prune_runs(&self, before: DateTime<Utc>) -> sundial_core::Result<u64> {
+        self.backend
+            .execute(self.sql.prune_runs(), vec![Param::Int(to_micros(before))])
+            .await
+            .map_err(|e| self.err(e))
+    }
 }
 
 impl SqlJobStore {
+    /// Runs `op` (one whole transaction), again after a deadlock or
+    /// serialization failure: the transaction rolled back, so retrying is safe.
+    async fn retrying<T, F, Fut>(&self, what: &str, mut op: F) -> sundial_core::Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, Error>>,
+    {
+        let mut attempt = 0;
+        loop {
+            match op().await {
+                Ok(v) => return Ok(v),
+                Err(e) if e.is_retryable_conflict() && attempt < CONFLICT_RETRIES => {
+                    attempt += 1;
+                    tracing::debug!(error = %e, attempt, "{what} conflicted; retrying");
+                    tokio::time::sleep(Duration::from_millis(2 * u64::from(attempt))).await;
+                }
+                Err(e) => return Err(self.err(e)),
+            }
+        }
+    }
+
+    /// Run records from rows; a row that cannot be read (unknown state, ...)
+    /// is left out with a warning.
+    fn records(&self, rows: impl IntoIterator<Item = RunRow>) -> Vec<RunRecord> {
+        rows.into_iter()
+            .filter_map(|row| {
+                let id = row.run_id.clone();
+                match row.into_record() {
+                    Ok(rec) => Some(rec),
+                    Err(why) => {
+                        tracing::warn!(
+                            table = %self.sql.runs(),
+                            run_id = %id,
+                            "skipping unreadable run row: {why}"
+                        );
+                        None
+                    }
+                }
+            })
+            .collect()
+    }
+
     /// Releases one chunk with at most two statements and one check query in a
     /// single transaction; items the bulk statements did not apply go through
     /// `release` one by one, which tells superseded, lost and gone apart.
@@ -789,5 +1011,195 @@ mod tests {
             table: "t".into(),
         };
         assert!(my.select_due().ends_with("LIMIT ? FOR UPDATE SKIP LOCKED"));
+    }
+
+    #[test]
+    fn ledger_identifiers_fit_every_dialect() {
+        let longest = "t".repeat(48);
+        assert!(valid_table(&longest));
+        for dialect in [Dialect::Sqlite, Dialect::Postgres, Dialect::MySql] {
+            let sql = Sql {
+                dialect,
+                table: longest.clone(),
+            };
+            for stmt in sql.create() {
+                for word in stmt.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                    // PostgreSQL cuts names at 63 bytes, MySQL refuses more than 64.
+                    assert!(word.len() <= 63, "{word} in {stmt}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn run_statements_follow_the_dialect() {
+        let pg = Sql {
+            dialect: Dialect::Postgres,
+            table: "t".into(),
+        };
+        assert!(pg
+            .insert_runs(2, true)
+            .ends_with("($12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22) ON CONFLICT DO NOTHING RETURNING run_id"));
+        assert_eq!(
+            pg.query_runs(true, false, true),
+            format!("SELECT {} FROM t_runs WHERE job_id = $1 AND scheduled >= $2 ORDER BY scheduled DESC, attempt DESC LIMIT $3", schema::RUN_COLUMNS)
+        );
+        let my = Sql {
+            dialect: Dialect::MySql,
+            table: "t".into(),
+        };
+        assert!(my
+            .insert_runs(1, false)
+            .starts_with("INSERT IGNORE INTO t_runs "));
+        assert!(my.insert_runs(1, false).ends_with("?)"));
+        assert!(my.insert_runs(1, true).ends_with("?) RETURNING run_id"));
+        assert!(my
+            .select_lapsed()
+            .ends_with("LIMIT ? FOR UPDATE SKIP LOCKED"));
+    }
+
+    #[cfg(feature = "sqlite")]
+    fn block_on<F: Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    #[cfg(feature = "sqlite")]
+    fn run(job: &str, minute: i64) -> NewRun {
+        let slot = DateTime::from_timestamp(minute * 60, 0).unwrap();
+        NewRun {
+            record: RunRecord::running(
+                JobId::new(job),
+                slot,
+                1,
+                OwnerId::new("o"),
+                slot,
+                slot + chrono::Duration::seconds(30),
+            ),
+            max_instances: None,
+        }
+    }
+
+    #[cfg(feature = "sqlite")]
+    #[test]
+    fn version_one_tables_are_upgraded_in_place() {
+        block_on(async {
+            let store = SqlJobStore::sqlite_in_memory();
+            store.start().await.unwrap();
+            let job = JobRecord::new(
+                JobId::new("keep"),
+                "t",
+                serde_json::json!({"type": "date", "run_date": "2030-01-01T00:00:00Z"}),
+                serde_json::Value::Null,
+                Default::default(),
+                None,
+            );
+            store.add_job(&job).await.unwrap();
+            // What a version-1 build left behind: the job table only.
+            store
+                .execute_raw("DROP TABLE sundial_jobs_runs")
+                .await
+                .unwrap();
+            store
+                .execute_raw("UPDATE sundial_schema_versions SET version = 1")
+                .await
+                .unwrap();
+            store.start().await.unwrap();
+            let version = store
+                .backend
+                .query_int(
+                    store.sql.get_version(),
+                    vec![Param::Text(DEFAULT_TABLE.into())],
+                )
+                .await
+                .unwrap();
+            assert_eq!(version, Some(SCHEMA_VERSION));
+            assert!(store.lookup_job(&job.id).await.unwrap().is_some());
+            let got = store.insert_runs(&[run("keep", 1)]).await.unwrap();
+            assert_eq!(
+                got,
+                vec![RunInsert::Inserted(sundial_core::run::RunState::Running)]
+            );
+
+            // A newer version is refused before anything is created.
+            store
+                .execute_raw("DROP TABLE sundial_jobs_runs")
+                .await
+                .unwrap();
+            store
+                .execute_raw("UPDATE sundial_schema_versions SET version = 3")
+                .await
+                .unwrap();
+            let err = store.start().await.unwrap_err().to_string();
+            assert!(err.contains("schema version 3"), "{err}");
+            assert!(
+                store.query_runs(&RunQuery::default()).await.is_err(),
+                "the run table was created"
+            );
+        });
+    }
+
+    #[cfg(feature = "sqlite")]
+    #[test]
+    fn unreadable_run_rows_are_skipped() {
+        block_on(async {
+            let store = SqlJobStore::sqlite_in_memory();
+            store.start().await.unwrap();
+            store
+                .insert_runs(&[run("a", 1), run("b", 2)])
+                .await
+                .unwrap();
+            store
+                .execute_raw("UPDATE sundial_jobs_runs SET state = 'exploded' WHERE job_id = 'a'")
+                .await
+                .unwrap();
+            let got = store.query_runs(&RunQuery::default()).await.unwrap();
+            assert_eq!(got.len(), 1);
+            assert_eq!(got[0].job_id.as_str(), "b");
+            let now = DateTime::from_timestamp(3600, 0).unwrap();
+            let swept = store.interrupt_lapsed(now, 10).await.unwrap();
+            assert_eq!(swept.len(), 1);
+            assert_eq!(swept[0].job_id.as_str(), "b");
+        });
+    }
+
+    #[cfg(feature = "sqlite")]
+    #[test]
+    fn a_run_listed_twice_is_finished_in_list_order() {
+        use sundial_core::run::RunState;
+        block_on(async {
+            let store = SqlJobStore::sqlite_in_memory();
+            store.start().await.unwrap();
+            let a = run("a", 1);
+            store.insert_runs(std::slice::from_ref(&a)).await.unwrap();
+            let finish = |state| RunFinish {
+                id: a.record.id.clone(),
+                state,
+                finished_at: DateTime::from_timestamp(600, 0).unwrap(),
+                error: None,
+            };
+            let owner = OwnerId::new("o");
+            let n = store
+                .finish_runs(
+                    &owner,
+                    &[finish(RunState::Interrupted), finish(RunState::Succeeded)],
+                )
+                .await
+                .unwrap();
+            assert_eq!(n, 2);
+            let n = store
+                .finish_runs(
+                    &owner,
+                    &[finish(RunState::Failed), finish(RunState::Failed)],
+                )
+                .await
+                .unwrap();
+            assert_eq!(n, 0);
+            let got = store.query_runs(&RunQuery::job("a")).await.unwrap();
+            assert_eq!(got[0].state, RunState::Succeeded);
+        });
     }
 }

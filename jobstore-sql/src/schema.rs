@@ -2,9 +2,13 @@
 
 use chrono::{DateTime, Utc};
 use sundial_core::job::{JobId, JobRecord, Lease, OwnerId};
+use sundial_core::run::{RunId, RunRecord, RunState};
 
-/// The schema version this build writes and reads.
-pub(crate) const SCHEMA_VERSION: i64 = 1;
+use crate::Param;
+
+/// The schema version this build writes and reads: 1 had the job table only, 2
+/// added the run ledger table (`<table>_runs`).
+pub(crate) const SCHEMA_VERSION: i64 = 2;
 
 /// The SQL dialect a store speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,6 +73,90 @@ impl Row {
     }
 }
 
+/// One run-ledger row as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct RunRow {
+    pub(crate) run_id: String,
+    pub(crate) job_id: String,
+    pub(crate) scheduled: i64,
+    pub(crate) attempt: i64,
+    pub(crate) state: String,
+    pub(crate) owner: Option<String>,
+    pub(crate) node: Option<String>,
+    pub(crate) started: Option<i64>,
+    pub(crate) finished: Option<i64>,
+    pub(crate) heartbeat: Option<i64>,
+    pub(crate) error: Option<String>,
+}
+
+impl RunRow {
+    pub(crate) fn from_record(rec: &RunRecord) -> RunRow {
+        RunRow {
+            run_id: rec.id.to_string(),
+            job_id: rec.job_id.to_string(),
+            scheduled: to_micros(rec.scheduled_time),
+            attempt: i64::from(rec.attempt),
+            state: rec.state.as_str().to_string(),
+            owner: rec.owner.as_ref().map(ToString::to_string),
+            node: rec.node.clone(),
+            started: rec.started_at.map(to_micros),
+            finished: rec.finished_at.map(to_micros),
+            heartbeat: rec.heartbeat_until.map(to_micros),
+            error: rec.error.clone(),
+        }
+    }
+
+    /// Appends the row's values in [`RUN_COLUMNS`] order.
+    pub(crate) fn push_params(&self, out: &mut Vec<Param>) {
+        out.push(Param::Text(self.run_id.clone()));
+        out.push(Param::Text(self.job_id.clone()));
+        out.push(Param::Int(self.scheduled));
+        out.push(Param::Int(self.attempt));
+        out.push(Param::Text(self.state.clone()));
+        out.push(Param::OptText(self.owner.clone()));
+        out.push(Param::OptText(self.node.clone()));
+        out.push(Param::OptInt(self.started));
+        out.push(Param::OptInt(self.finished));
+        out.push(Param::OptInt(self.heartbeat));
+        out.push(Param::OptText(self.error.clone()));
+    }
+
+    /// The record, or why the row cannot be read (an unknown state, an attempt
+    /// out of range).
+    pub(crate) fn into_record(self) -> Result<RunRecord, String> {
+        let state = RunState::parse(&self.state)
+            .ok_or_else(|| format!("unknown run state {:?}", self.state))?;
+        let attempt = u32::try_from(self.attempt)
+            .map_err(|_| format!("attempt {} out of range", self.attempt))?;
+        // `RunRecord` is non-exhaustive: build one through a constructor, then
+        // set every field from the row.
+        let mut rec = RunRecord::terminal(
+            JobId::new(self.job_id),
+            from_micros(self.scheduled),
+            attempt,
+            state,
+            OwnerId::new(""),
+            from_micros(0),
+            None,
+        );
+        rec.id = RunId::new(self.run_id);
+        rec.owner = self.owner.map(OwnerId::new);
+        rec.node = self.node;
+        rec.started_at = self.started.map(from_micros);
+        rec.finished_at = self.finished.map(from_micros);
+        rec.heartbeat_until = self.heartbeat.map(from_micros);
+        rec.error = self.error;
+        Ok(rec)
+    }
+}
+
+/// The run table's columns, in the order rows are written and read.
+pub(crate) const RUN_COLUMNS: &str =
+    "run_id, job_id, scheduled, attempt, state, owner, node, started, finished, heartbeat, error";
+
+/// How many values one run row binds.
+pub(crate) const RUN_PARAMS: usize = 11;
+
 /// Generates the statements for one table in one dialect.
 #[derive(Debug, Clone)]
 pub(crate) struct Sql {
@@ -88,28 +176,71 @@ impl Sql {
     }
 
     fn list(&self, from: usize, count: usize) -> String {
-        (from..from + count)
-            .map(|n| self.p(n))
-            .collect::<Vec<_>>()
-            .join(", ")
+        use std::fmt::Write as _;
+        let mut out = String::with_capacity(count * 6);
+        for n in from..from + count {
+            if n > from {
+                out.push_str(", ");
+            }
+            match self.dialect {
+                Dialect::Postgres => {
+                    let _ = write!(out, "${n}");
+                }
+                _ => out.push('?'),
+            }
+        }
+        out
     }
 
+    /// Creates the table of schema versions (shared by every job table).
+    pub(crate) fn create_versions(&self) -> String {
+        "CREATE TABLE IF NOT EXISTS sundial_schema_versions (table_name VARCHAR(191) PRIMARY KEY, version BIGINT NOT NULL)".to_string()
+    }
+
+    /// Creates the job table, the run table and their indexes (idempotent).
     pub(crate) fn create(&self) -> Vec<String> {
         let t = &self.table;
-        let versions = "CREATE TABLE IF NOT EXISTS sundial_schema_versions (table_name VARCHAR(191) PRIMARY KEY, version BIGINT NOT NULL)".to_string();
-        match self.dialect {
-            Dialect::MySql => vec![
-                versions,
-                format!(
-                    "CREATE TABLE IF NOT EXISTS {t} (id VARCHAR(191) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL PRIMARY KEY, next_run_time BIGINT NULL, job LONGTEXT NOT NULL, lease_owner VARCHAR(191) NULL, lease_until BIGINT NULL, version BIGINT NOT NULL, INDEX {t}_next_run_time (next_run_time, id)) CHARACTER SET utf8mb4"
-                ),
-            ],
+        let mut statements = match self.dialect {
+            Dialect::MySql => vec![format!(
+                "CREATE TABLE IF NOT EXISTS {t} (id VARCHAR(191) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL PRIMARY KEY, next_run_time BIGINT NULL, job LONGTEXT NOT NULL, lease_owner VARCHAR(191) NULL, lease_until BIGINT NULL, version BIGINT NOT NULL, INDEX {t}_next_run_time (next_run_time, id)) CHARACTER SET utf8mb4"
+            )],
             _ => vec![
-                versions,
                 format!(
                     "CREATE TABLE IF NOT EXISTS {t} (id VARCHAR(191) NOT NULL PRIMARY KEY, next_run_time BIGINT NULL, job TEXT NOT NULL, lease_owner VARCHAR(191) NULL, lease_until BIGINT NULL, version BIGINT NOT NULL)"
                 ),
                 format!("CREATE INDEX IF NOT EXISTS {t}_next_run_time ON {t} (next_run_time, id)"),
+            ],
+        };
+        statements.extend(self.create_runs());
+        statements
+    }
+
+    /// The run ledger table of this job table.
+    pub(crate) fn runs(&self) -> String {
+        format!("{}_runs", self.table)
+    }
+
+    /// Creates the run table and its indexes (idempotent). The unique key on
+    /// (job_id, scheduled, attempt) is what lets one process only start a slot.
+    /// The instance count (running runs of a job) and the lapsed-heartbeat
+    /// sweep read running runs only, which are few: SQLite and PostgreSQL index
+    /// just those (a partial index on (job_id, heartbeat), cheap to maintain as
+    /// runs start and finish), MySQL, without partial indexes, indexes (state,
+    /// heartbeat). `scheduled` serves listing and pruning. Index names are the
+    /// table name plus at most 15 characters: 63 at most for a 48-character
+    /// table name.
+    pub(crate) fn create_runs(&self) -> Vec<String> {
+        let r = self.runs();
+        match self.dialect {
+            Dialect::MySql => vec![format!(
+                "CREATE TABLE IF NOT EXISTS {r} (run_id VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL PRIMARY KEY, job_id VARCHAR(191) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL, scheduled BIGINT NOT NULL, attempt BIGINT NOT NULL, state VARCHAR(16) NOT NULL, owner VARCHAR(191) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NULL, node VARCHAR(255) NULL, started BIGINT NULL, finished BIGINT NULL, heartbeat BIGINT NULL, error TEXT NULL, UNIQUE KEY {r}_slot (job_id, scheduled, attempt), INDEX {r}_state (state, heartbeat), INDEX {r}_scheduled (scheduled)) CHARACTER SET utf8mb4"
+            )],
+            _ => vec![
+                format!(
+                    "CREATE TABLE IF NOT EXISTS {r} (run_id VARCHAR(64) NOT NULL PRIMARY KEY, job_id VARCHAR(191) NOT NULL, scheduled BIGINT NOT NULL, attempt BIGINT NOT NULL, state VARCHAR(16) NOT NULL, owner VARCHAR(191) NULL, node VARCHAR(255) NULL, started BIGINT NULL, finished BIGINT NULL, heartbeat BIGINT NULL, error TEXT NULL, CONSTRAINT {r}_slot UNIQUE (job_id, scheduled, attempt))"
+                ),
+                format!("CREATE INDEX IF NOT EXISTS {r}_running ON {r} (job_id, heartbeat) WHERE state = 'running'"),
+                format!("CREATE INDEX IF NOT EXISTS {r}_scheduled ON {r} (scheduled)"),
             ],
         }
     }
@@ -118,6 +249,16 @@ impl Sql {
         format!(
             "SELECT version FROM sundial_schema_versions WHERE table_name = {}",
             self.p(1)
+        )
+    }
+
+    /// Raises a table's recorded version: parameters version, table, version.
+    pub(crate) fn upgrade_version(&self) -> String {
+        format!(
+            "UPDATE sundial_schema_versions SET version = {} WHERE table_name = {} AND version < {}",
+            self.p(1),
+            self.p(2),
+            self.p(3)
         )
     }
 
@@ -328,6 +469,177 @@ impl Sql {
         format!(
             "SELECT COUNT(*) FROM {} WHERE id = {}",
             self.table,
+            self.p(1)
+        )
+    }
+}
+
+impl Sql {
+    /// Running-run counts of `n` jobs: rows of (job_id, count).
+    pub(crate) fn count_running(&self, n: usize) -> String {
+        let r = self.runs();
+        // Past 200 values MySQL estimates an IN list from index statistics and
+        // may walk each job's whole history through the slot key instead.
+        let hint = match self.dialect {
+            Dialect::MySql => format!(" FORCE INDEX ({r}_state)"),
+            _ => String::new(),
+        };
+        format!(
+            "SELECT job_id, COUNT(*) FROM {r}{hint} WHERE state = 'running' AND job_id IN ({}) GROUP BY job_id",
+            self.list(1, n)
+        )
+    }
+
+    /// Inserts `n` runs, skipping any whose slot key or id exists; with
+    /// `returning` it returns the ids it inserted (PostgreSQL, MariaDB). SQLite
+    /// runs it row by row and reads the change count; MySQL has no `RETURNING`,
+    /// so callers compare [`existing_runs`](Self::existing_runs) before and after.
+    pub(crate) fn insert_runs(&self, n: usize, returning: bool) -> String {
+        let values = (0..n)
+            .map(|i| format!("({})", self.list(i * RUN_PARAMS + 1, RUN_PARAMS)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let r = self.runs();
+        let returning = if returning { " RETURNING run_id" } else { "" };
+        match self.dialect {
+            // INSERT IGNORE also turns other errors (too long values, ...) into
+            // warnings; what was inserted is read back either way.
+            Dialect::MySql => {
+                format!("INSERT IGNORE INTO {r} ({RUN_COLUMNS}) VALUES {values}{returning}")
+            }
+            _ => format!(
+                "INSERT INTO {r} ({RUN_COLUMNS}) VALUES {values} ON CONFLICT DO NOTHING{returning}"
+            ),
+        }
+    }
+
+    /// Which of `n` run ids are stored.
+    #[cfg(any(feature = "postgres", feature = "mysql"))]
+    pub(crate) fn existing_runs(&self, n: usize) -> String {
+        format!(
+            "SELECT run_id FROM {} WHERE run_id IN ({})",
+            self.runs(),
+            self.list(1, n)
+        )
+    }
+
+    /// Finishes `n` distinct runs the owner holds that are running or
+    /// interrupted: parameters (run id, state, finished, error) per run, then
+    /// the owner.
+    pub(crate) fn finish_runs(&self, n: usize) -> String {
+        let r = self.runs();
+        let unfinished = format!("{r}.state IN ('running', 'interrupted')");
+        let rows = || vec!["SELECT ? AS id, ? AS st, ? AS fin, ? AS err"; n].join(" UNION ALL ");
+        match self.dialect {
+            Dialect::Postgres => {
+                let values = (0..n)
+                    .map(|i| {
+                        format!(
+                            "({}::varchar, {}::varchar, {}::bigint, {}::text)",
+                            self.p(4 * i + 1),
+                            self.p(4 * i + 2),
+                            self.p(4 * i + 3),
+                            self.p(4 * i + 4)
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let owner = self.p(4 * n + 1);
+                format!("UPDATE {r} SET state = v.st, finished = v.fin, error = v.err, heartbeat = NULL FROM (VALUES {values}) AS v(id, st, fin, err) WHERE {r}.run_id = v.id AND {r}.owner = {owner} AND {unfinished}")
+            }
+            Dialect::Sqlite => format!(
+                "UPDATE {r} SET state = v.st, finished = v.fin, error = v.err, heartbeat = NULL FROM ({}) AS v WHERE {r}.run_id = v.id AND {r}.owner = ? AND {unfinished}",
+                rows()
+            ),
+            Dialect::MySql => format!(
+                "UPDATE {r} JOIN ({}) AS v ON {r}.run_id = v.id SET {r}.state = v.st, {r}.finished = v.fin, {r}.error = v.err, {r}.heartbeat = NULL WHERE {r}.owner = ? AND {unfinished}",
+                rows()
+            ),
+        }
+    }
+
+    /// Extends `n` runs' heartbeat: parameters until, owner, then the ids.
+    pub(crate) fn heartbeat_runs(&self, n: usize) -> String {
+        format!(
+            "UPDATE {} SET heartbeat = {} WHERE owner = {} AND state = 'running' AND run_id IN ({})",
+            self.runs(),
+            self.p(1),
+            self.p(2),
+            self.list(3, n)
+        )
+    }
+
+    /// Running runs whose heartbeat lapsed, locked (skipping rows others hold)
+    /// where the dialect has row locks: parameters now, limit.
+    pub(crate) fn select_lapsed(&self) -> String {
+        let r = self.runs();
+        let (from, lock) = match self.dialect {
+            // Without the hint SQLite walks the whole table in run_id order
+            // rather than sort the few running runs.
+            Dialect::Sqlite => (format!("{r} INDEXED BY {r}_running"), ""),
+            _ => (r, " FOR UPDATE SKIP LOCKED"),
+        };
+        format!(
+            "SELECT {RUN_COLUMNS} FROM {from} WHERE state = 'running' AND heartbeat < {} ORDER BY run_id LIMIT {}{lock}",
+            self.p(1),
+            self.p(2)
+        )
+    }
+
+    /// Marks `n` running runs interrupted: parameters now, error, then the ids.
+    pub(crate) fn interrupt_runs(&self, n: usize) -> String {
+        format!(
+            "UPDATE {} SET state = 'interrupted', finished = {}, heartbeat = NULL, error = {} WHERE state = 'running' AND run_id IN ({})",
+            self.runs(),
+            self.p(1),
+            self.p(2),
+            self.list(3, n)
+        )
+    }
+
+    /// Lists runs newest first; parameters in order: the job id, state and
+    /// since bound when the flag is set, then the limit.
+    pub(crate) fn query_runs(&self, job: bool, state: bool, since: bool) -> String {
+        let mut n = 0;
+        let mut next = || {
+            n += 1;
+            self.p(n)
+        };
+        let mut filters = Vec::new();
+        if job {
+            filters.push(format!("job_id = {}", next()));
+        }
+        if state {
+            filters.push(format!("state = {}", next()));
+        }
+        if since {
+            filters.push(format!("scheduled >= {}", next()));
+        }
+        let filter = if filters.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", filters.join(" AND "))
+        };
+        // Within one job (scheduled, attempt) is unique, so the id tie-break
+        // is left out: the slot key's index then yields the order (MySQL would
+        // sort all the job's runs otherwise).
+        let order = if job {
+            "scheduled DESC, attempt DESC"
+        } else {
+            "scheduled DESC, attempt DESC, run_id"
+        };
+        format!(
+            "SELECT {RUN_COLUMNS} FROM {}{filter} ORDER BY {order} LIMIT {}",
+            self.runs(),
+            next()
+        )
+    }
+
+    /// Deletes finished runs scheduled before a time: parameter before.
+    pub(crate) fn prune_runs(&self) -> String {
+        format!(
+            "DELETE FROM {} WHERE scheduled < {} AND state <> 'running'",
+            self.runs(),
             self.p(1)
         )
     }

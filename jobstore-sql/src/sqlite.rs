@@ -1,13 +1,16 @@
 //! SQLite backend: one rusqlite connection, used from tokio's blocking pool so
 //! that no call blocks an async worker thread.
 
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use rusqlite::{params_from_iter, Connection, OptionalExtension, TransactionBehavior};
+use sundial_core::run::RunInsert;
 
-use crate::schema::{Row, Sql};
+use crate::ledger::{interrupt_params, RunBatch};
+use crate::schema::{Row, RunRow, Sql};
 use crate::{Backend, Error, Param};
 
 #[derive(Debug)]
@@ -22,6 +25,7 @@ impl rusqlite::ToSql for Param {
             Param::Int(i) => i.to_sql(),
             Param::OptInt(i) => i.to_sql(),
             Param::Text(s) => s.to_sql(),
+            Param::OptText(s) => s.to_sql(),
         }
     }
 }
@@ -34,6 +38,22 @@ fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
         lease_owner: r.get(3)?,
         lease_until: r.get(4)?,
         version: r.get(5)?,
+    })
+}
+
+fn read_run(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
+    Ok(RunRow {
+        run_id: r.get(0)?,
+        job_id: r.get(1)?,
+        scheduled: r.get(2)?,
+        attempt: r.get(3)?,
+        state: r.get(4)?,
+        owner: r.get(5)?,
+        node: r.get(6)?,
+        started: r.get(7)?,
+        finished: r.get(8)?,
+        heartbeat: r.get(9)?,
+        error: r.get(10)?,
     })
 }
 
@@ -146,15 +166,17 @@ impl Backend for SqliteBackend {
         .await
     }
 
-    async fn execute_all(&self, statements: Vec<(String, Vec<Param>)>) -> Result<(), Error> {
+    async fn execute_all(&self, statements: Vec<(String, Vec<Param>)>) -> Result<u64, Error> {
         self.with(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut changed = 0;
             for (sql, params) in &statements {
-                tx.prepare_cached(sql)?
-                    .execute(params_from_iter(params.iter()))?;
+                changed += tx
+                    .prepare_cached(sql)?
+                    .execute(params_from_iter(params.iter()))? as u64;
             }
             tx.commit()?;
-            Ok(())
+            Ok(changed)
         })
         .await
     }
@@ -213,6 +235,74 @@ impl Backend for SqliteBackend {
                 r.lease_until = Some(until);
                 r.version += 1;
             }
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn query_runs(&self, sql: String, params: Vec<Param>) -> Result<Vec<RunRow>, Error> {
+        self.with(move |c| {
+            let mut stmt = c.prepare_cached(&sql)?;
+            let rows = stmt.query_map(params_from_iter(params.iter()), read_run)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<RunRow>>>()?)
+        })
+        .await
+    }
+
+    async fn insert_runs(&self, sql: &Sql, batch: Arc<RunBatch>) -> Result<Vec<RunInsert>, Error> {
+        let sql = sql.clone();
+        self.with(move |c| {
+            // BEGIN IMMEDIATE: the count and the inserts see no other writer.
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut counts = HashMap::new();
+            for (query, params) in batch.count_queries(&sql) {
+                let mut stmt = tx.prepare_cached(&query)?;
+                let rows = stmt.query_map(params_from_iter(params.iter()), |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+                })?;
+                for row in rows {
+                    let (job, n) = row?;
+                    counts.insert(job, n);
+                }
+            }
+            let settled = batch.settle(&counts);
+            let mut inserted = HashSet::new();
+            // One cached single-row statement per run (cheaper in process than
+            // multi-row statements or RETURNING): a change means it was inserted.
+            for (insert, params, ids) in settled.inserts(&sql, 1, false) {
+                let n = tx
+                    .prepare_cached(&insert)?
+                    .execute(params_from_iter(params.iter()))?;
+                if n > 0 {
+                    inserted.extend(ids);
+                }
+            }
+            tx.commit()?;
+            Ok(settled.results(&inserted))
+        })
+        .await
+    }
+
+    async fn interrupt_lapsed(
+        &self,
+        sql: &Sql,
+        now: i64,
+        limit: i64,
+    ) -> Result<Vec<RunRow>, Error> {
+        let sql = sql.clone();
+        self.with(move |c| {
+            // BEGIN IMMEDIATE serialises sweepers: a run is interrupted once.
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let rows: Vec<RunRow> = {
+                let mut stmt = tx.prepare_cached(&sql.select_lapsed())?;
+                let it = stmt.query_map(rusqlite::params![now, limit], read_run)?;
+                it.collect::<rusqlite::Result<Vec<RunRow>>>()?
+            };
+            if !rows.is_empty() {
+                tx.prepare_cached(&sql.interrupt_runs(rows.len()))?
+                    .execute(params_from_iter(interrupt_params(now, &rows).iter()))?;
+            }
+            tx.commit()?;
             Ok(rows)
         })
         .await

@@ -1,19 +1,30 @@
 //! PostgreSQL and MySQL/MariaDB backend on a sqlx `AnyPool`.
 
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use sqlx::any::{AnyArguments, AnyPoolOptions, AnyRow};
 use sqlx::query::Query;
-use sqlx::{Any, AnyPool, Row as _};
+use sqlx::{Any, AnyConnection, AnyPool, Row as _};
+use sundial_core::run::RunInsert;
 use tokio::sync::OnceCell;
 
-use crate::schema::{Row, Sql};
+use crate::ledger::{interrupt_params, RunBatch};
+use crate::schema::{Dialect, Row, RunRow, Sql};
 use crate::{Backend, Error, Param};
+
+/// How many rows one multi-row run `INSERT` carries (11 values each).
+const RUN_INSERT_CHUNK: usize = 200;
 
 #[derive(Debug)]
 pub(crate) struct SqlxBackend {
     url: Option<String>,
     name: &'static str,
     pool: OnceCell<AnyPool>,
+    /// Whether the server has `INSERT ... RETURNING` (PostgreSQL, MariaDB; not
+    /// MySQL), found out on first use.
+    returning: OnceCell<bool>,
 }
 
 fn bind<'q>(
@@ -25,6 +36,7 @@ fn bind<'q>(
             Param::Int(i) => q.bind(*i),
             Param::OptInt(i) => q.bind(*i),
             Param::Text(s) => q.bind(s.as_str()),
+            Param::OptText(s) => q.bind(s.as_deref()),
         };
     }
     q
@@ -45,12 +57,63 @@ fn read_row(r: &AnyRow) -> Result<Row, sqlx::Error> {
     })
 }
 
+/// A text column; MySQL reports TEXT (and binary-collated) columns as BLOB to
+/// the Any driver, so bytes are accepted too.
+fn opt_text(r: &AnyRow, i: usize) -> Result<Option<String>, sqlx::Error> {
+    match r.try_get::<Option<String>, _>(i) {
+        Ok(s) => Ok(s),
+        Err(_) => Ok(r
+            .try_get::<Option<Vec<u8>>, _>(i)?
+            .map(|b| String::from_utf8_lossy(&b).into_owned())),
+    }
+}
+
+fn text(r: &AnyRow, i: usize) -> Result<String, sqlx::Error> {
+    opt_text(r, i)?.ok_or_else(|| sqlx::Error::ColumnDecode {
+        index: i.to_string(),
+        source: "unexpected NULL".into(),
+    })
+}
+
+fn read_run(r: &AnyRow) -> Result<RunRow, sqlx::Error> {
+    Ok(RunRow {
+        run_id: text(r, 0)?,
+        job_id: text(r, 1)?,
+        scheduled: r.try_get(2)?,
+        attempt: r.try_get(3)?,
+        state: text(r, 4)?,
+        owner: opt_text(r, 5)?,
+        node: opt_text(r, 6)?,
+        started: r.try_get(7)?,
+        finished: r.try_get(8)?,
+        heartbeat: r.try_get(9)?,
+        error: opt_text(r, 10)?,
+    })
+}
+
+/// The run ids among `ids` that are stored (as this transaction sees them).
+async fn stored_runs(
+    conn: &mut AnyConnection,
+    sql: &Sql,
+    ids: &[String],
+) -> Result<HashSet<String>, Error> {
+    let params: Vec<Param> = ids.iter().map(|id| Param::Text(id.clone())).collect();
+    let rows = bind(sqlx::query(&sql.existing_runs(ids.len())), &params)
+        .fetch_all(&mut *conn)
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| text(r, 0))
+        .collect::<Result<HashSet<_>, _>>()?)
+}
+
 impl SqlxBackend {
     pub(crate) fn new(url: &str, name: &'static str) -> Self {
         SqlxBackend {
             url: Some(url.to_string()),
             name,
             pool: OnceCell::new(),
+            returning: OnceCell::new(),
         }
     }
 
@@ -59,11 +122,29 @@ impl SqlxBackend {
             url: None,
             name,
             pool: OnceCell::new_with(Some(pool)),
+            returning: OnceCell::new(),
         }
     }
 
     fn pool(&self) -> Result<&AnyPool, Error> {
         self.pool.get().ok_or(Error::NotStarted)
+    }
+
+    /// Whether inserts can return what they inserted: always on PostgreSQL,
+    /// on MariaDB (10.5 and newer) but not on MySQL.
+    async fn has_returning(&self, sql: &Sql) -> Result<bool, Error> {
+        if sql.dialect != Dialect::MySql {
+            return Ok(true);
+        }
+        let pool = self.pool()?;
+        let returning = self
+            .returning
+            .get_or_try_init(|| async {
+                let row = sqlx::query("SELECT VERSION()").fetch_one(pool).await?;
+                Ok::<_, Error>(text(&row, 0)?.contains("MariaDB"))
+            })
+            .await?;
+        Ok(*returning)
     }
 }
 
@@ -133,13 +214,17 @@ impl Backend for SqlxBackend {
             .collect::<Result<Vec<String>, _>>()?)
     }
 
-    async fn execute_all(&self, statements: Vec<(String, Vec<Param>)>) -> Result<(), Error> {
+    async fn execute_all(&self, statements: Vec<(String, Vec<Param>)>) -> Result<u64, Error> {
         let mut tx = self.pool()?.begin().await?;
+        let mut changed = 0;
         for (sql, params) in &statements {
-            bind(sqlx::query(sql), params).execute(&mut *tx).await?;
+            changed += bind(sqlx::query(sql), params)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
         }
         tx.commit().await?;
-        Ok(())
+        Ok(changed)
     }
 
     async fn apply_then_check(
@@ -192,6 +277,76 @@ impl Backend for SqlxBackend {
             r.lease_until = Some(until);
             r.version += 1;
         }
+        Ok(rows)
+    }
+
+    async fn query_runs(&self, sql: String, params: Vec<Param>) -> Result<Vec<RunRow>, Error> {
+        let rows = bind(sqlx::query(&sql), &params)
+            .fetch_all(self.pool()?)
+            .await?;
+        Ok(rows.iter().map(read_run).collect::<Result<Vec<_>, _>>()?)
+    }
+
+    async fn insert_runs(&self, sql: &Sql, batch: Arc<RunBatch>) -> Result<Vec<RunInsert>, Error> {
+        let returning = self.has_returning(sql).await?;
+        let mut tx = self.pool()?.begin().await?;
+        let mut counts = HashMap::new();
+        for (query, params) in batch.count_queries(sql) {
+            let rows = bind(sqlx::query(&query), &params)
+                .fetch_all(&mut *tx)
+                .await?;
+            for r in &rows {
+                counts.insert(text(r, 0)?, r.try_get::<i64, _>(1)?);
+            }
+        }
+        let settled = batch.settle(&counts);
+        let mut inserted = HashSet::new();
+        for (insert, params, ids) in settled.inserts(sql, RUN_INSERT_CHUNK, returning) {
+            if !returning {
+                // MySQL: the rows of this chunk stored afterwards, but not
+                // before, are the ones this statement inserted.
+                let before = stored_runs(&mut tx, sql, &ids).await?;
+                bind(sqlx::query(&insert), &params)
+                    .execute(&mut *tx)
+                    .await?;
+                let after = stored_runs(&mut tx, sql, &ids).await?;
+                inserted.extend(after.into_iter().filter(|id| !before.contains(id)));
+            } else {
+                let rows = bind(sqlx::query(&insert), &params)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                for r in &rows {
+                    inserted.insert(text(r, 0)?);
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(settled.results(&inserted))
+    }
+
+    async fn interrupt_lapsed(
+        &self,
+        sql: &Sql,
+        now: i64,
+        limit: i64,
+    ) -> Result<Vec<RunRow>, Error> {
+        let mut tx = self.pool()?.begin().await?;
+        // FOR UPDATE SKIP LOCKED: a concurrent sweeper gets other rows or none.
+        let params = [Param::Int(now), Param::Int(limit)];
+        let fetched = bind(sqlx::query(&sql.select_lapsed()), &params)
+            .fetch_all(&mut *tx)
+            .await?;
+        let rows = fetched
+            .iter()
+            .map(read_run)
+            .collect::<Result<Vec<_>, _>>()?;
+        if !rows.is_empty() {
+            let params = interrupt_params(now, &rows);
+            bind(sqlx::query(&sql.interrupt_runs(rows.len())), &params)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
         Ok(rows)
     }
 }

@@ -30,6 +30,7 @@ pub struct SchedulerBuilder {
     pub(crate) config: Config,
     pub(crate) owner: OwnerId,
     pub(crate) errors: Vec<Error>,
+    heartbeat: Option<Duration>,
 }
 
 impl Default for SchedulerBuilder {
@@ -45,6 +46,7 @@ impl Default for SchedulerBuilder {
             config: Config::default(),
             owner: OwnerId::random(),
             errors: Vec::new(),
+            heartbeat: None,
         }
     }
 }
@@ -141,9 +143,24 @@ impl SchedulerBuilder {
         self
     }
 
-    /// How long a claim on a due job lasts before other schedulers may take it (default 60 s).
+    /// How long a claim on a due job lasts before other schedulers may take it, and
+    /// how long a running run stays vouched for after its last heartbeat (default 60 s).
     pub fn lease_duration(mut self, lease: Duration) -> Self {
         self.config.lease = lease;
+        self
+    }
+
+    /// How often running runs are heartbeated and lapsed runs swept (default: a
+    /// third of the lease). A run whose owner stops is marked interrupted by a peer
+    /// within one lease plus one heartbeat.
+    pub fn heartbeat_interval(mut self, d: Duration) -> Self {
+        self.heartbeat = Some(d);
+        self
+    }
+
+    /// How long finished runs are kept in the run ledger (default 7 days).
+    pub fn run_retention(mut self, d: Duration) -> Self {
+        self.config.run_retention = d;
         self
     }
 
@@ -181,6 +198,19 @@ impl SchedulerBuilder {
         if let Some(e) = self.errors.drain(..).next() {
             return Err(e);
         }
+        let lease = self.config.lease;
+        let heartbeat = self.heartbeat.unwrap_or(lease / 3);
+        if lease.is_zero() || heartbeat.is_zero() {
+            return Err(Error::Config(format!(
+                "lease_duration ({lease:?}) and heartbeat_interval ({heartbeat:?}) must be greater than zero"
+            )));
+        }
+        if heartbeat.saturating_mul(3) > lease {
+            return Err(Error::Config(format!(
+                "heartbeat_interval ({heartbeat:?}) must be at most a third of lease_duration ({lease:?}), so that a live node's runs are never taken for lapsed"
+            )));
+        }
+        self.config.heartbeat = heartbeat;
         if self.stores.is_empty() {
             return Err(Error::UnknownStore {
                 alias: "default".into(),

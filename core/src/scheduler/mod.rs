@@ -1,11 +1,12 @@
 //! The scheduler: job API, run loop and run modes.
 
 mod builder;
+mod ledger;
 mod modes;
 mod run_loop;
 mod spec;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -23,9 +24,10 @@ pub use spec::{Job, JobChanges, JobListing, JobSpec};
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::event::{Event, EventBus, EventMask, Listener, ListenerId};
-use crate::executor::{Executor, ExecutorContext, ExecutorKind, JobRun, SubmitError};
-use crate::job::{JobDefaults, JobId, JobOptions, JobRecord, OwnerId};
-use crate::store::{run_order, JobStore};
+use crate::executor::{Executor, ExecutorContext, ExecutorKind, JobRun, RunDone, SubmitError};
+use crate::job::{trunc_micros, JobDefaults, JobId, JobOptions, JobRecord, OwnerId};
+use crate::run::{NewRun, RunId, RunInsert, RunQuery, RunRecord, RunState};
+use crate::store::{run_order, JobStore, ReleaseItem};
 pub(crate) use crate::sync::lock;
 use crate::sync::{read, write};
 use crate::task::{TaskFn, TaskRegistry};
@@ -48,6 +50,8 @@ pub(crate) struct Config {
     pub(crate) max_idle_sleep: Duration,
     pub(crate) batch_size: usize,
     pub(crate) retry_interval: Duration,
+    pub(crate) heartbeat: Duration,
+    pub(crate) run_retention: Duration,
 }
 
 impl Default for Config {
@@ -57,6 +61,8 @@ impl Default for Config {
             max_idle_sleep: Duration::from_secs(5),
             batch_size: 500,
             retry_interval: Duration::from_secs(10),
+            heartbeat: Duration::from_secs(20),
+            run_retention: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -96,6 +102,17 @@ pub(crate) struct Inner {
     runtime: Mutex<Option<tokio::runtime::Handle>>,
     pub(crate) store_retry: Mutex<HashMap<String, DateTime<Utc>>>,
     stopped: tokio::sync::watch::Sender<bool>,
+    /// Releases a store failed to take, retried on the next pass.
+    pub(crate) unreleased: Mutex<HashMap<String, Vec<(ReleaseItem, String)>>>,
+    /// Runs this node started and has not yet recorded as finished, per store.
+    pub(crate) active: Mutex<HashMap<String, HashSet<RunId>>>,
+    /// Where executors report finished runs (set while started).
+    pub(crate) outcomes: Mutex<Option<tokio::sync::mpsc::UnboundedSender<RunDone>>>,
+    ledger_task: Mutex<Option<(CancellationToken, tokio::task::JoinHandle<()>)>>,
+    /// Finished runs waiting to be written, per store.
+    pub(crate) finished: Mutex<ledger::Pending>,
+    /// Serialises writes of finished runs.
+    pub(crate) flush_lock: tokio::sync::Mutex<()>,
 }
 
 /// Schedules jobs and runs them through executors; cheap to clone (all clones
@@ -105,7 +122,7 @@ pub(crate) struct Inner {
 /// ```
 /// use sundial_core::scheduler::{JobSpec, Scheduler};
 /// use sundial_core::trigger::IntervalTrigger;
-/// # use sundial_core::{store::*, executor::*, job::*, Result};
+/// # use sundial_core::{store::*, executor::*, job::*, run::*, Result};
 /// # use chrono::{DateTime, Utc};
 /// # #[derive(Debug)] struct S;
 /// # #[async_trait::async_trait] impl JobStore for S {
@@ -121,6 +138,12 @@ pub(crate) struct Inner {
 /// #   async fn get_next_run_time(&self) -> Result<Option<DateTime<Utc>>> { Ok(None) }
 /// #   async fn acquire_due(&self, _: DateTime<Utc>, _: &OwnerId, _: std::time::Duration, _: usize) -> Result<Vec<JobRecord>> { Ok(vec![]) }
 /// #   async fn release(&self, _: &OwnerId, _: &JobId, _: u64, _: Release) -> Result<ReleaseOutcome> { Ok(ReleaseOutcome::Gone) }
+/// #   async fn insert_runs(&self, r: &[NewRun]) -> Result<Vec<RunInsert>> { Ok(r.iter().map(|_| RunInsert::Duplicate).collect()) }
+/// #   async fn finish_runs(&self, _: &OwnerId, _: &[RunFinish]) -> Result<u64> { Ok(0) }
+/// #   async fn heartbeat_runs(&self, _: &OwnerId, _: &[RunId], _: DateTime<Utc>) -> Result<u64> { Ok(0) }
+/// #   async fn interrupt_lapsed(&self, _: DateTime<Utc>, _: usize) -> Result<Vec<RunRecord>> { Ok(vec![]) }
+/// #   async fn query_runs(&self, _: &RunQuery) -> Result<Vec<RunRecord>> { Ok(vec![]) }
+/// #   async fn prune_runs(&self, _: DateTime<Utc>) -> Result<u64> { Ok(0) }
 /// # }
 /// # #[derive(Debug)] struct E;
 /// # #[async_trait::async_trait] impl Executor for E {
@@ -277,6 +300,12 @@ impl Scheduler {
                 runtime: Mutex::new(None),
                 store_retry: Mutex::new(HashMap::new()),
                 stopped,
+                unreleased: Mutex::new(HashMap::new()),
+                active: Mutex::new(HashMap::new()),
+                outcomes: Mutex::new(None),
+                ledger_task: Mutex::new(None),
+                finished: Mutex::new(HashMap::new()),
+                flush_lock: tokio::sync::Mutex::new(()),
             }),
         }
     }
@@ -338,11 +367,21 @@ impl Scheduler {
             // Mark as starting so concurrent start() calls fail.
             *state = SchedulerState::Paused;
         }
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        *lock(&self.inner.outcomes) = Some(tx);
         let result = self.bring_up(&handle).await;
         if let Err(e) = result {
+            *lock(&self.inner.outcomes) = None;
             *lock(&self.inner.state) = SchedulerState::Stopped;
             return Err(e);
         }
+        let ledger_token = CancellationToken::new();
+        let ledger_join = handle.spawn(ledger::run(
+            Arc::clone(&self.inner),
+            ledger_token.clone(),
+            rx,
+        ));
+        *lock(&self.inner.ledger_task) = Some((ledger_token, ledger_join));
         *lock(&self.inner.state) = if paused {
             SchedulerState::Paused
         } else {
@@ -387,6 +426,7 @@ impl Scheduler {
             events: self.inner.events.clone(),
             clock: Arc::clone(&self.inner.clock),
             runtime: handle.clone(),
+            outcomes: lock(&self.inner.outcomes).clone(),
         }
     }
 
@@ -414,6 +454,13 @@ impl Scheduler {
             .collect();
         for e in execs {
             e.shutdown(wait).await;
+        }
+        // Record what finished (and what was abandoned) before closing the stores.
+        *lock(&self.inner.outcomes) = None;
+        let ledger = lock(&self.inner.ledger_task).take();
+        if let Some((token, join)) = ledger {
+            token.cancel();
+            let _ = join.await;
         }
         for (alias, s) in self.inner.stores() {
             if let Err(e) = s.shutdown().await {
@@ -569,6 +616,7 @@ impl Scheduler {
                 }
             },
         };
+        let next = next.map(trunc_micros);
         if task_name.starts_with(INLINE_PREFIX) {
             write(&self.inner.tasks).insert(task_name.clone(), task_fn);
         }
@@ -841,12 +889,15 @@ impl Scheduler {
         let now = self.inner.clock.now();
         let mut trigger: Box<dyn Trigger> = Box::new(trigger);
         trigger.prepare(now, self.inner.timezone);
-        let next = trigger.try_next_fire_time(None, now)?.ok_or_else(|| {
-            Error::InvalidJob(format!(
-                "job '{id}': trigger {} never fires after {now}",
-                trigger.describe()
-            ))
-        })?;
+        let next = trigger
+            .try_next_fire_time(None, now)?
+            .map(trunc_micros)
+            .ok_or_else(|| {
+                Error::InvalidJob(format!(
+                    "job '{id}': trigger {} never fires after {now}",
+                    trigger.describe()
+                ))
+            })?;
         rec.trigger = trigger.to_json();
         rec.next_run_time = Some(next);
         self.write_back(&alias, rec, pending).await
@@ -877,7 +928,7 @@ impl Scheduler {
         let trigger = self.inner.parse_trigger(&rec)?;
         match trigger.try_next_fire_time(None, now)? {
             Some(next) => {
-                rec.next_run_time = Some(next);
+                rec.next_run_time = Some(trunc_micros(next));
                 Ok(Some(self.write_back(&alias, rec, pending).await?))
             }
             None => {
@@ -944,7 +995,39 @@ impl Scheduler {
                 task: rec.task.clone(),
             })?;
         let (_, executor) = self.inner.executor_for(&rec.options, &task)?;
-        let now = self.inner.clock.now();
+        let store = self.inner.store(&alias)?;
+        let now = trunc_micros(self.inner.clock.now());
+        let record = RunRecord::running(
+            rec.id.clone(),
+            now,
+            1,
+            self.inner.owner.clone(),
+            now,
+            run_loop::after(now, self.inner.config.lease),
+        );
+        let run_id = record.id.clone();
+        let inserted = store
+            .insert_runs(&[NewRun {
+                record,
+                max_instances: Some(rec.options.max_instances),
+            }])
+            .await?;
+        match inserted.first() {
+            Some(RunInsert::Inserted(RunState::Running)) => {}
+            Some(RunInsert::Inserted(_)) => {
+                return Err(Error::MaxInstancesReached {
+                    id: rec.id.to_string(),
+                    max: rec.options.max_instances,
+                })
+            }
+            _ => {
+                return Err(Error::Config(format!(
+                    "job '{}' already has a run recorded at {now}",
+                    rec.id
+                )))
+            }
+        }
+        self.inner.track(&alias, std::slice::from_ref(&run_id));
         let run = JobRun::new(
             rec.id.clone(),
             alias.clone(),
@@ -953,24 +1036,48 @@ impl Scheduler {
             rec.args.clone(),
             rec.options.max_instances,
             rec.options.timeout,
-        );
-        match executor.submit(run) {
+        )
+        .with_runs(vec![run_id.clone()], 1);
+        let refused = match executor.submit(run) {
             Ok(()) => {
                 self.inner.emit(Event::JobSubmitted {
                     job_id: rec.id,
                     jobstore: alias,
                     run_times: vec![now],
                 });
-                Ok(())
+                return Ok(());
             }
-            Err(SubmitError::MaxInstancesReached { job_id, max }) => {
-                Err(Error::MaxInstancesReached {
+            Err(SubmitError::MaxInstancesReached { job_id, max }) => (
+                RunState::Skipped,
+                Error::MaxInstancesReached {
                     id: job_id.to_string(),
                     max,
-                })
-            }
-            Err(e) => Err(Error::Config(format!("executor refused the run: {e}"))),
-        }
+                },
+            ),
+            Err(e) => (
+                RunState::Cancelled,
+                Error::Config(format!("executor refused the run: {e}")),
+            ),
+        };
+        self.inner.record_done(RunDone {
+            jobstore: alias,
+            job_id: rec.id,
+            run_id,
+            state: refused.0,
+            finished_at: now,
+            error: Some(refused.1.to_string()),
+        });
+        Err(refused.1)
+    }
+
+    /// Reads the run history of a store (the default store when `store` is
+    /// `None`): newest first, filtered by `query`.
+    ///
+    /// # Errors
+    /// [`Error::UnknownStore`]; the store's error.
+    pub async fn runs(&self, query: &RunQuery, store: Option<&str>) -> Result<Vec<RunRecord>> {
+        let store = self.inner.store(store.unwrap_or(DEFAULT_STORE))?;
+        store.query_runs(query).await
     }
 
     /// Adds a job store while the scheduler exists (started stores start now).

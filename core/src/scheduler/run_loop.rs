@@ -1,5 +1,6 @@
-//! The scheduling loop: sleep until the earliest due job, claim due jobs,
-//! apply misfire / coalesce / max-instances rules, submit, release.
+//! The scheduling loop: sleep until the earliest due job, claim due jobs, plan
+//! their runs (misfire / coalesce), start each slot by inserting its run record,
+//! submit the slots that were started, release.
 
 use std::sync::Arc;
 
@@ -9,15 +10,18 @@ use tokio_util::sync::CancellationToken;
 use super::{lock, Inner, SchedulerState, MAX_BACKLOG_RUN_TIMES};
 use crate::error::{Error, Result};
 use crate::event::{Event, EventMask};
-use crate::executor::{JobRun, SubmitError};
-use crate::job::{JobId, JobRecord, Release, ReleaseOutcome};
+use crate::executor::{Executor, JobRun, RunDone, SubmitError};
+use crate::job::{trunc_micros, JobId, JobRecord, Release, ReleaseOutcome};
+use crate::run::{NewRun, RunId, RunInsert, RunRecord, RunState};
 use crate::store::{JobStore, ReleaseItem};
+use crate::task::TaskFn;
+use crate::trigger::Trigger;
 
 fn earliest(a: Option<DateTime<Utc>>, b: DateTime<Utc>) -> Option<DateTime<Utc>> {
     Some(a.map_or(b, |a| a.min(b)))
 }
 
-fn after(now: DateTime<Utc>, d: std::time::Duration) -> DateTime<Utc> {
+pub(crate) fn after(now: DateTime<Utc>, d: std::time::Duration) -> DateTime<Utc> {
     now + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
 
@@ -40,6 +44,60 @@ pub(crate) async fn run(inner: Arc<Inner>, stop: CancellationToken) {
     }
 }
 
+/// The next fire time strictly after `t`, in whole microseconds (what every store
+/// keeps), so that a trigger whose start has sub-microsecond digits cannot yield
+/// two slots within one microsecond.
+pub(crate) fn next_after(
+    trigger: &dyn Trigger,
+    t: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<Option<DateTime<Utc>>> {
+    let mut prev = t;
+    for _ in 0..64 {
+        match trigger.try_next_fire_time(Some(prev), now)? {
+            None => return Ok(None),
+            Some(n) => {
+                let n2 = trunc_micros(n);
+                if n2 > t {
+                    return Ok(Some(n2));
+                }
+                if n <= prev {
+                    break;
+                }
+                prev = n;
+            }
+        }
+    }
+    Err(Error::Config(format!(
+        "trigger {} does not advance past {t}",
+        trigger.describe()
+    )))
+}
+
+/// What one claimed job should do in this pass.
+pub(crate) struct Plan {
+    pub(crate) id: JobId,
+    pub(crate) version: u64,
+    pub(crate) task_name: String,
+    pub(crate) task: TaskFn,
+    pub(crate) executor: Arc<dyn Executor>,
+    pub(crate) args: serde_json::Value,
+    pub(crate) max_instances: u32,
+    pub(crate) timeout: Option<std::time::Duration>,
+    /// Slots to start now.
+    pub(crate) due: Vec<DateTime<Utc>>,
+    /// Slots that missed their grace time, with how late they are.
+    pub(crate) missed: Vec<(DateTime<Utc>, std::time::Duration)>,
+    pub(crate) outcome: Release,
+}
+
+enum Step {
+    /// Hand the job back at once with this outcome.
+    Release(ReleaseItem, String),
+    /// Start these slots, then release.
+    Plan(Box<Plan>),
+}
+
 impl Inner {
     /// Processes every store once; returns when the loop should wake next.
     pub(crate) async fn process_due(&self) -> Option<DateTime<Utc>> {
@@ -54,7 +112,7 @@ impl Inner {
                 }
             }
             let result = async {
-                self.process_store(&alias, store.as_ref(), now).await?;
+                self.process_store(&alias, store.as_ref()).await?;
                 store.get_next_run_time().await
             }
             .await;
@@ -91,25 +149,60 @@ impl Inner {
         next
     }
 
-    async fn process_store(
-        &self,
-        alias: &str,
-        store: &dyn JobStore,
-        now: DateTime<Utc>,
-    ) -> Result<()> {
+    async fn process_store(&self, alias: &str, store: &dyn JobStore) -> Result<()> {
+        // Releases that failed earlier are safe to repeat (owner and version are checked).
+        let unfinished = lock(&self.unreleased).remove(alias).unwrap_or_default();
+        if !unfinished.is_empty() {
+            self.release_all(alias, store, unfinished).await?;
+        }
         loop {
             if self.state() != SchedulerState::Running {
                 return Ok(());
             }
+            let now = self.clock.now();
             let jobs = store
                 .acquire_due(now, &self.owner, self.config.lease, self.config.batch_size)
                 .await?;
             let n = jobs.len();
             let mut done = Vec::with_capacity(n);
+            let mut plans = Vec::new();
             for job in jobs {
-                if let Some(item) = self.process_job(alias, job, now) {
-                    done.push(item);
+                match self.process_job(alias, job, now) {
+                    Some(Step::Release(item, task)) => done.push((item, task)),
+                    Some(Step::Plan(p)) => plans.push(*p),
+                    None => {}
                 }
+            }
+            if !plans.is_empty() {
+                if let Err(e) = self.start_runs(alias, store, &mut plans, now).await {
+                    // Nothing was started: hand the jobs back so they are claimable at once.
+                    let items: Vec<(ReleaseItem, String)> = plans
+                        .into_iter()
+                        .map(|p| {
+                            (
+                                ReleaseItem {
+                                    id: p.id,
+                                    version: p.version,
+                                    outcome: Release::Unclaim,
+                                },
+                                p.task_name,
+                            )
+                        })
+                        .chain(done)
+                        .collect();
+                    let _ = self.release_all(alias, store, items).await;
+                    return Err(e);
+                }
+                done.extend(plans.into_iter().map(|p| {
+                    (
+                        ReleaseItem {
+                            id: p.id,
+                            version: p.version,
+                            outcome: p.outcome,
+                        },
+                        p.task_name,
+                    )
+                }));
             }
             self.release_all(alias, store, done).await?;
             if n < self.config.batch_size {
@@ -118,25 +211,185 @@ impl Inner {
         }
     }
 
+    /// Starts the planned slots of a batch: one `insert_runs` call records every
+    /// due and missed slot; only slots whose record was inserted as `running` are
+    /// submitted.
+    async fn start_runs(
+        &self,
+        alias: &str,
+        store: &dyn JobStore,
+        plans: &mut [Plan],
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let heartbeat_until = after(now, self.config.lease);
+        let mut new_runs = Vec::new();
+        for p in plans.iter() {
+            for t in &p.due {
+                new_runs.push(NewRun {
+                    record: RunRecord::running(
+                        p.id.clone(),
+                        *t,
+                        1,
+                        self.owner.clone(),
+                        now,
+                        heartbeat_until,
+                    ),
+                    max_instances: Some(p.max_instances),
+                });
+            }
+            for (t, late) in &p.missed {
+                new_runs.push(NewRun {
+                    record: RunRecord::terminal(
+                        p.id.clone(),
+                        *t,
+                        1,
+                        RunState::Missed,
+                        self.owner.clone(),
+                        now,
+                        Some(format!(
+                            "started {late:?} late, past the job's misfire grace time"
+                        )),
+                    ),
+                    max_instances: None,
+                });
+            }
+        }
+        if new_runs.is_empty() {
+            return Ok(());
+        }
+        // Runs this node saw finish must not count against `max_instances`.
+        self.flush_store(alias, store).await?;
+        let results = store.insert_runs(&new_runs).await?;
+        if results.len() != new_runs.len() {
+            return Err(Error::Config(format!(
+                "job store '{alias}' answered {} results for {} runs",
+                results.len(),
+                new_runs.len()
+            )));
+        }
+        let mut outcomes = results.into_iter().zip(new_runs);
+        for p in plans.iter_mut() {
+            let mut started: Vec<(DateTime<Utc>, RunId)> = Vec::new();
+            let mut skipped = Vec::new();
+            for (result, new) in outcomes.by_ref().take(p.due.len()) {
+                let t = new.record.scheduled_time;
+                match result {
+                    RunInsert::Inserted(RunState::Running) => started.push((t, new.record.id)),
+                    RunInsert::Inserted(_) => skipped.push(t),
+                    RunInsert::Duplicate => {
+                        tracing::info!(job_id = %p.id, scheduled = %t, "slot already started by another scheduler; not running it again");
+                    }
+                }
+            }
+            for (result, new) in outcomes.by_ref().take(p.missed.len()) {
+                if result == RunInsert::Inserted(RunState::Missed) {
+                    let t = new.record.scheduled_time;
+                    tracing::warn!(job_id = %p.id, scheduled = %t, "run missed its grace time");
+                    self.emit(Event::JobMissed {
+                        job_id: p.id.clone(),
+                        jobstore: alias.to_string(),
+                        scheduled_run_time: t,
+                    });
+                }
+            }
+            if !skipped.is_empty() {
+                tracing::warn!(job_id = %p.id, max = p.max_instances, "maximum running instances reached; run skipped");
+                self.emit(Event::JobMaxInstances {
+                    job_id: p.id.clone(),
+                    jobstore: alias.to_string(),
+                    run_times: skipped,
+                });
+            }
+            if !started.is_empty() {
+                self.submit(alias, p, started, now);
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands started slots to the job's executor; slots it refuses are recorded as
+    /// skipped or cancelled.
+    fn submit(
+        &self,
+        alias: &str,
+        p: &Plan,
+        started: Vec<(DateTime<Utc>, RunId)>,
+        now: DateTime<Utc>,
+    ) {
+        let (times, ids): (Vec<_>, Vec<_>) = started.into_iter().unzip();
+        self.track(alias, &ids);
+        let run = JobRun::new(
+            p.id.clone(),
+            alias,
+            times.clone(),
+            p.task.clone(),
+            p.args.clone(),
+            p.max_instances,
+            p.timeout,
+        )
+        .with_runs(ids.clone(), 1);
+        let refused = match p.executor.submit(run) {
+            Ok(()) => {
+                if self.events.wants(EventMask::JOB_SUBMITTED) {
+                    self.emit(Event::JobSubmitted {
+                        job_id: p.id.clone(),
+                        jobstore: alias.to_string(),
+                        run_times: times,
+                    });
+                }
+                return;
+            }
+            Err(SubmitError::MaxInstancesReached { .. }) => {
+                tracing::warn!(job_id = %p.id, max = p.max_instances, "maximum running instances reached; run skipped");
+                self.emit(Event::JobMaxInstances {
+                    job_id: p.id.clone(),
+                    jobstore: alias.to_string(),
+                    run_times: times,
+                });
+                (
+                    RunState::Skipped,
+                    "maximum running instances reached in this process".to_string(),
+                )
+            }
+            Err(e) => {
+                let msg = format!("executor refused the run: {e}");
+                self.emit(Event::JobError {
+                    job_id: p.id.clone(),
+                    jobstore: alias.to_string(),
+                    run_id: ids.first().cloned(),
+                    scheduled_run_time: times.first().copied(),
+                    error: msg.clone(),
+                });
+                (RunState::Cancelled, msg)
+            }
+        };
+        for id in ids {
+            self.record_done(RunDone {
+                jobstore: alias.to_string(),
+                job_id: p.id.clone(),
+                run_id: id,
+                state: refused.0,
+                finished_at: now,
+                error: Some(refused.1.clone()),
+            });
+        }
+    }
+
     fn job_error(&self, alias: &str, rec: &JobRecord, error: String) {
         tracing::error!(job_id = %rec.id, jobstore = %alias, %error, "cannot run job; it stays stored and is retried when its lease expires");
         self.emit(Event::JobError {
             job_id: rec.id.clone(),
             jobstore: alias.to_string(),
+            run_id: None,
             scheduled_run_time: rec.next_run_time,
             error,
         });
     }
 
-    /// Handles one claimed job. A job that cannot run here (unknown task,
+    /// Plans one claimed job. A job that cannot run here (unknown task,
     /// unreadable trigger, missing executor) is reported and left claimed: it
     /// is untouched and becomes claimable again when the lease expires.
-    fn process_job(
-        &self,
-        alias: &str,
-        rec: JobRecord,
-        now: DateTime<Utc>,
-    ) -> Option<(ReleaseItem, String)> {
+    fn process_job(&self, alias: &str, rec: JobRecord, now: DateTime<Utc>) -> Option<Step> {
         if let Some(reason) = rec.unreadable_reason() {
             self.job_error(alias, &rec, format!("stored job is unreadable: {reason}"));
             return None;
@@ -166,8 +419,8 @@ impl Inner {
                 return None;
             }
         };
-        let Some(first) = rec.next_run_time else {
-            return Some((
+        let Some(first) = rec.next_run_time.map(trunc_micros) else {
+            return Some(Step::Release(
                 ReleaseItem {
                     id: rec.id,
                     version: rec.version,
@@ -180,6 +433,7 @@ impl Inner {
         // Every run time in (.., now], capped; then the first fire after now.
         let mut run_times = Vec::new();
         let mut next = Some(first);
+        let mut trigger_failed = false;
         while let Some(t) = next {
             if t > now {
                 break;
@@ -191,14 +445,17 @@ impl Inner {
                     .try_next_fire_time(None, now)
                     .ok()
                     .flatten()
+                    .map(trunc_micros)
                     .filter(|n| *n > t);
                 break;
             }
             run_times.push(t);
-            next = match trigger.try_next_fire_time(Some(t), now) {
+            next = match next_after(trigger.as_ref(), t, now) {
                 Ok(n) => n,
                 Err(e) => {
+                    // The job is kept: only an exhausted trigger (`Ok(None)`) removes it.
                     self.job_error(alias, &rec, format!("trigger failed: {e}"));
+                    trigger_failed = true;
                     None
                 }
             };
@@ -209,86 +466,40 @@ impl Inner {
             _ => run_times,
         };
         let mut due = Vec::with_capacity(candidates.len());
+        let mut missed = Vec::new();
         for t in candidates {
             let late = (now - t).to_std().unwrap_or_default();
             match rec.options.misfire_grace_time {
-                Some(grace) if late > grace => {
-                    tracing::warn!(job_id = %rec.id, scheduled = %t, ?late, "run missed its grace time");
-                    self.emit(Event::JobMissed {
-                        job_id: rec.id.clone(),
-                        jobstore: alias.to_string(),
-                        scheduled_run_time: t,
-                    });
-                }
+                Some(grace) if late > grace => missed.push((t, late)),
                 _ => due.push(t),
             }
         }
-        if !due.is_empty() && !self.lease_still_safe(&rec) {
-            // The claim took so long that the lease is (nearly) over: another
-            // scheduler may take the job now, so this one must not run it.
-            tracing::warn!(job_id = %rec.id, "lease expired before the job could be submitted; leaving it to the next claim");
-            return None;
-        }
-        if !due.is_empty() {
-            let run = JobRun::new(
-                rec.id.clone(),
-                alias,
-                due.clone(),
-                task,
-                rec.args.clone(),
-                rec.options.max_instances,
-                rec.options.timeout,
-            );
-            match executor.submit(run) {
-                Ok(()) => {
-                    if self.events.wants(EventMask::JOB_SUBMITTED) {
-                        self.emit(Event::JobSubmitted {
-                            job_id: rec.id.clone(),
-                            jobstore: alias.to_string(),
-                            run_times: due,
-                        });
-                    }
-                }
-                Err(SubmitError::MaxInstancesReached { .. }) => {
-                    tracing::warn!(job_id = %rec.id, max = rec.options.max_instances, "maximum running instances reached; run skipped");
-                    self.emit(Event::JobMaxInstances {
-                        job_id: rec.id.clone(),
-                        jobstore: alias.to_string(),
-                        run_times: due,
-                    });
-                }
-                Err(e) => self.job_error(alias, &rec, format!("executor refused the run: {e}")),
-            }
-        }
-
         let outcome = match next {
             Some(n) => Release::Reschedule {
                 next_run_time: Some(n),
             },
+            None if trigger_failed => Release::Reschedule {
+                next_run_time: Some(trunc_micros(after(now, self.config.retry_interval))),
+            },
             None => Release::Remove,
         };
-        Some((
-            ReleaseItem {
-                id: rec.id,
-                version: rec.version,
-                outcome,
-            },
-            rec.task,
-        ))
+        Some(Step::Plan(Box::new(Plan {
+            id: rec.id,
+            version: rec.version,
+            task_name: rec.task,
+            task,
+            executor,
+            args: rec.args,
+            max_instances: rec.options.max_instances,
+            timeout: rec.options.timeout,
+            due,
+            missed,
+            outcome,
+        })))
     }
 
-    /// Whether the claim on `rec` has at least a third of the lease left, so that
-    /// submitting now cannot overlap another scheduler's claim.
-    fn lease_still_safe(&self, rec: &JobRecord) -> bool {
-        let Some(lease) = &rec.lease else {
-            return true;
-        };
-        let margin =
-            chrono::Duration::from_std(self.config.lease / 3).unwrap_or(chrono::Duration::zero());
-        self.clock.now() + margin < lease.until
-    }
-
-    /// Hands a batch of processed jobs back to the store in one call.
+    /// Hands a batch of processed jobs back to the store in one call; when the
+    /// store fails, the batch is kept and retried on the next pass.
     async fn release_all(
         &self,
         alias: &str,
@@ -298,24 +509,29 @@ impl Inner {
         if done.is_empty() {
             return Ok(());
         }
-        let (items, tasks): (Vec<ReleaseItem>, Vec<String>) = done.into_iter().unzip();
-        let removing: Vec<(JobId, bool)> = items
-            .iter()
-            .map(|i| (i.id.clone(), i.outcome == Release::Remove))
-            .collect();
-        let results = store.release_many(&self.owner, items).await?;
-        for ((result, (id, removed)), task) in results.into_iter().zip(removing).zip(tasks) {
+        let items: Vec<ReleaseItem> = done.iter().map(|(i, _)| i.clone()).collect();
+        let results = match store.release_many(&self.owner, items).await {
+            Ok(r) => r,
+            Err(e) => {
+                lock(&self.unreleased)
+                    .entry(alias.to_string())
+                    .or_default()
+                    .extend(done);
+                return Err(e);
+            }
+        };
+        for (result, (item, task)) in results.into_iter().zip(done) {
             match result {
-                Ok(ReleaseOutcome::Applied) if removed => {
+                Ok(ReleaseOutcome::Applied) if item.outcome == Release::Remove => {
                     self.forget_inline(&task);
                     self.emit(Event::JobRemoved {
-                        job_id: id,
+                        job_id: item.id,
                         jobstore: alias.to_string(),
                     });
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    tracing::warn!(job_id = %id, error = %e, "lease lost before release (another scheduler took the job)");
+                    tracing::warn!(job_id = %item.id, error = %e, "lease lost before release (another scheduler took the job)");
                 }
             }
         }

@@ -15,8 +15,10 @@ use crate::error::{Error, Result};
 /// use sundial_core::trigger::{DateTrigger, Trigger};
 /// use chrono::{Duration, Utc};
 ///
-/// let at = Utc::now() + Duration::minutes(15);
-/// let t = DateTrigger::at(at);
+/// let t = DateTrigger::at(Utc::now() + Duration::minutes(15));
+/// // Instants are kept in whole microseconds, the precision every store keeps.
+/// let at = t.run_date();
+/// assert_eq!(at.timestamp_subsec_nanos() % 1_000, 0);
 /// assert_eq!(t.next_fire_time(None, Utc::now()), Some(at));
 /// assert_eq!(t.next_fire_time(Some(at), Utc::now()), None);
 /// ```
@@ -27,10 +29,10 @@ pub struct DateTrigger {
 }
 
 impl DateTrigger {
-    /// Fires once at `run_date` (any zone; the zone is kept for display).
+    /// Fires once at `run_date`, cut to whole microseconds (any zone; the zone is kept for display).
     pub fn at<Z: TimeZone>(run_date: DateTime<Z>) -> Self {
         DateTrigger {
-            run_date: run_date.with_timezone(&Utc),
+            run_date: crate::job::trunc_micros(run_date.with_timezone(&Utc)),
             tz: None,
         }
     }

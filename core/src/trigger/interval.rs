@@ -133,6 +133,10 @@ impl IntervalTrigger {
         tz: Option<Tz>,
         jitter: Option<u64>,
     ) -> Result<IntervalTrigger> {
+        // Whole microseconds, as stores keep them: a finer start would put two
+        // fire times within one stored instant.
+        let start = start.map(crate::job::trunc_micros);
+        let end = end.map(crate::job::trunc_micros);
         let mut total: u64 = 0;
         for (i, p) in parts.iter().enumerate() {
             total = p

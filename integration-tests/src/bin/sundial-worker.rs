@@ -6,7 +6,9 @@
 //! ```
 //!
 //! Each run appends one line `job_id,scheduled_run_time_micros,owner` with a
-//! single `O_APPEND` write, so several workers can share the file.
+//! single `O_APPEND` write, so several workers can share the file. Task `record`
+//! writes its line and returns; task `sleep` (args: seconds) writes its line when
+//! it starts and then sleeps.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -29,6 +31,8 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
             .open(runs_path)?,
     ));
     let me = owner.clone();
+    let me2 = owner.clone();
+    let runs2 = Arc::clone(&runs);
     let scheduler = Scheduler::builder()
         .jobstore_arc("default", store_from_url(url)?)
         .executor("default", AsyncExecutor::new())
@@ -54,9 +58,29 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
                 Ok::<_, sundial::BoxError>(())
             }
         })
+        .task("sleep", move |ctx: JobContext, secs: u64| {
+            let line = format!(
+                "{},{},{}\n",
+                ctx.job_id(),
+                ctx.scheduled_run_time().timestamp_micros(),
+                me2
+            );
+            let runs = Arc::clone(&runs2);
+            async move {
+                {
+                    let mut f = runs.lock().map_err(|_| "poisoned")?;
+                    f.write_all(line.as_bytes())?;
+                }
+                tokio::time::sleep(Duration::from_secs(secs)).await;
+                Ok::<_, sundial::BoxError>(())
+            }
+        })
         .build()?;
     scheduler.add_listener(
-        EventMask::JOB_ERROR | EventMask::STORE_ERROR | EventMask::JOB_MISSED,
+        EventMask::JOB_ERROR
+            | EventMask::STORE_ERROR
+            | EventMask::JOB_MISSED
+            | EventMask::JOB_INTERRUPTED,
         |e: &Event| {
             eprintln!("worker event: {e:?}");
         },

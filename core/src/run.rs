@@ -1,0 +1,359 @@
+//! The run ledger: one record per started slot (job id, scheduled time, attempt).
+//!
+//! Starting a slot *is* inserting its record: a store keeps a unique key on
+//! (job id, scheduled time, attempt), and the scheduler submits only the slots
+//! whose insert succeeded. A slot that one process started can therefore never be
+//! started again by another, whatever the leases or clocks say.
+
+use std::fmt;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::job::{JobId, OwnerId};
+
+/// Error texts kept in a run record are cut to this many bytes.
+pub const MAX_ERROR_LEN: usize = 4096;
+
+/// The id of one run record (32 hex characters).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RunId(String);
+
+impl RunId {
+    /// Wraps a string id.
+    pub fn new(id: impl Into<String>) -> Self {
+        RunId(id.into())
+    }
+
+    /// A fresh random id.
+    pub fn random() -> Self {
+        RunId(uuid::Uuid::new_v4().simple().to_string())
+    }
+
+    /// The id as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for RunId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Where a run stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    /// Started and not finished; its owner heartbeats it.
+    Running,
+    /// Finished without error.
+    Succeeded,
+    /// The task returned an error or panicked.
+    Failed,
+    /// The task exceeded the job's timeout.
+    TimedOut,
+    /// The owner stopped heartbeating (killed, stalled or cut off) before the run finished.
+    Interrupted,
+    /// The slot was later than the job's misfire grace time and did not run.
+    Missed,
+    /// The job already had `max_instances` runs in progress, so this slot did not run.
+    Skipped,
+    /// The run was started but could not be handed to an executor (shut down, refused).
+    Cancelled,
+}
+
+impl RunState {
+    /// Every state, in declaration order.
+    pub const ALL: [RunState; 8] = [
+        RunState::Running,
+        RunState::Succeeded,
+        RunState::Failed,
+        RunState::TimedOut,
+        RunState::Interrupted,
+        RunState::Missed,
+        RunState::Skipped,
+        RunState::Cancelled,
+    ];
+
+    /// The state's stored name: `running`, `succeeded`, `failed`, `timed_out`, ...
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Running => "running",
+            RunState::Succeeded => "succeeded",
+            RunState::Failed => "failed",
+            RunState::TimedOut => "timed_out",
+            RunState::Interrupted => "interrupted",
+            RunState::Missed => "missed",
+            RunState::Skipped => "skipped",
+            RunState::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<RunState> {
+        RunState::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+
+    /// Whether the run is over (every state but `running`).
+    pub fn is_terminal(self) -> bool {
+        self != RunState::Running
+    }
+}
+
+impl fmt::Display for RunState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for RunState {
+    type Err = crate::Error;
+
+    fn from_str(s: &str) -> crate::Result<Self> {
+        RunState::parse(s).ok_or_else(|| {
+            crate::Error::Config(format!(
+                "unknown run state '{s}' (expected one of: {})",
+                RunState::ALL.map(RunState::as_str).join(", ")
+            ))
+        })
+    }
+}
+
+/// One run of one slot, as the ledger keeps it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct RunRecord {
+    /// The run's id.
+    pub id: RunId,
+    /// The job the run belongs to.
+    pub job_id: JobId,
+    /// The slot: the fire time the run is for.
+    pub scheduled_time: DateTime<Utc>,
+    /// 1 for the first attempt at the slot, 2 for its first retry, ...
+    pub attempt: u32,
+    /// Where the run stands.
+    pub state: RunState,
+    /// The scheduler that started (or recorded) the run.
+    pub owner: Option<OwnerId>,
+    /// Host and process of the owner (`host:pid`), for people reading the history.
+    pub node: Option<String>,
+    /// When the run was started (recorded); `None` for missed slots.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When the run reached its terminal state.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Until when the owner vouches for a running run; past it, any node marks it interrupted.
+    pub heartbeat_until: Option<DateTime<Utc>>,
+    /// What went wrong, cut to [`MAX_ERROR_LEN`] bytes.
+    pub error: Option<String>,
+}
+
+impl RunRecord {
+    /// A `running` record for a slot started now by `owner`, vouched for until `heartbeat_until`.
+    pub fn running(
+        job_id: JobId,
+        scheduled_time: DateTime<Utc>,
+        attempt: u32,
+        owner: OwnerId,
+        now: DateTime<Utc>,
+        heartbeat_until: DateTime<Utc>,
+    ) -> Self {
+        RunRecord {
+            id: RunId::random(),
+            job_id,
+            scheduled_time,
+            attempt,
+            state: RunState::Running,
+            owner: Some(owner),
+            node: Some(node_name().to_string()),
+            started_at: Some(now),
+            finished_at: None,
+            heartbeat_until: Some(heartbeat_until),
+            error: None,
+        }
+    }
+
+    /// A terminal record (missed, skipped, ...) written by `owner` at `now`.
+    pub fn terminal(
+        job_id: JobId,
+        scheduled_time: DateTime<Utc>,
+        attempt: u32,
+        state: RunState,
+        owner: OwnerId,
+        now: DateTime<Utc>,
+        error: Option<String>,
+    ) -> Self {
+        RunRecord {
+            id: RunId::random(),
+            job_id,
+            scheduled_time,
+            attempt,
+            state,
+            owner: Some(owner),
+            node: Some(node_name().to_string()),
+            started_at: None,
+            finished_at: Some(now),
+            heartbeat_until: None,
+            error: error.map(truncate_error),
+        }
+    }
+
+    /// How long the run took, once finished.
+    pub fn duration(&self) -> Option<Duration> {
+        (self.finished_at? - self.started_at?).to_std().ok()
+    }
+}
+
+/// A run to insert with [`JobStore::insert_runs`](crate::store::JobStore::insert_runs).
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewRun {
+    /// The record to insert.
+    pub record: RunRecord,
+    /// For a `running` record: the job's instance limit, counted over the whole store.
+    pub max_instances: Option<u32>,
+}
+
+/// What [`JobStore::insert_runs`](crate::store::JobStore::insert_runs) did with one run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunInsert {
+    /// The record was inserted, in this state (`skipped` when the instance limit was reached).
+    Inserted(RunState),
+    /// A record for the same job, slot and attempt exists: nothing was written.
+    Duplicate,
+}
+
+/// A run's terminal state, for [`JobStore::finish_runs`](crate::store::JobStore::finish_runs).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunFinish {
+    /// The run.
+    pub id: RunId,
+    /// Its terminal state.
+    pub state: RunState,
+    /// When it finished.
+    pub finished_at: DateTime<Utc>,
+    /// What went wrong, if anything (cut to [`MAX_ERROR_LEN`] bytes).
+    pub error: Option<String>,
+}
+
+/// Selects runs for [`JobStore::query_runs`](crate::store::JobStore::query_runs).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunQuery {
+    /// Only runs of this job.
+    pub job_id: Option<JobId>,
+    /// Only runs in this state.
+    pub state: Option<RunState>,
+    /// Only runs scheduled at or after this instant.
+    pub since: Option<DateTime<Utc>>,
+    /// At most this many runs (newest first).
+    pub limit: usize,
+}
+
+impl Default for RunQuery {
+    fn default() -> Self {
+        RunQuery {
+            job_id: None,
+            state: None,
+            since: None,
+            limit: 100,
+        }
+    }
+}
+
+impl RunQuery {
+    /// Runs of one job.
+    pub fn job(id: impl Into<JobId>) -> Self {
+        RunQuery {
+            job_id: Some(id.into()),
+            ..RunQuery::default()
+        }
+    }
+
+    /// Only runs in `state`.
+    pub fn state(mut self, state: RunState) -> Self {
+        self.state = Some(state);
+        self
+    }
+
+    /// Only runs scheduled at or after `since`.
+    pub fn since(mut self, since: DateTime<Utc>) -> Self {
+        self.since = Some(since);
+        self
+    }
+
+    /// At most `limit` runs.
+    pub fn limit(mut self, limit: usize) -> Self {
+        self.limit = limit;
+        self
+    }
+
+    /// Whether `run` passes the filters (stores that filter in memory use it).
+    pub fn matches(&self, run: &RunRecord) -> bool {
+        self.job_id.as_ref().is_none_or(|j| *j == run.job_id)
+            && self.state.is_none_or(|s| s == run.state)
+            && self.since.is_none_or(|s| run.scheduled_time >= s)
+    }
+}
+
+/// Sorts runs as `query_runs` returns them: newest slot first, then highest attempt, then id.
+pub fn sort_runs(runs: &mut [RunRecord]) {
+    runs.sort_by(|a, b| {
+        b.scheduled_time
+            .cmp(&a.scheduled_time)
+            .then(b.attempt.cmp(&a.attempt))
+            .then_with(|| a.id.cmp(&b.id))
+    });
+}
+
+/// Cuts an error text to at most [`MAX_ERROR_LEN`] bytes on a character boundary.
+pub fn truncate_error(mut s: String) -> String {
+    if s.len() > MAX_ERROR_LEN {
+        let mut end = MAX_ERROR_LEN;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
+}
+
+/// This process as `host:pid`.
+pub fn node_name() -> &'static str {
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_else(|| "localhost".to_string());
+        format!("{host}:{}", std::process::id())
+    })
+}
+
+/// The error text a run gets when a peer marks it interrupted.
+pub const INTERRUPTED_ERROR: &str = "owner stopped heartbeating before the run finished";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_round_trip_their_names() {
+        for s in RunState::ALL {
+            assert_eq!(RunState::parse(s.as_str()), Some(s));
+            assert_eq!(s.as_str().parse::<RunState>().ok(), Some(s));
+        }
+        assert!("done".parse::<RunState>().is_err());
+    }
+
+    #[test]
+    fn errors_are_cut_on_char_boundaries() {
+        let s = "é".repeat(MAX_ERROR_LEN);
+        let cut = truncate_error(s);
+        assert!(cut.len() <= MAX_ERROR_LEN);
+        assert!(cut.chars().all(|c| c == 'é'));
+    }
+}

@@ -1,0 +1,242 @@
+//! The ledger task: records finished runs, heartbeats running ones, marks runs
+//! whose owner stopped heartbeating as interrupted, and prunes old history.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio_util::sync::CancellationToken;
+
+use super::run_loop::after;
+use super::{lock, Inner};
+use crate::error::Result;
+use crate::event::Event;
+use crate::executor::RunDone;
+use crate::run::{RunFinish, RunId, RunState};
+use crate::store::JobStore;
+
+/// How many lapsed runs one sweep marks per store.
+const SWEEP_LIMIT: usize = 500;
+
+/// How often old runs are pruned.
+const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Finished runs waiting to be written, per store alias.
+pub(crate) type Pending = HashMap<String, Vec<RunFinish>>;
+
+pub(crate) async fn run(
+    inner: Arc<Inner>,
+    stop: CancellationToken,
+    mut rx: UnboundedReceiver<RunDone>,
+) {
+    let mut next_prune = inner.clock.now();
+    loop {
+        let now = inner.clock.now();
+        if now >= next_prune {
+            inner.prune(now).await;
+            next_prune = after(now, PRUNE_EVERY);
+        }
+        let tick = if inner.needs_ticks() {
+            after(now, inner.config.heartbeat).min(next_prune)
+        } else {
+            next_prune
+        };
+        let sleep = inner.clock.sleep_until(tick);
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => {
+                while let Ok(d) = rx.try_recv() {
+                    inner.add_finished(d);
+                }
+                inner.flush_all().await;
+                inner.abandon_active().await;
+                return;
+            }
+            msg = rx.recv() => {
+                if let Some(d) = msg {
+                    inner.add_finished(d);
+                    while let Ok(d) = rx.try_recv() {
+                        inner.add_finished(d);
+                    }
+                    inner.flush_all().await;
+                }
+            }
+            _ = sleep => {
+                let now = inner.clock.now();
+                inner.flush_all().await;
+                inner.heartbeat(now).await;
+                inner.sweep(now).await;
+            }
+        }
+    }
+}
+
+impl Inner {
+    fn add_finished(&self, d: RunDone) {
+        lock(&self.finished)
+            .entry(d.jobstore)
+            .or_default()
+            .push(RunFinish {
+                id: d.run_id,
+                state: d.state,
+                finished_at: d.finished_at,
+                error: d.error,
+            });
+    }
+
+    /// Registers started runs for heartbeating.
+    pub(crate) fn track(&self, alias: &str, ids: &[RunId]) {
+        lock(&self.active)
+            .entry(alias.to_string())
+            .or_default()
+            .extend(ids.iter().cloned());
+    }
+
+    /// Queues a run's terminal state for the ledger.
+    pub(crate) fn record_done(&self, done: RunDone) {
+        if let Some(tx) = lock(&self.outcomes).as_ref() {
+            let _ = tx.send(done);
+        }
+    }
+
+    /// Whether the ledger task must wake periodically: runs to heartbeat, or a
+    /// shared store whose lapsed runs this node helps to sweep.
+    fn needs_ticks(&self) -> bool {
+        lock(&self.active).values().any(|s| !s.is_empty())
+            || self.stores().iter().any(|(_, s)| s.capabilities().shared)
+    }
+
+    /// Writes the queued finishes of one store; on failure they stay queued.
+    ///
+    /// The run loop calls it before starting runs, so that a job's finished runs
+    /// no longer count against its `max_instances`.
+    pub(crate) async fn flush_store(&self, alias: &str, store: &dyn JobStore) -> Result<()> {
+        let _serial = self.flush_lock.lock().await;
+        let list = match lock(&self.finished).remove(alias) {
+            Some(l) if !l.is_empty() => l,
+            _ => return Ok(()),
+        };
+        match store.finish_runs(&self.owner, &list).await {
+            Ok(_) => {
+                let mut active = lock(&self.active);
+                if let Some(set) = active.get_mut(alias) {
+                    for f in &list {
+                        set.remove(&f.id);
+                    }
+                }
+                Ok(())
+            }
+            Err(e) => {
+                // Keep them, oldest first, ahead of any that arrived meanwhile.
+                let mut finished = lock(&self.finished);
+                let slot = finished.entry(alias.to_string()).or_default();
+                let newer = std::mem::replace(slot, list);
+                slot.extend(newer);
+                Err(e)
+            }
+        }
+    }
+
+    /// Writes queued finishes of every store; those a store could not take stay queued.
+    async fn flush_all(&self) {
+        for (alias, store) in self.stores() {
+            if let Err(e) = self.flush_store(&alias, store.as_ref()).await {
+                tracing::warn!(jobstore = %alias, error = %e, "cannot record finished runs yet; retrying");
+            }
+        }
+        // Runs of stores that were removed cannot be recorded any more.
+        let aliases: HashSet<String> = self.stores().into_iter().map(|(a, _)| a).collect();
+        lock(&self.finished).retain(|a, _| aliases.contains(a));
+    }
+
+    /// Extends the heartbeat of this node's running runs, one call per store.
+    async fn heartbeat(&self, now: DateTime<Utc>) {
+        let until = after(now, self.config.lease);
+        for (alias, store) in self.stores() {
+            let ids: Vec<RunId> = match lock(&self.active).get(&alias) {
+                Some(set) if !set.is_empty() => set.iter().cloned().collect(),
+                _ => continue,
+            };
+            match store.heartbeat_runs(&self.owner, &ids, until).await {
+                Ok(n) if (n as usize) < ids.len() => {
+                    tracing::warn!(jobstore = %alias, running = ids.len(), extended = n, "some running runs were already marked interrupted (this node stalled past its heartbeat)");
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(jobstore = %alias, error = %e, "cannot heartbeat running runs");
+                }
+            }
+        }
+    }
+
+    /// Marks runs whose owner stopped heartbeating as interrupted.
+    async fn sweep(&self, now: DateTime<Utc>) {
+        for (alias, store) in self.stores() {
+            if !store.capabilities().shared {
+                continue;
+            }
+            match store.interrupt_lapsed(now, SWEEP_LIMIT).await {
+                Ok(runs) => {
+                    for r in runs {
+                        tracing::warn!(job_id = %r.job_id, run_id = %r.id, scheduled = %r.scheduled_time, node = ?r.node, "run interrupted: its owner stopped heartbeating");
+                        self.emit(Event::JobInterrupted {
+                            job_id: r.job_id,
+                            jobstore: alias.clone(),
+                            run_id: r.id,
+                            scheduled_run_time: r.scheduled_time,
+                            node: r.node,
+                        });
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(jobstore = %alias, error = %e, "cannot sweep lapsed runs");
+                }
+            }
+        }
+    }
+
+    /// Deletes finished runs older than the retention period.
+    async fn prune(&self, now: DateTime<Utc>) {
+        let Ok(keep) = chrono::Duration::from_std(self.config.run_retention) else {
+            return;
+        };
+        let Some(before) = now.checked_sub_signed(keep) else {
+            return;
+        };
+        for (alias, store) in self.stores() {
+            match store.prune_runs(before).await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(jobstore = %alias, pruned = n, "pruned old runs"),
+                Err(e) => tracing::warn!(jobstore = %alias, error = %e, "cannot prune old runs"),
+            }
+        }
+    }
+
+    /// At shutdown: runs still executing (abandoned by a shutdown without
+    /// waiting) are recorded as interrupted rather than left to lapse.
+    async fn abandon_active(&self) {
+        let now = self.clock.now();
+        let active: Vec<(String, Vec<RunId>)> = lock(&self.active)
+            .drain()
+            .map(|(a, s)| (a, s.into_iter().collect()))
+            .collect();
+        {
+            let mut finished = lock(&self.finished);
+            for (alias, ids) in active {
+                let list = finished.entry(alias).or_default();
+                for id in ids {
+                    list.push(RunFinish {
+                        id,
+                        state: RunState::Interrupted,
+                        finished_at: now,
+                        error: Some("the scheduler shut down before the run finished".into()),
+                    });
+                }
+            }
+        }
+        self.flush_all().await;
+        lock(&self.active).clear();
+        lock(&self.finished).clear();
+    }
+}

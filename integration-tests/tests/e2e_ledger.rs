@@ -1,0 +1,487 @@
+//! The run ledger end to end, on a virtual clock: every slot is recorded once with
+//! its outcome, a slot already in the ledger is never started again, lapsed runs
+//! are marked interrupted by a peer, and `max_instances` holds across schedulers.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::{FutureExt, StreamExt};
+use sundial::clock::{Clock, VirtualClock};
+use sundial::job::{JobId, OwnerId};
+use sundial::prelude::*;
+use sundial::run::{NewRun, RunInsert, RunQuery, RunRecord, RunState};
+use sundial::{JobStore, SchedulerBuilder};
+
+fn at(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+}
+
+fn secs(n: i64) -> chrono::Duration {
+    chrono::Duration::seconds(n)
+}
+
+/// (job id, scheduled time, run id, attempt, start, end) of each execution.
+type Seen = Arc<
+    Mutex<
+        Vec<(
+            String,
+            DateTime<Utc>,
+            String,
+            u32,
+            DateTime<Utc>,
+            DateTime<Utc>,
+        )>,
+    >,
+>;
+
+fn builder(clock: &Arc<VirtualClock>, store: Arc<dyn JobStore>, seen: &Seen) -> SchedulerBuilder {
+    let s1 = Arc::clone(seen);
+    let s2 = Arc::clone(seen);
+    let c1 = Arc::clone(clock);
+    let c2 = Arc::clone(clock);
+    Scheduler::builder()
+        .clock(Arc::clone(clock) as Arc<dyn Clock>)
+        .jobstore_arc("default", store)
+        .executor("default", AsyncExecutor::new())
+        .task("record", move |ctx: JobContext, _: ()| {
+            let s = Arc::clone(&s1);
+            let now = c1.now();
+            async move {
+                s.lock().unwrap().push((
+                    ctx.job_id().to_string(),
+                    ctx.scheduled_run_time(),
+                    ctx.run_id().map(|r| r.to_string()).unwrap_or_default(),
+                    ctx.attempt(),
+                    now,
+                    now,
+                ));
+                Ok::<_, std::io::Error>(())
+            }
+        })
+        .task("sleep", move |ctx: JobContext, secs: u64| {
+            let s = Arc::clone(&s2);
+            let c = Arc::clone(&c2);
+            async move {
+                let start = c.now();
+                tokio::time::sleep(Duration::from_secs(secs)).await;
+                s.lock().unwrap().push((
+                    ctx.job_id().to_string(),
+                    ctx.scheduled_run_time(),
+                    ctx.run_id().map(|r| r.to_string()).unwrap_or_default(),
+                    ctx.attempt(),
+                    start,
+                    c.now(),
+                ));
+                Ok::<_, std::io::Error>(())
+            }
+        })
+        .task("fail", |_ctx: JobContext, msg: String| async move {
+            Err::<(), _>(msg)
+        })
+}
+
+fn drain(events: &mut futures::stream::BoxStream<'static, Event>) -> Vec<Event> {
+    let mut out = Vec::new();
+    while let Some(Some(e)) = events.next().now_or_never() {
+        out.push(e);
+    }
+    out
+}
+
+fn sqlite_path(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join("sundial-tests");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(format!("{name}-{}.db", uuid::Uuid::new_v4().simple()))
+}
+
+fn sqlite_store(name: &str) -> Arc<dyn JobStore> {
+    Arc::new(SqlJobStore::sqlite(sqlite_path(name)))
+}
+
+async fn runs_of(s: &Scheduler, job: &str) -> Vec<RunRecord> {
+    let mut r = s
+        .runs(&RunQuery::job(job).limit(10_000), None)
+        .await
+        .unwrap();
+    r.reverse();
+    r
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_run_is_recorded_with_its_outcome_and_id() {
+    let clock = Arc::new(VirtualClock::new(at("2026-01-01T00:00:00Z")));
+    let seen = Seen::default();
+    let store = Arc::new(MemoryJobStore::new());
+    let s = builder(&clock, store, &seen).build().unwrap();
+    let mut events = s.subscribe();
+    s.start().await.unwrap();
+    let every = IntervalTrigger::builder().seconds(10).build().unwrap();
+    s.add_job(JobSpec::new("record", every.clone()).id("ok"))
+        .await
+        .unwrap();
+    s.add_job(
+        JobSpec::new("fail", every)
+            .id("bad")
+            .args("disk <full>".to_string()),
+    )
+    .await
+    .unwrap();
+    s.add_job(
+        JobSpec::new("sleep", DateTrigger::at(at("2026-01-01T00:00:05Z")))
+            .id("slow")
+            .args(30u64)
+            .timeout(Duration::from_secs(2)),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(35)).await;
+
+    let ok = runs_of(&s, "ok").await;
+    let slots: Vec<DateTime<Utc>> = ok.iter().map(|r| r.scheduled_time).collect();
+    assert_eq!(
+        slots,
+        [10, 20, 30].map(|n| at("2026-01-01T00:00:00Z") + secs(n))
+    );
+    assert!(ok.iter().all(|r| r.state == RunState::Succeeded
+        && r.attempt == 1
+        && r.owner.as_ref() == Some(s.owner_id())
+        && r.node.is_some()
+        && r.finished_at.is_some()
+        && r.heartbeat_until.is_none()));
+    // The task saw the same run ids the ledger holds.
+    let seen_ids: Vec<String> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| e.0 == "ok")
+        .map(|e| e.2.clone())
+        .collect();
+    let ledger_ids: Vec<String> = ok.iter().map(|r| r.id.to_string()).collect();
+    assert_eq!(seen_ids, ledger_ids);
+
+    let bad = runs_of(&s, "bad").await;
+    assert_eq!(bad.len(), 3);
+    assert!(bad
+        .iter()
+        .all(|r| r.state == RunState::Failed && r.error.as_deref() == Some("disk <full>")));
+
+    let slow = runs_of(&s, "slow").await;
+    assert_eq!(slow.len(), 1);
+    assert_eq!(slow[0].state, RunState::TimedOut);
+    assert_eq!(slow[0].duration(), Some(Duration::from_secs(2)));
+
+    // Events carry the run ids; every execution was announced as started.
+    let evs = drain(&mut events);
+    let executed: Vec<String> = evs
+        .iter()
+        .filter_map(|e| match e {
+            Event::JobExecuted { job_id, run_id, .. } if job_id.as_str() == "ok" => {
+                run_id.as_ref().map(|r| r.to_string())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(executed, ledger_ids);
+    let started = evs
+        .iter()
+        .filter(|e| matches!(e, Event::JobStarted { .. }))
+        .count();
+    assert_eq!(started, 3 + 3 + 1);
+
+    // Filters work through the scheduler too.
+    let failed = s
+        .runs(&RunQuery::default().state(RunState::Failed), None)
+        .await
+        .unwrap();
+    assert_eq!(failed.len(), 3);
+    s.shutdown(true).await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slot_already_in_the_ledger_is_never_started_again() {
+    // A peer started the 00:00:10 slot and then stalled (its lease expired
+    // before it released the job): the job still says 00:00:10.
+    let clock = Arc::new(VirtualClock::new(at("2026-01-01T00:00:00Z")));
+    let seen = Seen::default();
+    let store = Arc::new(MemoryJobStore::new());
+    let s = builder(&clock, Arc::clone(&store) as Arc<dyn JobStore>, &seen)
+        .build()
+        .unwrap();
+    s.start().await.unwrap();
+    let slot = at("2026-01-01T00:00:10Z");
+    let stalled = RunRecord::running(
+        JobId::new("j"),
+        slot,
+        1,
+        OwnerId::new("stalled-peer"),
+        slot,
+        slot + secs(3600),
+    );
+    let got = store
+        .insert_runs(&[NewRun {
+            record: stalled,
+            max_instances: None,
+        }])
+        .await
+        .unwrap();
+    assert_eq!(got, vec![RunInsert::Inserted(RunState::Running)]);
+    s.add_job(
+        JobSpec::new(
+            "record",
+            IntervalTrigger::builder().seconds(10).build().unwrap(),
+        )
+        .id("j")
+        .max_instances(5),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    let ran: Vec<DateTime<Utc>> = seen.lock().unwrap().iter().map(|e| e.1).collect();
+    assert_eq!(ran, vec![at("2026-01-01T00:00:20Z")]);
+
+    // A modification that writes the old fire time back (a stale read at fire
+    // time) does not resurrect the slot that already ran.
+    let mut rec = store.lookup_job(&JobId::new("j")).await.unwrap().unwrap();
+    rec.next_run_time = Some(at("2026-01-01T00:00:20Z"));
+    store.update_job(&rec).await.unwrap();
+    s.wakeup();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let ran: Vec<DateTime<Utc>> = seen.lock().unwrap().iter().map(|e| e.1).collect();
+    assert_eq!(
+        ran,
+        vec![at("2026-01-01T00:00:20Z"), at("2026-01-01T00:00:30Z")]
+    );
+    s.shutdown(true).await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn missed_slots_are_recorded_as_missed() {
+    let clock = Arc::new(VirtualClock::new(at("2026-01-01T00:00:00Z")));
+    let seen = Seen::default();
+    let s = builder(&clock, Arc::new(MemoryJobStore::new()), &seen)
+        .build()
+        .unwrap();
+    let mut events = s.subscribe();
+    s.start().await.unwrap();
+    s.add_job(
+        JobSpec::new(
+            "record",
+            IntervalTrigger::builder()
+                .seconds(60)
+                .start_date(at("2025-12-31T23:58:00Z"))
+                .build()
+                .unwrap(),
+        )
+        .id("late")
+        .coalesce(false)
+        .misfire_grace_time(Some(Duration::from_secs(30)))
+        .next_run_time(at("2025-12-31T23:58:00Z")),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let runs = runs_of(&s, "late").await;
+    let states: Vec<(DateTime<Utc>, RunState)> =
+        runs.iter().map(|r| (r.scheduled_time, r.state)).collect();
+    assert_eq!(
+        states,
+        vec![
+            (at("2025-12-31T23:58:00Z"), RunState::Missed),
+            (at("2025-12-31T23:59:00Z"), RunState::Missed),
+            (at("2026-01-01T00:00:00Z"), RunState::Succeeded),
+        ]
+    );
+    assert!(runs[0].error.as_deref().unwrap().contains("grace"));
+    let missed = drain(&mut events)
+        .into_iter()
+        .filter(|e| matches!(e, Event::JobMissed { .. }))
+        .count();
+    assert_eq!(missed, 2);
+    s.shutdown(true).await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_whose_owner_died_is_marked_interrupted_by_a_peer() {
+    let clock = Arc::new(VirtualClock::new(at("2026-01-01T00:00:00Z")));
+    let seen = Seen::default();
+    let store = sqlite_store("interrupted");
+    store.start().await.unwrap();
+    // The dead node's last heartbeat vouched for its run until 00:00:30.
+    let dead = RunRecord::running(
+        JobId::new("long"),
+        at("2025-12-31T23:59:00Z"),
+        1,
+        OwnerId::new("dead-node"),
+        at("2025-12-31T23:59:00Z"),
+        at("2026-01-01T00:00:30Z"),
+    );
+    store
+        .insert_runs(&[NewRun {
+            record: dead.clone(),
+            max_instances: None,
+        }])
+        .await
+        .unwrap();
+    let s = builder(&clock, Arc::clone(&store), &seen)
+        .lease_duration(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let mut events = s.subscribe();
+    s.start().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    assert_eq!(runs_of(&s, "long").await[0].state, RunState::Running);
+    // Lapsed at 00:00:30; swept within one heartbeat (10 s) after that.
+    tokio::time::sleep(Duration::from_secs(21)).await;
+    let runs = runs_of(&s, "long").await;
+    assert_eq!(runs[0].state, RunState::Interrupted, "{runs:?}");
+    let t = runs[0].finished_at.unwrap();
+    assert!(
+        t > at("2026-01-01T00:00:30Z") && t <= at("2026-01-01T00:00:40Z"),
+        "{t}"
+    );
+    let interrupted: Vec<Event> = drain(&mut events)
+        .into_iter()
+        .filter(|e| matches!(e, Event::JobInterrupted { .. }))
+        .collect();
+    assert_eq!(interrupted.len(), 1);
+    assert!(matches!(&interrupted[0], Event::JobInterrupted { run_id, .. } if *run_id == dead.id));
+    s.shutdown(true).await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_instances_holds_across_schedulers_on_one_store() {
+    let clock = Arc::new(VirtualClock::new(at("2026-01-01T00:00:00Z")));
+    let seen = Seen::default();
+    let path = sqlite_path("max-instances");
+    let a = builder(&clock, Arc::new(SqlJobStore::sqlite(&path)), &seen)
+        .build()
+        .unwrap();
+    // The same file through a second handle: another process.
+    let b = builder(&clock, Arc::new(SqlJobStore::sqlite(&path)), &seen)
+        .build()
+        .unwrap();
+    a.start().await.unwrap();
+    b.start().await.unwrap();
+    a.add_job(
+        JobSpec::new(
+            "sleep",
+            IntervalTrigger::builder().seconds(60).build().unwrap(),
+        )
+        .id("long")
+        .args(150u64)
+        .max_instances(1),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(60 * 8 + 30)).await;
+    a.pause().unwrap();
+    b.pause().unwrap();
+    let runs = runs_of(&a, "long").await;
+    a.shutdown(true).await.unwrap();
+    b.shutdown(true).await.unwrap();
+
+    let mut spans: Vec<(DateTime<Utc>, DateTime<Utc>)> =
+        seen.lock().unwrap().iter().map(|e| (e.4, e.5)).collect();
+    spans.sort();
+    for w in spans.windows(2) {
+        assert!(w[1].0 >= w[0].1, "runs overlap: {w:?}");
+    }
+    let base = at("2026-01-01T00:00:00Z");
+    let started: Vec<DateTime<Utc>> = seen.lock().unwrap().iter().map(|e| e.1).collect();
+    assert_eq!(
+        {
+            let mut s = started.clone();
+            s.sort();
+            s
+        },
+        [1, 4, 7].map(|m| base + secs(60 * m)).to_vec()
+    );
+    let skipped: Vec<DateTime<Utc>> = runs
+        .iter()
+        .filter(|r| r.state == RunState::Skipped)
+        .map(|r| r.scheduled_time)
+        .collect();
+    assert_eq!(
+        skipped,
+        [2, 3, 5, 6, 8].map(|m| base + secs(60 * m)).to_vec()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sub_microsecond_start_runs_each_slot_once_on_a_persistent_store() {
+    let start = at("2026-01-01T00:00:41.480332242Z");
+    let clock = Arc::new(VirtualClock::new(at("2026-01-01T00:00:40Z")));
+    let seen = Seen::default();
+    let s = builder(&clock, sqlite_store("submicro"), &seen)
+        .build()
+        .unwrap();
+    s.start().await.unwrap();
+    s.add_job(
+        JobSpec::new(
+            "record",
+            IntervalTrigger::builder()
+                .seconds(1)
+                .start_date(start)
+                .build()
+                .unwrap(),
+        )
+        .id("tick")
+        .coalesce(false),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(10_800)).await;
+    s.shutdown(true).await.unwrap();
+    let mut slots: Vec<DateTime<Utc>> = seen.lock().unwrap().iter().map(|e| e.1).collect();
+    slots.sort();
+    let expected: Vec<DateTime<Utc>> = (0..10)
+        .map(|i| at("2026-01-01T00:00:41.480332Z") + secs(i))
+        .collect();
+    assert_eq!(slots, expected);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_shutdown_without_waiting_records_abandoned_runs_as_interrupted() {
+    let clock = Arc::new(VirtualClock::new(at("2026-01-01T00:00:00Z")));
+    let seen = Seen::default();
+    let store = Arc::new(MemoryJobStore::new());
+    let s = builder(&clock, Arc::clone(&store) as Arc<dyn JobStore>, &seen)
+        .build()
+        .unwrap();
+    s.start().await.unwrap();
+    s.add_job(
+        JobSpec::new("sleep", DateTrigger::at(at("2026-01-01T00:00:01Z")))
+            .id("cut")
+            .args(600u64),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    s.shutdown(false).await.unwrap();
+    let runs = store.query_runs(&RunQuery::job("cut")).await.unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].state, RunState::Interrupted);
+    assert!(runs[0].error.as_deref().unwrap().contains("shut down"));
+}
+
+#[test]
+fn a_lease_without_room_for_heartbeats_is_refused() {
+    let err = Scheduler::builder()
+        .jobstore("default", MemoryJobStore::new())
+        .executor("default", AsyncExecutor::new())
+        .lease_duration(Duration::ZERO)
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("greater than zero"), "{err}");
+    let err = Scheduler::builder()
+        .jobstore("default", MemoryJobStore::new())
+        .executor("default", AsyncExecutor::new())
+        .lease_duration(Duration::from_secs(30))
+        .heartbeat_interval(Duration::from_secs(11))
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("a third"), "{err}");
+}
