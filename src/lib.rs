@@ -9,7 +9,7 @@ pub use sundial_core::{
 };
 
 pub use sundial_core::event::{Event, EventMask};
-pub use sundial_core::job::{JobDefaults, JobId, JobOptions, JobRecord};
+pub use sundial_core::job::{JobDefaults, JobId, JobOptions, JobRecord, RetryPolicy};
 pub use sundial_core::run::{RunQuery, RunRecord, RunState};
 pub use sundial_core::scheduler::{
     BackgroundScheduler, Job, JobChanges, JobListing, JobSpec, Scheduler, SchedulerBuilder,

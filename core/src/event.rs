@@ -60,8 +60,10 @@ bitflags::bitflags! {
         const JOB_STARTED = 1 << 19;
         /// [`Event::JobInterrupted`]
         const JOB_INTERRUPTED = 1 << 20;
+        /// [`Event::JobRetry`]
+        const JOB_RETRY = 1 << 21;
         /// Every event.
-        const ALL = (1 << 21) - 1;
+        const ALL = (1 << 22) - 1;
     }
 }
 
@@ -227,6 +229,21 @@ pub enum Event {
         /// The node (`host:pid`) that owned the run, if known.
         node: Option<String>,
     },
+    /// A failed or timed-out run will be retried as the next attempt of its slot.
+    JobRetry {
+        /// The job id.
+        job_id: JobId,
+        /// The store alias.
+        jobstore: String,
+        /// The ledger id of the attempt that failed.
+        run_id: RunId,
+        /// The slot being retried.
+        scheduled_run_time: DateTime<Utc>,
+        /// The attempt that will run (2 for the first retry).
+        attempt: u32,
+        /// When it will run.
+        retry_at: DateTime<Utc>,
+    },
     /// A job store call failed; the scheduler backs off and retries.
     StoreError {
         /// The store alias.
@@ -261,6 +278,7 @@ impl Event {
             Event::StoreError { .. } => EventMask::STORE_ERROR,
             Event::JobStarted { .. } => EventMask::JOB_STARTED,
             Event::JobInterrupted { .. } => EventMask::JOB_INTERRUPTED,
+            Event::JobRetry { .. } => EventMask::JOB_RETRY,
         }
     }
 
@@ -277,7 +295,8 @@ impl Event {
             | Event::JobMissed { job_id, .. }
             | Event::JobTimeout { job_id, .. }
             | Event::JobStarted { job_id, .. }
-            | Event::JobInterrupted { job_id, .. } => Some(job_id),
+            | Event::JobInterrupted { job_id, .. }
+            | Event::JobRetry { job_id, .. } => Some(job_id),
             _ => None,
         }
     }

@@ -131,6 +131,95 @@ pub struct JobOptions {
     /// Runs longer than this are reported (and cancelled on the async executor).
     #[serde(default, with = "opt_secs", skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Duration>,
+    /// How failed and timed-out runs are retried (`None`: not retried).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryPolicy>,
+}
+
+mod secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(crate) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Duration::try_from_secs_f64(f64::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+/// How a failed or timed-out run is retried: as attempt + 1 of the same slot,
+/// recorded in the run ledger, after an exponential backoff.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included (3: the first run and two retries).
+    pub max_attempts: u32,
+    /// The delay before the first retry; it doubles for each further retry.
+    #[serde(with = "secs")]
+    pub backoff: Duration,
+    /// The longest delay between two attempts.
+    #[serde(with = "secs")]
+    pub max_backoff: Duration,
+    /// Spread each delay randomly over ±`jitter` of itself (0.0 to 1.0).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub jitter: f64,
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
+}
+
+impl RetryPolicy {
+    /// Up to `max_attempts` attempts in all, `backoff` before the first retry,
+    /// doubling up to one hour, without jitter.
+    pub fn new(max_attempts: u32, backoff: Duration) -> Self {
+        RetryPolicy {
+            max_attempts: max_attempts.max(1),
+            backoff,
+            max_backoff: Duration::from_secs(3600).max(backoff),
+            jitter: 0.0,
+        }
+    }
+
+    /// Caps the delay between attempts.
+    pub fn max_backoff(mut self, cap: Duration) -> Self {
+        self.max_backoff = cap;
+        self
+    }
+
+    /// Spreads each delay over ±`fraction` of itself (clamped to 0.0..=1.0).
+    pub fn jitter(mut self, fraction: f64) -> Self {
+        self.jitter = if fraction.is_finite() {
+            fraction.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        self
+    }
+
+    /// Whether a run that failed at `attempt` gets another one.
+    pub fn retries_after(&self, attempt: u32) -> bool {
+        attempt < self.max_attempts
+    }
+
+    /// The delay before the attempt that follows `attempt` (1-based), before jitter.
+    pub fn delay_after(&self, attempt: u32) -> Duration {
+        let doublings = attempt.saturating_sub(1).min(32);
+        self.backoff
+            .saturating_mul(1u32 << doublings.min(31))
+            .min(self.max_backoff)
+    }
+
+    /// [`delay_after`](RetryPolicy::delay_after) spread by the jitter, with `unit`
+    /// a random number in 0.0..1.0.
+    pub fn jittered_delay_after(&self, attempt: u32, unit: f64) -> Duration {
+        let base = self.delay_after(attempt).as_secs_f64();
+        let factor = 1.0 + self.jitter * (2.0 * unit.clamp(0.0, 1.0) - 1.0);
+        Duration::try_from_secs_f64((base * factor).max(0.0)).unwrap_or_default()
+    }
 }
 
 impl Default for JobOptions {
@@ -143,6 +232,7 @@ impl Default for JobOptions {
             coalesce: d.coalesce,
             max_instances: d.max_instances,
             timeout: d.timeout,
+            retry: None,
         }
     }
 }
@@ -200,6 +290,47 @@ pub struct JobRecord {
     pub lease: Option<Lease>,
     /// Bumped by the store on every write; guards `release` against stale writers.
     pub version: u64,
+}
+
+#[cfg(test)]
+mod retry_tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let p = RetryPolicy::new(5, Duration::from_secs(10)).max_backoff(Duration::from_secs(30));
+        let d: Vec<u64> = (1..=5).map(|a| p.delay_after(a).as_secs()).collect();
+        assert_eq!(d, [10, 20, 30, 30, 30]);
+        assert!(p.retries_after(4));
+        assert!(!p.retries_after(5));
+        assert_eq!(p.delay_after(u32::MAX), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn jitter_stays_within_its_fraction() {
+        let p = RetryPolicy::new(3, Duration::from_secs(10)).jitter(0.5);
+        assert_eq!(p.jittered_delay_after(1, 0.0), Duration::from_secs(5));
+        assert_eq!(p.jittered_delay_after(1, 1.0), Duration::from_secs(15));
+        assert_eq!(p.jittered_delay_after(1, 0.5), Duration::from_secs(10));
+        assert_eq!(
+            RetryPolicy::new(3, Duration::from_secs(1))
+                .jitter(f64::NAN)
+                .jitter,
+            0.0
+        );
+    }
+
+    #[test]
+    fn options_without_retry_read_as_before() {
+        let o: JobOptions =
+            serde_json::from_str(r#"{"misfire_grace_time":1.0,"coalesce":true,"max_instances":1}"#)
+                .unwrap();
+        assert_eq!(o.retry, None);
+        let mut o2 = o.clone();
+        o2.retry = Some(RetryPolicy::new(3, Duration::from_millis(1500)).jitter(0.25));
+        let back: JobOptions = serde_json::from_str(&serde_json::to_string(&o2).unwrap()).unwrap();
+        assert_eq!(back, o2);
+    }
 }
 
 impl JobRecord {

@@ -27,9 +27,10 @@ impl RunId {
         RunId(id.into())
     }
 
-    /// A fresh random id.
+    /// A fresh unique id; ids made later sort later (UUIDv7), which keeps
+    /// store indexes append-mostly.
     pub fn random() -> Self {
-        RunId(uuid::Uuid::new_v4().simple().to_string())
+        RunId(uuid::Uuid::now_v7().simple().to_string())
     }
 
     /// The id as a string slice.

@@ -137,6 +137,11 @@ pub async fn add_and_lookup_round_trip_every_field(cx: &Ctx) -> Result<()> {
         coalesce: false,
         max_instances: 7,
         timeout: Some(Duration::from_secs(90)),
+        retry: Some(
+            sundial::job::RetryPolicy::new(4, Duration::from_millis(2500))
+                .max_backoff(Duration::from_secs(60))
+                .jitter(0.25),
+        ),
     };
     cx.store.add_job(&j).await?;
     let got = cx
@@ -802,6 +807,8 @@ pub async fn every_trigger_type_and_option_round_trips(cx: &Ctx) -> Result<()> {
             coalesce: i % 2 == 0,
             max_instances: i as u32 + 1,
             timeout: (i % 3 == 1).then(|| Duration::from_millis(250)),
+            retry: (i % 4 == 0)
+                .then(|| sundial::job::RetryPolicy::new(i as u32 + 2, Duration::from_secs(1))),
         };
         cx.store.add_job(&j).await?;
         let got = cx.store.lookup_job(&j.id).await?.context("gone")?;

@@ -485,3 +485,115 @@ fn a_lease_without_room_for_heartbeats_is_refused() {
         .unwrap_err();
     assert!(err.to_string().contains("a third"), "{err}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn failed_runs_are_retried_with_backoff_as_new_attempts_of_their_slot() {
+    let clock = Arc::new(VirtualClock::new(at("2026-01-01T00:00:00Z")));
+    let seen = Seen::default();
+    let store = Arc::new(MemoryJobStore::new());
+    let s2 = Arc::clone(&seen);
+    let c = Arc::clone(&clock);
+    let s = builder(&clock, store, &seen)
+        .task("flaky", move |ctx: JobContext, fail_until: u32| {
+            let s = Arc::clone(&s2);
+            let now = c.now();
+            async move {
+                s.lock().unwrap().push((
+                    ctx.job_id().to_string(),
+                    ctx.scheduled_run_time(),
+                    ctx.run_id().map(|r| r.to_string()).unwrap_or_default(),
+                    ctx.attempt(),
+                    now,
+                    now,
+                ));
+                if ctx.attempt() < fail_until {
+                    Err(format!("attempt {} failed", ctx.attempt()))
+                } else {
+                    Ok(())
+                }
+            }
+        })
+        .build()
+        .unwrap();
+    let mut events = s.subscribe();
+    s.start().await.unwrap();
+    let once = DateTrigger::at(at("2026-01-01T00:01:00Z"));
+    // Succeeds at the third attempt: retried after 10 s, then 20 s.
+    s.add_job(
+        JobSpec::new("flaky", once.clone())
+            .id("third-time-lucky")
+            .args(3u32)
+            .retries(5, Duration::from_secs(10)),
+    )
+    .await
+    .unwrap();
+    // Never succeeds: three attempts in all, then it stays failed.
+    s.add_job(
+        JobSpec::new("flaky", once)
+            .id("hopeless")
+            .args(100u32)
+            .retries(3, Duration::from_secs(10)),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(600)).await;
+
+    let base = at("2026-01-01T00:01:00Z");
+    for (job, expect) in [
+        (
+            "third-time-lucky",
+            vec![
+                (1, RunState::Failed, 0),
+                (2, RunState::Failed, 10),
+                (3, RunState::Succeeded, 30),
+            ],
+        ),
+        (
+            "hopeless",
+            vec![
+                (1, RunState::Failed, 0),
+                (2, RunState::Failed, 10),
+                (3, RunState::Failed, 30),
+            ],
+        ),
+    ] {
+        let mut runs = runs_of(&s, job).await;
+        runs.sort_by_key(|r| r.attempt);
+        let got: Vec<(u32, RunState, i64)> = runs
+            .iter()
+            .map(|r| {
+                assert_eq!(r.scheduled_time, base, "every attempt is for the same slot");
+                (
+                    r.attempt,
+                    r.state,
+                    (r.started_at.unwrap() - base).num_seconds(),
+                )
+            })
+            .collect();
+        assert_eq!(got, expect, "{job}");
+        // The task saw each attempt number.
+        let attempts: Vec<u32> = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e.0 == job)
+            .map(|e| e.3)
+            .collect();
+        assert_eq!(attempts, [1, 2, 3], "{job}");
+    }
+    let retries: Vec<(String, u32, DateTime<Utc>)> = drain(&mut events)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::JobRetry {
+                job_id,
+                attempt,
+                retry_at,
+                ..
+            } => Some((job_id.to_string(), attempt, retry_at)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(retries.len(), 4, "{retries:?}");
+    assert!(retries.contains(&("hopeless".into(), 3, base + secs(30))));
+    s.shutdown(true).await.unwrap();
+}

@@ -8,12 +8,12 @@ use chrono::{DateTime, Utc};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_util::sync::CancellationToken;
 
-use super::run_loop::after;
-use super::{lock, Inner};
+use super::run_loop::{after, Plan};
+use super::{lock, Inner, SchedulerState};
 use crate::error::Result;
 use crate::event::Event;
 use crate::executor::RunDone;
-use crate::run::{RunFinish, RunId, RunState};
+use crate::run::{NewRun, RunFinish, RunId, RunInsert, RunRecord, RunState};
 use crate::store::JobStore;
 
 /// How many lapsed runs one sweep marks per store.
@@ -21,6 +21,13 @@ const SWEEP_LIMIT: usize = 500;
 
 /// How often old runs are pruned.
 const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// A started run whose job retries failures: what is needed to start its next attempt.
+pub(crate) struct Retry {
+    pub(crate) alias: String,
+    pub(crate) scheduled: DateTime<Utc>,
+    pub(crate) plan: Plan,
+}
 
 /// Finished runs waiting to be written, per store alias.
 pub(crate) type Pending = HashMap<String, Vec<RunFinish>>;
@@ -51,12 +58,15 @@ pub(crate) async fn run(
                 }
                 inner.flush_all().await;
                 inner.abandon_active().await;
+                lock(&inner.retries).clear();
                 return;
             }
             msg = rx.recv() => {
                 if let Some(d) = msg {
+                    schedule_retry(&inner, &d);
                     inner.add_finished(d);
                     while let Ok(d) = rx.try_recv() {
+                        schedule_retry(&inner, &d);
                         inner.add_finished(d);
                     }
                     inner.flush_all().await;
@@ -72,7 +82,98 @@ pub(crate) async fn run(
     }
 }
 
+/// When a failed or timed-out run's job has attempts left, starts the next
+/// attempt of the same slot after the policy's backoff.
+fn schedule_retry(inner: &Arc<Inner>, done: &RunDone) {
+    let Some(retry) = lock(&inner.retries).remove(&done.run_id) else {
+        return;
+    };
+    if !matches!(done.state, RunState::Failed | RunState::TimedOut) {
+        return;
+    }
+    let Some(policy) = retry.plan.retry.clone() else {
+        return;
+    };
+    let attempt = retry.plan.attempt + 1;
+    let delay = policy.jittered_delay_after(retry.plan.attempt, fastrand::f64());
+    let at = after(done.finished_at, delay);
+    tracing::info!(job_id = %done.job_id, scheduled = %retry.scheduled, attempt, retry_at = %at, "run failed; retrying");
+    inner.emit(Event::JobRetry {
+        job_id: done.job_id.clone(),
+        jobstore: retry.alias.clone(),
+        run_id: done.run_id.clone(),
+        scheduled_run_time: retry.scheduled,
+        attempt,
+        retry_at: at,
+    });
+    let inner = Arc::clone(inner);
+    let sleep = inner.clock.sleep_until(at);
+    tokio::spawn(async move {
+        sleep.await;
+        inner.start_retry(retry, attempt).await;
+    });
+}
+
 impl Inner {
+    /// Starts attempt `attempt` of a slot: records it, then submits it.
+    async fn start_retry(&self, retry: Retry, attempt: u32) {
+        if self.state() == SchedulerState::Stopped {
+            return;
+        }
+        let Retry {
+            alias,
+            scheduled,
+            mut plan,
+        } = retry;
+        let Ok(store) = self.store(&alias) else {
+            return;
+        };
+        plan.attempt = attempt;
+        let now = self.clock.now();
+        let record = RunRecord::running(
+            plan.id.clone(),
+            scheduled,
+            attempt,
+            self.owner.clone(),
+            now,
+            after(now, self.config.lease),
+        );
+        let id = record.id.clone();
+        let inserted = async {
+            self.flush_store(&alias, store.as_ref()).await?;
+            store
+                .insert_runs(&[NewRun {
+                    record,
+                    max_instances: Some(plan.max_instances),
+                }])
+                .await
+        }
+        .await;
+        match inserted.as_deref() {
+            Ok([RunInsert::Inserted(RunState::Running)]) => {
+                self.submit(&alias, &plan, vec![(scheduled, id)], now);
+            }
+            Ok([RunInsert::Inserted(_)]) => {
+                tracing::warn!(job_id = %plan.id, attempt, "maximum running instances reached; retry skipped");
+                self.emit(Event::JobMaxInstances {
+                    job_id: plan.id.clone(),
+                    jobstore: alias,
+                    run_times: vec![scheduled],
+                });
+            }
+            Ok(_) => {
+                tracing::info!(job_id = %plan.id, attempt, "retry already started elsewhere");
+            }
+            Err(e) => {
+                tracing::error!(job_id = %plan.id, attempt, error = %e, "cannot start retry");
+                self.emit(Event::StoreError {
+                    jobstore: alias,
+                    error: e.to_string(),
+                });
+            }
+        }
+    }
+
     fn add_finished(&self, d: RunDone) {
         lock(&self.finished)
             .entry(d.jobstore)

@@ -113,6 +113,8 @@ pub(crate) struct Inner {
     pub(crate) finished: Mutex<ledger::Pending>,
     /// Serialises writes of finished runs.
     pub(crate) flush_lock: tokio::sync::Mutex<()>,
+    /// Started runs whose job retries failures, by run id.
+    pub(crate) retries: Mutex<HashMap<RunId, ledger::Retry>>,
 }
 
 /// Schedules jobs and runs them through executors; cheap to clone (all clones
@@ -306,6 +308,7 @@ impl Scheduler {
                 ledger_task: Mutex::new(None),
                 finished: Mutex::new(HashMap::new()),
                 flush_lock: tokio::sync::Mutex::new(()),
+                retries: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -562,6 +565,7 @@ impl Scheduler {
             coalesce,
             max_instances,
             timeout,
+            retry,
             next_run_time,
             replace_existing,
         } = spec;
@@ -578,6 +582,7 @@ impl Scheduler {
             coalesce: coalesce.unwrap_or(d.coalesce),
             max_instances: max_instances.unwrap_or(d.max_instances),
             timeout: timeout.unwrap_or(d.timeout),
+            retry,
         };
         if options.max_instances == 0 {
             return Err(Error::InvalidJob(format!(

@@ -11,7 +11,7 @@ use super::{lock, Inner, SchedulerState, MAX_BACKLOG_RUN_TIMES};
 use crate::error::{Error, Result};
 use crate::event::{Event, EventMask};
 use crate::executor::{Executor, JobRun, RunDone, SubmitError};
-use crate::job::{trunc_micros, JobId, JobRecord, Release, ReleaseOutcome};
+use crate::job::{trunc_micros, JobId, JobRecord, Release, ReleaseOutcome, RetryPolicy};
 use crate::run::{NewRun, RunId, RunInsert, RunRecord, RunState};
 use crate::store::{JobStore, ReleaseItem};
 use crate::task::TaskFn;
@@ -75,6 +75,7 @@ pub(crate) fn next_after(
 }
 
 /// What one claimed job should do in this pass.
+#[derive(Clone)]
 pub(crate) struct Plan {
     pub(crate) id: JobId,
     pub(crate) version: u64,
@@ -84,6 +85,9 @@ pub(crate) struct Plan {
     pub(crate) args: serde_json::Value,
     pub(crate) max_instances: u32,
     pub(crate) timeout: Option<std::time::Duration>,
+    pub(crate) retry: Option<RetryPolicy>,
+    /// The attempt the slots start as (1, or more for a retry).
+    pub(crate) attempt: u32,
     /// Slots to start now.
     pub(crate) due: Vec<DateTime<Utc>>,
     /// Slots that missed their grace time, with how late they are.
@@ -309,7 +313,7 @@ impl Inner {
 
     /// Hands started slots to the job's executor; slots it refuses are recorded as
     /// skipped or cancelled.
-    fn submit(
+    pub(crate) fn submit(
         &self,
         alias: &str,
         p: &Plan,
@@ -318,6 +322,19 @@ impl Inner {
     ) {
         let (times, ids): (Vec<_>, Vec<_>) = started.into_iter().unzip();
         self.track(alias, &ids);
+        if p.retry.as_ref().is_some_and(|r| r.retries_after(p.attempt)) {
+            let mut retries = lock(&self.retries);
+            for (id, t) in ids.iter().zip(&times) {
+                retries.insert(
+                    id.clone(),
+                    super::ledger::Retry {
+                        alias: alias.to_string(),
+                        scheduled: *t,
+                        plan: p.clone(),
+                    },
+                );
+            }
+        }
         let run = JobRun::new(
             p.id.clone(),
             alias,
@@ -327,7 +344,7 @@ impl Inner {
             p.max_instances,
             p.timeout,
         )
-        .with_runs(ids.clone(), 1);
+        .with_runs(ids.clone(), p.attempt);
         let refused = match p.executor.submit(run) {
             Ok(()) => {
                 if self.events.wants(EventMask::JOB_SUBMITTED) {
@@ -364,6 +381,7 @@ impl Inner {
             }
         };
         for id in ids {
+            lock(&self.retries).remove(&id);
             self.record_done(RunDone {
                 jobstore: alias.to_string(),
                 job_id: p.id.clone(),
@@ -492,6 +510,8 @@ impl Inner {
             args: rec.args,
             max_instances: rec.options.max_instances,
             timeout: rec.options.timeout,
+            retry: rec.options.retry,
+            attempt: 1,
             due,
             missed,
             outcome,

@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::error::BoxError;
-use crate::job::{JobId, JobOptions, JobRecord};
+use crate::job::{JobId, JobOptions, JobRecord, RetryPolicy};
 use crate::task::{JobContext, TaskFn};
 use crate::trigger::Trigger;
 
@@ -51,6 +51,7 @@ pub struct JobSpec {
     pub(crate) coalesce: Option<bool>,
     pub(crate) max_instances: Option<u32>,
     pub(crate) timeout: Option<Option<Duration>>,
+    pub(crate) retry: Option<RetryPolicy>,
     pub(crate) next_run_time: Option<Option<DateTime<Utc>>>,
     pub(crate) replace_existing: bool,
 }
@@ -101,9 +102,23 @@ impl JobSpec {
             coalesce: None,
             max_instances: None,
             timeout: None,
+            retry: None,
             next_run_time: None,
             replace_existing: false,
         }
+    }
+
+    /// Retries failed and timed-out runs: up to `max_attempts` attempts in all,
+    /// `backoff` before the first retry, doubling (capped at one hour).
+    pub fn retries(mut self, max_attempts: u32, backoff: Duration) -> Self {
+        self.retry = Some(RetryPolicy::new(max_attempts, backoff));
+        self
+    }
+
+    /// Retries failed and timed-out runs as `policy` says.
+    pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.retry = Some(policy);
+        self
     }
 
     /// Sets the job id (default: a random id).
@@ -195,6 +210,7 @@ pub struct JobChanges {
     pub(crate) coalesce: Option<bool>,
     pub(crate) max_instances: Option<u32>,
     pub(crate) timeout: Option<Option<Duration>>,
+    pub(crate) retry: Option<Option<RetryPolicy>>,
     pub(crate) next_run_time: Option<Option<DateTime<Utc>>>,
 }
 
@@ -243,6 +259,11 @@ impl JobChanges {
         self.next_run_time = Some(t);
         self
     }
+    /// Changes the retry policy (`None`: no retries).
+    pub fn retry_policy(mut self, policy: Option<RetryPolicy>) -> Self {
+        self.retry = Some(policy);
+        self
+    }
 
     pub(crate) fn apply(self, rec: &mut JobRecord) -> crate::Result<()> {
         let o: &mut JobOptions = &mut rec.options;
@@ -263,6 +284,9 @@ impl JobChanges {
         }
         if let Some(v) = self.timeout {
             o.timeout = v;
+        }
+        if let Some(v) = self.retry {
+            o.retry = v;
         }
         if let Some(v) = self.next_run_time {
             rec.next_run_time = v;
