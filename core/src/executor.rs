@@ -378,6 +378,10 @@ fn deadline(started: DateTime<Utc>, timeout: Duration) -> DateTime<Utc> {
 /// error event.
 pub async fn execute_async(ctx: &ExecutorContext, run: &JobRun, shutdown: &CancellationToken) {
     for (i, &scheduled) in run.run_times.iter().enumerate() {
+        if shutdown.is_cancelled() {
+            // The executor is shutting down: later slots of the backlog do not start.
+            break;
+        }
         started(ctx, run, i, scheduled);
         let started = ctx.clock.now();
         let cancel = shutdown.child_token();

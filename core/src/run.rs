@@ -11,7 +11,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::job::{JobId, OwnerId};
+use crate::job::{trunc_micros, JobId, OwnerId};
 
 /// Error texts kept in a run record are cut to this many bytes.
 pub const MAX_ERROR_LEN: usize = 4096;
@@ -162,10 +162,11 @@ impl RunRecord {
         now: DateTime<Utc>,
         heartbeat_until: DateTime<Utc>,
     ) -> Self {
+        let (now, heartbeat_until) = (trunc_micros(now), trunc_micros(heartbeat_until));
         RunRecord {
             id: RunId::random(),
             job_id,
-            scheduled_time,
+            scheduled_time: trunc_micros(scheduled_time),
             attempt,
             state: RunState::Running,
             owner: Some(owner),
@@ -187,10 +188,11 @@ impl RunRecord {
         now: DateTime<Utc>,
         error: Option<String>,
     ) -> Self {
+        let now = trunc_micros(now);
         RunRecord {
             id: RunId::random(),
             job_id,
-            scheduled_time,
+            scheduled_time: trunc_micros(scheduled_time),
             attempt,
             state,
             owner: Some(owner),
@@ -308,8 +310,12 @@ pub fn sort_runs(runs: &mut [RunRecord]) {
     });
 }
 
-/// Cuts an error text to at most [`MAX_ERROR_LEN`] bytes on a character boundary.
+/// Cuts an error text to at most [`MAX_ERROR_LEN`] bytes on a character boundary,
+/// with NUL characters (which some databases refuse in text) replaced.
 pub fn truncate_error(mut s: String) -> String {
+    if s.contains('\0') {
+        s = s.replace('\0', "\u{FFFD}");
+    }
     if s.len() > MAX_ERROR_LEN {
         let mut end = MAX_ERROR_LEN;
         while !s.is_char_boundary(end) {
@@ -348,6 +354,11 @@ mod tests {
             assert_eq!(s.as_str().parse::<RunState>().ok(), Some(s));
         }
         assert!("done".parse::<RunState>().is_err());
+    }
+
+    #[test]
+    fn nul_characters_are_replaced() {
+        assert_eq!(truncate_error("a\0b".into()), "a\u{FFFD}b");
     }
 
     #[test]

@@ -484,6 +484,13 @@ fn a_lease_without_room_for_heartbeats_is_refused() {
         .build()
         .unwrap_err();
     assert!(err.to_string().contains("a third"), "{err}");
+    let err = Scheduler::builder()
+        .jobstore("default", MemoryJobStore::new())
+        .executor("default", AsyncExecutor::new())
+        .run_retention(Duration::from_secs(60))
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("run_retention"), "{err}");
 }
 
 #[tokio::test(start_paused = true)]
@@ -596,4 +603,42 @@ async fn failed_runs_are_retried_with_backoff_as_new_attempts_of_their_slot() {
     assert_eq!(retries.len(), 4, "{retries:?}");
     assert!(retries.contains(&("hopeless".into(), 3, base + secs(30))));
     s.shutdown(true).await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn busy_nodes_keep_heartbeating_their_long_runs() {
+    let clock = Arc::new(VirtualClock::new(at("2026-01-01T00:00:00Z")));
+    let seen = Seen::default();
+    let s = builder(&clock, sqlite_store("heartbeat"), &seen)
+        .lease_duration(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    s.start().await.unwrap();
+    s.add_job(
+        JobSpec::new("sleep", DateTrigger::at(at("2026-01-01T00:00:01Z")))
+            .id("long")
+            .args(300u64),
+    )
+    .await
+    .unwrap();
+    // Runs finishing every 2 s keep the ledger task busy.
+    s.add_job(
+        JobSpec::new(
+            "record",
+            IntervalTrigger::builder().seconds(2).build().unwrap(),
+        )
+        .id("chatty"),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    let long = runs_of(&s, "long").await;
+    assert_eq!(long.len(), 1);
+    assert_eq!(long[0].state, RunState::Running, "{long:?}");
+    let hb = long[0].heartbeat_until.unwrap();
+    assert!(
+        hb >= at("2026-01-01T00:02:00Z"),
+        "heartbeat not extended while other runs finish: {hb}"
+    );
+    s.shutdown(false).await.unwrap();
 }

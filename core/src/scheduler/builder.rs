@@ -211,6 +211,15 @@ impl SchedulerBuilder {
             )));
         }
         self.config.heartbeat = heartbeat;
+        // The ledger is what stops a slot from running twice: it must outlive any
+        // claim by far.
+        let min_retention = lease.saturating_mul(10).max(Duration::from_secs(3600));
+        if self.config.run_retention < min_retention {
+            return Err(Error::Config(format!(
+                "run_retention ({:?}) must be at least {min_retention:?} (ten leases, and at least an hour): a pruned run no longer stops its slot from running again",
+                self.config.run_retention
+            )));
+        }
         if self.stores.is_empty() {
             return Err(Error::UnknownStore {
                 alias: "default".into(),

@@ -38,17 +38,21 @@ pub(crate) async fn run(
     mut rx: UnboundedReceiver<RunDone>,
 ) {
     let mut next_prune = inner.clock.now();
+    // An absolute deadline, kept across wake-ups: finished runs arriving often
+    // must not postpone the heartbeat.
+    let mut next_tick: Option<DateTime<Utc>> = None;
     loop {
         let now = inner.clock.now();
         if now >= next_prune {
             inner.prune(now).await;
             next_prune = after(now, PRUNE_EVERY);
         }
-        let tick = if inner.needs_ticks() {
-            after(now, inner.config.heartbeat).min(next_prune)
+        if inner.needs_ticks() {
+            next_tick.get_or_insert_with(|| after(now, inner.config.heartbeat));
         } else {
-            next_prune
-        };
+            next_tick = None;
+        }
+        let tick = next_tick.map_or(next_prune, |t| t.min(next_prune));
         let sleep = inner.clock.sleep_until(tick);
         tokio::select! {
             biased;
@@ -74,6 +78,9 @@ pub(crate) async fn run(
             }
             _ = sleep => {
                 let now = inner.clock.now();
+                if next_tick.is_some_and(|t| t <= now) {
+                    next_tick = None;
+                }
                 inner.flush_all().await;
                 inner.heartbeat(now).await;
                 inner.sweep(now).await;
@@ -228,13 +235,28 @@ impl Inner {
                 }
                 Ok(())
             }
-            Err(e) => {
+            Err(e) if e.is_temporary() => {
                 // Keep them, oldest first, ahead of any that arrived meanwhile.
                 let mut finished = lock(&self.finished);
                 let slot = finished.entry(alias.to_string()).or_default();
                 let newer = std::mem::replace(slot, list);
                 slot.extend(newer);
                 Err(e)
+            }
+            Err(e) => {
+                // A permanent failure must not block the store: write the runs
+                // one by one and give up on those the store refuses.
+                tracing::warn!(jobstore = %alias, error = %e, "store refused a batch of finished runs; writing them one by one");
+                for f in list {
+                    let one = std::slice::from_ref(&f);
+                    if let Err(e) = store.finish_runs(&self.owner, one).await {
+                        tracing::error!(jobstore = %alias, run_id = %f.id, error = %e, "cannot record how the run ended");
+                    }
+                    if let Some(set) = lock(&self.active).get_mut(alias) {
+                        set.remove(&f.id);
+                    }
+                }
+                Ok(())
             }
         }
     }

@@ -262,7 +262,9 @@ impl Inner {
             return Ok(());
         }
         // Runs this node saw finish must not count against `max_instances`.
-        self.flush_store(alias, store).await?;
+        if let Err(e) = self.flush_store(alias, store).await {
+            tracing::warn!(jobstore = %alias, error = %e, "finished runs not recorded yet; they may count against max_instances");
+        }
         let results = store.insert_runs(&new_runs).await?;
         if results.len() != new_runs.len() {
             return Err(Error::Config(format!(
