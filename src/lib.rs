@@ -152,8 +152,39 @@ pub fn store_from_url(url: &str) -> Result<Arc<dyn JobStore>> {
         other => Err(Error::UnknownStore {
             alias: other.to_string(),
             hint: format!(
-                " in URL {url:?}: supported schemes are memory, sqlite, postgres, mysql, redis, mongodb"
+                " in URL {:?}: supported schemes are memory, sqlite, postgres, mysql, redis, mongodb",
+                sundial_core::redact::redact_url(url)
             ),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::store_from_url;
+
+    /// Whatever stores this build has, a URL's password shows neither in the
+    /// error (unknown scheme, feature off, bad URL) nor in the store's `Debug`.
+    #[test]
+    fn store_urls_never_show_passwords() {
+        for url in [
+            "postgres://user:s3cr3t-pw@host/db",
+            "postgresql://user@host/db?password=s3cr3t-pw",
+            "mysql://u:s3cr3t-pw@h/db",
+            "mariadb://u:s3cr3t-pw@h/db",
+            "redis://:s3cr3t-pw@h:6379/0",
+            "redis://user:s3cr3t-pw@h",
+            "rediss://user:s3cr3t-pw@h:notaport",
+            "mongodb://u:s3cr3t-pw@h/db",
+            "mongodb+srv://u:s3cr3t-pw@h/db",
+            "oracle://u:s3cr3t-pw@h/db?token=s3cr3t-pw",
+            "u:s3cr3t-pw@h/db",
+        ] {
+            let shown = match store_from_url(url) {
+                Ok(store) => format!("{store:?}"),
+                Err(e) => e.to_string(),
+            };
+            assert!(!shown.contains("s3cr3t-pw"), "{url}: {shown}");
+        }
     }
 }

@@ -7,6 +7,7 @@
 //!   job: { task, trigger, args, options },        // the job, as a readable document
 //!   next_run_time: Date, next_run_time_us: Int64,  // absent when paused
 //!   lease_owner: "<owner>", lease_until: Date, lease_until_us: Int64, lease_token: "<claim>",
+//!   insert_token: "<add_jobs call>",               // only while an add_jobs call runs
 //!   version: Int64 }
 //! ```
 //!
@@ -19,7 +20,10 @@
 //! while setting the lease with a fresh claim token (each document update is
 //! atomic, so a job can be claimed by one owner only), then reads back the
 //! documents carrying its token. `release` updates with a filter on owner and
-//! version. Only standard MongoDB operations are used.
+//! version. `add_jobs` inserts its batch with a per-call `insert_token`; when the
+//! insert fails part-way (another process added one of the ids), it deletes only
+//! the documents carrying that token, else it unsets the token. Only standard
+//! MongoDB operations are used.
 //!
 //! The run ledger lives in `<collection>_runs`, one document per run (see the
 //! field list below). A unique index on `(job_id, scheduled_us, attempt)` decides
@@ -50,6 +54,7 @@ use mongodb::bson::{self, doc, Bson, Document};
 use mongodb::options::{ClientOptions, IndexOptions};
 use mongodb::{Client, Collection, Database, IndexModel};
 use sundial_core::job::{JobId, JobRecord, Lease, OwnerId, Release, ReleaseOutcome};
+use sundial_core::redact::redact_url;
 use sundial_core::run::{NewRun, RunFinish, RunId, RunInsert, RunQuery, RunRecord};
 use sundial_core::store::{
     lease_duration, release_entry, sort_records, JobStore, ReleaseItem, StoreCapabilities,
@@ -64,6 +69,10 @@ use ledger::{create_run_indexes, RUNS_SUFFIX};
 pub const DEFAULT_DATABASE: &str = "sundial";
 /// The default collection name.
 pub const DEFAULT_COLLECTION: &str = "sundial_jobs";
+
+/// The field that marks the documents one `add_jobs` call inserted until it
+/// succeeds, so that a failed call removes only its own.
+const INSERT_TOKEN: &str = "insert_token";
 
 /// Errors of the MongoDB store.
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +95,17 @@ pub enum Error {
     /// The server refused a write of a batch command.
     #[error("write failed: {0}")]
     Write(String),
+    /// A batch insert failed part-way, and removing the documents it had
+    /// inserted failed too: some of them may remain.
+    #[error(
+        "{cause}; removing the jobs this call had inserted failed too, some may remain: {rollback}"
+    )]
+    Rollback {
+        /// Why the insert failed.
+        cause: String,
+        /// Why removing the inserted documents failed.
+        rollback: mongodb::error::Error,
+    },
 }
 
 impl Error {
@@ -102,6 +122,23 @@ impl Error {
                     || e.contains_label("TransientTransactionError")
             }
             _ => false,
+        }
+    }
+
+    /// The batch position of the first document a bulk insert refused as a duplicate.
+    fn duplicate_index(&self) -> Option<usize> {
+        use mongodb::error::ErrorKind;
+        match self {
+            Error::Mongo(e) => match &*e.kind {
+                ErrorKind::InsertMany(i) => i
+                    .write_errors
+                    .as_ref()?
+                    .iter()
+                    .find(|w| w.code == 11000)
+                    .map(|w| w.index),
+                _ => None,
+            },
+            _ => None,
         }
     }
 
@@ -174,10 +211,20 @@ struct Collections {
     runs: Collection<Document>,
 }
 
-#[derive(Debug)]
 enum Source {
     Url(String),
     Client(Client),
+}
+
+/// Shows the URL without its password (the driver's `Debug` of a client hides
+/// its credential).
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Url(url) => f.debug_tuple("Url").field(&redact_url(url)).finish(),
+            Source::Client(client) => f.debug_tuple("Client").field(client).finish(),
+        }
+    }
 }
 
 impl MongoJobStore {
@@ -417,23 +464,45 @@ impl JobStore for MongoJobStore {
                 id: existing.get_str("_id").unwrap_or_default().to_string(),
             });
         }
+        // Every document this call inserts carries its token, so that undoing a
+        // failed batch removes only ours, never a job with one of the ids that
+        // another process inserted meanwhile (the very conflict that failed it).
+        let token = uuid::Uuid::new_v4().simple().to_string();
         let docs = jobs
             .iter()
-            .map(Self::to_document)
+            .map(|j| {
+                let mut d = Self::to_document(j)?;
+                d.insert(INSERT_TOKEN, token.as_str());
+                Ok(d)
+            })
             .collect::<sundial_core::Result<Vec<_>>>()?;
-        if let Err(e) = self.coll()?.insert_many(docs).ordered(true).await {
-            // Another process inserted one of the ids meanwhile: undo ours.
+        let coll = self.coll()?;
+        let mine = doc! { "_id": { "$in": &ids }, INSERT_TOKEN: token.as_str() };
+        if let Err(e) = coll.insert_many(docs).ordered(true).await {
             let e = Error::Mongo(e);
+            if let Err(undo) = coll.delete_many(mine).await {
+                return Err(core_err(Error::Rollback {
+                    cause: e.to_string(),
+                    rollback: undo,
+                }));
+            }
             if e.is_duplicate_key() {
-                let _ = self
-                    .coll()?
-                    .delete_many(doc! { "_id": { "$in": &ids }, "version": 0_i64, "lease_owner": { "$exists": false } })
-                    .await;
-                return Err(sundial_core::Error::ConflictingId {
-                    id: ids[0].to_string(),
-                });
+                let id = e
+                    .duplicate_index()
+                    .and_then(|i| ids.get(i))
+                    .or(ids.first())
+                    .copied()
+                    .unwrap_or_default();
+                return Err(sundial_core::Error::ConflictingId { id: id.to_string() });
             }
             return Err(core_err(e));
+        }
+        // The jobs are in; a token left behind is harmless (nothing reads it).
+        if let Err(e) = coll
+            .update_many(mine, doc! { "$unset": { INSERT_TOKEN: "" } })
+            .await
+        {
+            tracing::warn!(error = %e, "mongo: could not drop the insert token of added jobs");
         }
         Ok(())
     }

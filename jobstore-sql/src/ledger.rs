@@ -61,6 +61,22 @@ impl RunBatch {
 
     /// The queries counting the running runs of the limited jobs; each returns
     /// rows of (job id, count).
+    /// Statements that lock the job rows of the limited jobs, in id order, so
+    /// that concurrent callers count and insert runs of one job one at a time.
+    #[cfg(any(feature = "postgres", feature = "mysql"))]
+    pub(crate) fn lock_queries(&self, sql: &Sql) -> Vec<(String, Vec<Param>)> {
+        let mut jobs = self.limited_jobs.clone();
+        jobs.sort();
+        jobs.chunks(COUNT_CHUNK)
+            .map(|jobs| {
+                (
+                    sql.lock_jobs(jobs.len()),
+                    jobs.iter().map(|j| Param::Text(j.clone())).collect(),
+                )
+            })
+            .collect()
+    }
+
     pub(crate) fn count_queries(&self, sql: &Sql) -> Vec<(String, Vec<Param>)> {
         self.limited_jobs
             .chunks(COUNT_CHUNK)

@@ -45,6 +45,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sundial_core::job::{JobId, JobRecord, OwnerId, Release, ReleaseOutcome};
+use sundial_core::redact::redact_url;
 use sundial_core::run::{NewRun, RunFinish, RunId, RunInsert, RunQuery, RunRecord};
 use sundial_core::store::{
     lease_duration, release_entry, sort_records, JobStore, ReleaseItem, StoreCapabilities,
@@ -292,7 +293,7 @@ impl SqlJobStore {
     /// [`Error::InvalidUrl`] for a scheme this build (its Cargo features) does not support.
     pub fn from_url(url: &str) -> Result<Self, Error> {
         let scheme = url.split_once(':').map(|(s, _)| s).unwrap_or("");
-        let redacted = redact(url);
+        let redacted = redact_url(url);
         #[allow(unused_variables)]
         let unsupported = |feature: &str| Error::InvalidUrl {
             url: redacted.clone(),
@@ -495,20 +496,6 @@ impl SqlJobStore {
         sundial_core::Error::ConflictingId {
             id: jobs.first().map(|j| j.id.to_string()).unwrap_or_default(),
         }
-    }
-}
-
-/// Removes the password from a URL for messages.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
-            match creds.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
     }
 }
 
@@ -992,11 +979,15 @@ mod tests {
 
     #[test]
     fn passwords_are_redacted() {
-        assert_eq!(
-            redact("postgres://app:s3cret@db:5432/app"),
-            "postgres://app:***@db:5432/app"
+        let err = SqlJobStore::from_url("oracle://app:s3cret@db:5432/app?password=s3cret")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains("oracle://app:***@db:5432/app?password=***"),
+            "{err}"
         );
-        assert_eq!(redact("postgres://db/app"), "postgres://db/app");
+        assert!(!err.contains("s3cret"), "{err}");
     }
 
     #[test]

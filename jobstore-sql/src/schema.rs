@@ -476,6 +476,17 @@ impl Sql {
 
 impl Sql {
     /// Running-run counts of `n` jobs: rows of (job_id, count).
+    /// Locks the rows of `n` jobs (PostgreSQL and MySQL; SQLite's `BEGIN
+    /// IMMEDIATE` already serialises writers).
+    #[cfg(any(feature = "postgres", feature = "mysql"))]
+    pub(crate) fn lock_jobs(&self, n: usize) -> String {
+        format!(
+            "SELECT id FROM {} WHERE id IN ({}) ORDER BY id FOR UPDATE",
+            self.table,
+            self.list(1, n)
+        )
+    }
+
     pub(crate) fn count_running(&self, n: usize) -> String {
         let r = self.runs();
         // Past 200 values MySQL estimates an IN list from index statistics and

@@ -1,12 +1,14 @@
 //! PostgreSQL and MySQL/MariaDB backend on a sqlx `AnyPool`.
 
 use std::collections::{HashMap, HashSet};
+use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use sqlx::any::{AnyArguments, AnyPoolOptions, AnyRow};
 use sqlx::query::Query;
 use sqlx::{Any, AnyConnection, AnyPool, Row as _};
+use sundial_core::redact::redact_url;
 use sundial_core::run::RunInsert;
 use tokio::sync::OnceCell;
 
@@ -17,7 +19,6 @@ use crate::{Backend, Error, Param};
 /// How many rows one multi-row run `INSERT` carries (11 values each).
 const RUN_INSERT_CHUNK: usize = 200;
 
-#[derive(Debug)]
 pub(crate) struct SqlxBackend {
     url: Option<String>,
     name: &'static str,
@@ -25,6 +26,18 @@ pub(crate) struct SqlxBackend {
     /// Whether the server has `INSERT ... RETURNING` (PostgreSQL, MariaDB; not
     /// MySQL), found out on first use.
     returning: OnceCell<bool>,
+}
+
+/// Shows the URL without its password.
+impl fmt::Debug for SqlxBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqlxBackend")
+            .field("url", &self.url.as_deref().map(redact_url))
+            .field("name", &self.name)
+            .field("pool", &self.pool)
+            .field("returning", &self.returning)
+            .finish()
+    }
 }
 
 fn bind<'q>(
@@ -290,6 +303,13 @@ impl Backend for SqlxBackend {
     async fn insert_runs(&self, sql: &Sql, batch: Arc<RunBatch>) -> Result<Vec<RunInsert>, Error> {
         let returning = self.has_returning(sql).await?;
         let mut tx = self.pool()?.begin().await?;
+        // Serialise count-then-insert per job across processes: `max_instances`
+        // holds even when two nodes start runs of one job at the same moment.
+        for (query, params) in batch.lock_queries(sql) {
+            bind(sqlx::query(&query), &params)
+                .fetch_all(&mut *tx)
+                .await?;
+        }
         let mut counts = HashMap::new();
         for (query, params) in batch.count_queries(sql) {
             let rows = bind(sqlx::query(&query), &params)
