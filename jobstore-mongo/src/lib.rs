@@ -7,7 +7,7 @@
 //!   job: { task, trigger, args, options },        // the job, as a readable document
 //!   next_run_time: Date, next_run_time_us: Int64,  // absent when paused
 //!   lease_owner: "<owner>", lease_until: Date, lease_until_us: Int64, lease_token: "<claim>",
-//!   insert_token: "<add_jobs call>",               // only while an add_jobs call runs
+//!   insert_token: "<add_jobs call>",               // set by add_jobs; never read
 //!   version: Int64 }
 //! ```
 //!
@@ -22,7 +22,7 @@
 //! documents carrying its token. `release` updates with a filter on owner and
 //! version. `add_jobs` inserts its batch with a per-call `insert_token`; when the
 //! insert fails part-way (another process added one of the ids), it deletes only
-//! the documents carrying that token, else it unsets the token. Only standard
+//! the documents carrying that token; the token is left on success. Only standard
 //! MongoDB operations are used.
 //!
 //! The run ledger lives in `<collection>_runs`, one document per run (see the
@@ -497,13 +497,9 @@ impl JobStore for MongoJobStore {
             }
             return Err(core_err(e));
         }
-        // The jobs are in; a token left behind is harmless (nothing reads it).
-        if let Err(e) = coll
-            .update_many(mine, doc! { "$unset": { INSERT_TOKEN: "" } })
-            .await
-        {
-            tracing::warn!(error = %e, "mongo: could not drop the insert token of added jobs");
-        }
+        // The jobs are in. The token stays (nothing reads it; the next write of
+        // the job replaces the document's content fields only): dropping it would
+        // cost one more write per job.
         Ok(())
     }
 

@@ -52,6 +52,13 @@ pub(crate) async fn run(
         } else {
             next_tick = None;
         }
+        // Heartbeats first: writing a backlog of outcomes to a slow store must
+        // not let this node's running runs lapse.
+        if next_tick.is_some_and(|t| t <= now) {
+            inner.heartbeat(now).await;
+            inner.sweep(now).await;
+            next_tick = Some(after(now, inner.config.heartbeat));
+        }
         let tick = next_tick.map_or(next_prune, |t| t.min(next_prune));
         let sleep = inner.clock.sleep_until(tick);
         tokio::select! {
@@ -77,13 +84,8 @@ pub(crate) async fn run(
                 }
             }
             _ = sleep => {
-                let now = inner.clock.now();
-                if next_tick.is_some_and(|t| t <= now) {
-                    next_tick = None;
-                }
+                // Outcomes a store refused earlier are retried on each tick.
                 inner.flush_all().await;
-                inner.heartbeat(now).await;
-                inner.sweep(now).await;
             }
         }
     }
