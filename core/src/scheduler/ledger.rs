@@ -19,6 +19,12 @@ use crate::store::JobStore;
 /// How many lapsed runs one sweep marks per store.
 const SWEEP_LIMIT: usize = 500;
 
+/// How long outcomes are gathered before they are written.
+const GATHER: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// How many queued outcomes are written without waiting further.
+const FLUSH_BATCH: usize = 500;
+
 /// How often old runs are pruned.
 const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
 
@@ -76,9 +82,31 @@ pub(crate) async fn run(
                 if let Some(d) = msg {
                     schedule_retry(&inner, &d);
                     inner.add_finished(d);
-                    while let Ok(d) = rx.try_recv() {
-                        schedule_retry(&inner, &d);
-                        inner.add_finished(d);
+                    // Gather what finishes within a few milliseconds into one write
+                    // per store (the run loop flushes on its own before it starts
+                    // runs, so waiting here never inflates a running count).
+                    let gather = inner.clock.sleep_until(after(inner.clock.now(), GATHER));
+                    tokio::pin!(gather);
+                    loop {
+                        while let Ok(d) = rx.try_recv() {
+                            schedule_retry(&inner, &d);
+                            inner.add_finished(d);
+                        }
+                        if inner.queued_finishes() >= FLUSH_BATCH {
+                            break;
+                        }
+                        tokio::select! {
+                            biased;
+                            _ = &mut gather => break,
+                            _ = stop.cancelled() => break,
+                            more = rx.recv() => match more {
+                                Some(d) => {
+                                    schedule_retry(&inner, &d);
+                                    inner.add_finished(d);
+                                }
+                                None => break,
+                            },
+                        }
                     }
                     inner.flush_all().await;
                 }
@@ -181,6 +209,10 @@ impl Inner {
                 });
             }
         }
+    }
+
+    fn queued_finishes(&self) -> usize {
+        lock(&self.finished).values().map(Vec::len).sum()
     }
 
     fn add_finished(&self, d: RunDone) {
