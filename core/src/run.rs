@@ -124,9 +124,9 @@ impl std::str::FromStr for RunState {
     }
 }
 
-/// One run of one slot, as the ledger keeps it.
+/// One run of one slot, as the ledger keeps it (stores build it field by field
+/// from what they read back).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[non_exhaustive]
 pub struct RunRecord {
     /// The run's id.
     pub id: RunId,

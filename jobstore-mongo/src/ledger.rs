@@ -183,24 +183,19 @@ fn from_document(d: &Document) -> Result<RunRecord, String> {
     let finished_at = optional_time(d, "finished")?;
     let heartbeat_until = optional_time(d, "heartbeat")?;
     let error = optional_str(d, "error")?;
-    // `RunRecord` is non-exhaustive: build one, then set every field.
-    let mut rec = RunRecord::terminal(
-        JobId::new(job_id),
-        scheduled,
+    Ok(RunRecord {
+        id: RunId::new(id),
+        job_id: JobId::new(job_id),
+        scheduled_time: scheduled,
         attempt,
         state,
-        OwnerId::new(""),
-        scheduled,
-        None,
-    );
-    rec.id = RunId::new(id);
-    rec.owner = owner.map(OwnerId::new);
-    rec.node = node;
-    rec.started_at = started_at;
-    rec.finished_at = finished_at;
-    rec.heartbeat_until = heartbeat_until;
-    rec.error = error;
-    Ok(rec)
+        owner: owner.map(OwnerId::new),
+        node,
+        started_at,
+        finished_at,
+        heartbeat_until,
+        error,
+    })
 }
 
 /// Decodes a document, or logs why it cannot be read and gives `None`.

@@ -261,24 +261,19 @@ fn run_record(id: &str, fields: &HashMap<String, String>) -> Result<RunRecord, S
         .map_err(|_| format!("field attempt is not a number: {attempt:?}"))?;
     let state = required("state")?;
     let state = RunState::parse(state).ok_or_else(|| format!("unknown state {state:?}"))?;
-    // `RunRecord` is non-exhaustive: build one, then set every field.
-    let mut rec = RunRecord::terminal(
+    Ok(RunRecord {
+        id: RunId::new(id),
         job_id,
-        scheduled,
+        scheduled_time: scheduled,
         attempt,
         state,
-        OwnerId::new(""),
-        scheduled,
-        None,
-    );
-    rec.id = RunId::new(id);
-    rec.owner = field("owner").map(OwnerId::new);
-    rec.node = field("node").map(str::to_string);
-    rec.started_at = time("started")?;
-    rec.finished_at = time("finished")?;
-    rec.heartbeat_until = time("heartbeat")?;
-    rec.error = field("error").map(str::to_string);
-    Ok(rec)
+        owner: field("owner").map(OwnerId::new),
+        node: field("node").map(str::to_string),
+        started_at: time("started")?,
+        finished_at: time("finished")?,
+        heartbeat_until: time("heartbeat")?,
+        error: field("error").map(str::to_string),
+    })
 }
 
 /// Decodes a script's `{id, {field, value, ...}}` list into runs. A run that

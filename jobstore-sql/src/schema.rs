@@ -128,25 +128,19 @@ impl RunRow {
             .ok_or_else(|| format!("unknown run state {:?}", self.state))?;
         let attempt = u32::try_from(self.attempt)
             .map_err(|_| format!("attempt {} out of range", self.attempt))?;
-        // `RunRecord` is non-exhaustive: build one through a constructor, then
-        // set every field from the row.
-        let mut rec = RunRecord::terminal(
-            JobId::new(self.job_id),
-            from_micros(self.scheduled),
+        Ok(RunRecord {
+            id: RunId::new(self.run_id),
+            job_id: JobId::new(self.job_id),
+            scheduled_time: from_micros(self.scheduled),
             attempt,
             state,
-            OwnerId::new(""),
-            from_micros(0),
-            None,
-        );
-        rec.id = RunId::new(self.run_id);
-        rec.owner = self.owner.map(OwnerId::new);
-        rec.node = self.node;
-        rec.started_at = self.started.map(from_micros);
-        rec.finished_at = self.finished.map(from_micros);
-        rec.heartbeat_until = self.heartbeat.map(from_micros);
-        rec.error = self.error;
-        Ok(rec)
+            owner: self.owner.map(OwnerId::new),
+            node: self.node,
+            started_at: self.started.map(from_micros),
+            finished_at: self.finished.map(from_micros),
+            heartbeat_until: self.heartbeat.map(from_micros),
+            error: self.error,
+        })
     }
 }
 
