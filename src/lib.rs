@@ -12,8 +12,8 @@ pub use sundial_core::event::{Event, EventMask};
 pub use sundial_core::job::{JobDefaults, JobId, JobOptions, JobRecord, RetryPolicy};
 pub use sundial_core::run::{RunQuery, RunRecord, RunState};
 pub use sundial_core::scheduler::{
-    BackgroundScheduler, Job, JobChanges, JobListing, JobSpec, Scheduler, SchedulerBuilder,
-    SchedulerState,
+    BackgroundScheduler, Job, JobChanges, JobListing, JobSpec, OnConflict, Scheduler,
+    SchedulerBuilder, SchedulerState,
 };
 pub use sundial_core::store::JobStore;
 pub use sundial_core::task::JobContext;

@@ -88,6 +88,9 @@ pub fn cases() -> Vec<Case> {
         lapsed_heartbeats_are_interrupted_once,
         query_runs_filters_orders_and_limits,
         prune_deletes_old_finished_runs_only,
+        upserts_keep_the_stored_schedule,
+        client_scheduler_manages_jobs_and_runs_none,
+        one_off_slot_in_the_ledger_is_not_run_again,
     ]
 }
 
@@ -1329,4 +1332,251 @@ pub async fn prune_deletes_old_finished_runs_only(cx: &Ctx) -> Result<()> {
         "{got:?}"
     );
     Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// The scheduler on the store: behaviours every store must give a scheduler
+// (upserts, client-only mode, the ledger's guard of one-off slots).
+// ---------------------------------------------------------------------------
+
+/// A clock the case sets by hand.
+#[derive(Debug)]
+struct HandClock(std::sync::Mutex<DateTime<Utc>>);
+
+impl HandClock {
+    fn set(&self, t: DateTime<Utc>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = t;
+    }
+}
+
+impl sundial::clock::Clock for HandClock {
+    fn now(&self) -> DateTime<Utc> {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    fn sleep_until(&self, _deadline: DateTime<Utc>) -> BoxFuture<'static, ()> {
+        Box::pin(futures::future::pending())
+    }
+}
+
+/// A started client-only scheduler on `store` reading `clock`.
+async fn client(store: Arc<dyn JobStore>, clock: &Arc<HandClock>) -> Result<sundial::Scheduler> {
+    let s = sundial::Scheduler::builder()
+        .jobstore_arc("default", store)
+        .clock(Arc::clone(clock) as Arc<dyn sundial::clock::Clock>)
+        .build_client()?;
+    s.start().await?;
+    Ok(s)
+}
+
+fn every_minutes(n: u64) -> Result<sundial::trigger::IntervalTrigger> {
+    Ok(sundial::trigger::IntervalTrigger::every(
+        Duration::from_secs(n * 60),
+    )?)
+}
+
+/// `replace_existing` keeps the stored next run time (and a pause) while the
+/// trigger is the same, writes nothing when nothing changed, and reschedules
+/// when the trigger changed; `if_absent` returns the stored job untouched.
+pub async fn upserts_keep_the_stored_schedule(cx: &Ctx) -> Result<()> {
+    use sundial::{JobSpec, OnConflict};
+    let clock = Arc::new(HandClock(std::sync::Mutex::new(base())));
+    let a = client(Arc::clone(&cx.store), &clock).await?;
+    let b = client(cx.another_handle().await?, &clock).await?;
+    let spec = |n: u64| -> Result<JobSpec> {
+        Ok(JobSpec::new("cleanup", every_minutes(n)?)
+            .id("cleanup")
+            .replace_existing(true))
+    };
+    let first = a.add_job(spec(30)?).await?;
+    ensure!(first.next_run_time() == Some(mins(30)), "{first:?}");
+    let v0 = cx
+        .store
+        .lookup_job(&JobId::new("cleanup"))
+        .await?
+        .context("stored")?
+        .version;
+
+    // A restart 20 minutes later declares the same job: nothing moves.
+    clock.set(mins(20));
+    let again = b.add_job(spec(30)?).await?;
+    ensure!(again.next_run_time() == Some(mins(30)), "{again:?}");
+    let stored = cx
+        .store
+        .lookup_job(&JobId::new("cleanup"))
+        .await?
+        .context("stored")?;
+    ensure!(stored.version == v0, "an unchanged job was written again");
+    ensure!(stored.next_run_time == Some(mins(30)));
+
+    // New args: written, schedule kept.
+    let with_args = b.add_job(spec(30)?.args(json!({"days": 7}))).await?;
+    ensure!(with_args.next_run_time() == Some(mins(30)), "{with_args:?}");
+    let stored = cx
+        .store
+        .lookup_job(&JobId::new("cleanup"))
+        .await?
+        .context("stored")?;
+    ensure!(
+        stored.args == json!({"days": 7}) && stored.version > v0,
+        "{stored:?}"
+    );
+
+    // A paused job stays paused.
+    a.pause_job("cleanup", None).await?;
+    let paused = b.add_job(spec(30)?.args(json!({"days": 7}))).await?;
+    ensure!(paused.is_paused(), "replace resumed a paused job");
+    a.resume_job("cleanup", None).await?;
+
+    // A new trigger reschedules from now.
+    let changed = b.add_job(spec(60)?).await?;
+    ensure!(changed.next_run_time() == Some(mins(80)), "{changed:?}");
+
+    // An explicit next run time wins.
+    let explicit = b.add_job(spec(60)?.next_run_time(mins(25))).await?;
+    ensure!(explicit.next_run_time() == Some(mins(25)), "{explicit:?}");
+
+    // if_absent: the stored job is returned as it is.
+    let kept = b
+        .add_job(
+            JobSpec::new("other", every_minutes(5)?)
+                .id("cleanup")
+                .if_absent(),
+        )
+        .await?;
+    ensure!(
+        kept.task() == "cleanup" && kept.next_run_time() == Some(mins(25)),
+        "{kept:?}"
+    );
+    let fresh = b
+        .add_job(
+            JobSpec::new("other", every_minutes(5)?)
+                .id("fresh")
+                .on_conflict(OnConflict::Keep),
+        )
+        .await?;
+    ensure!(fresh.next_run_time() == Some(mins(25)), "{fresh:?}");
+    let err = a
+        .add_job(JobSpec::new("other", every_minutes(5)?).id("fresh"))
+        .await
+        .err()
+        .context("a conflicting add succeeded")?;
+    ensure!(
+        matches!(&err, Error::ConflictingId { id } if id == "fresh"),
+        "{err}"
+    );
+    a.shutdown(false).await?;
+    b.shutdown(false).await?;
+    Ok(())
+}
+
+/// A client-only scheduler adds, modifies, pauses, lists and removes jobs in
+/// the store and runs none of them, even when they are due.
+pub async fn client_scheduler_manages_jobs_and_runs_none(cx: &Ctx) -> Result<()> {
+    use sundial::{JobChanges, JobSpec};
+    let now = Utc::now();
+    let clock = Arc::new(HandClock(std::sync::Mutex::new(now)));
+    let c = client(Arc::clone(&cx.store), &clock).await?;
+    ensure!(c.is_client() && c.is_running());
+    // Task names are the running nodes' business.
+    let due = sundial::trigger::DateTrigger::at(now - chrono::Duration::seconds(1));
+    c.add_job(JobSpec::new("unknown_here", due).id("due"))
+        .await?;
+    c.add_job(JobSpec::new("report", every_minutes(10)?).id("report"))
+        .await?;
+    c.modify_job("report", None, JobChanges::new().name("weekly report"))
+        .await?;
+    c.pause_job("report", None).await?;
+    let listed: Vec<String> = c
+        .get_jobs(None)
+        .await?
+        .iter()
+        .map(|j| j.id().to_string())
+        .collect();
+    ensure!(listed == ["due", "report"], "{listed:?}");
+    let report = c.get_job("report", None).await?.context("report")?;
+    ensure!(
+        report.name() == "weekly report" && report.is_paused(),
+        "{report:?}"
+    );
+    ensure!(c.pause().is_err(), "a client has no loop to pause");
+    ensure!(
+        c.run_job_now("due", None).await.is_err(),
+        "a client runs nothing"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    ensure!(
+        cx.store.lookup_job(&JobId::new("due")).await?.is_some(),
+        "the due job was taken"
+    );
+    let runs = c.runs(&RunQuery::default(), None).await?;
+    ensure!(runs.is_empty(), "a client ran {runs:?}");
+    c.remove_job("due", None).await?;
+    ensure!(cx.store.lookup_job(&JobId::new("due")).await?.is_none());
+    c.shutdown(false).await?;
+    Ok(())
+}
+
+/// A one-off job whose slot is in the run ledger is not run again when a
+/// restarted process declares it once more with the same id and run time.
+pub async fn one_off_slot_in_the_ledger_is_not_run_again(cx: &Ctx) -> Result<()> {
+    use sundial::JobSpec;
+    let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = Arc::clone(&runs);
+    let runner = sundial::Scheduler::builder()
+        .jobstore_arc("default", Arc::clone(&cx.store))
+        .executor("default", sundial::AsyncExecutor::new())
+        .max_idle_sleep(Duration::from_millis(50))
+        .task("once", move |_: sundial::JobContext, _: Value| {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async { Ok::<_, sundial::BoxError>(()) }
+        })
+        .build()?;
+    runner.start().await?;
+    let at = trunc(Utc::now() + chrono::Duration::milliseconds(200));
+    let spec = || {
+        JobSpec::new("once", sundial::trigger::DateTrigger::at(at))
+            .id("once")
+            .misfire_grace_time(None)
+            .replace_existing(true)
+    };
+    runner.add_job(spec()).await?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while runner
+        .runs(&RunQuery::job("once"), None)
+        .await?
+        .first()
+        .map(|r| r.state)
+        != Some(RunState::Succeeded)
+    {
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "the one-off job never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Declared again by another process (a client on another handle).
+    let clock = Arc::new(HandClock(std::sync::Mutex::new(Utc::now())));
+    let other = client(cx.another_handle().await?, &clock).await?;
+    other.add_job(spec()).await?;
+    runner.wakeup();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while cx.store.lookup_job(&JobId::new("once")).await?.is_some() {
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "the re-declared job was never settled"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let recorded = cx.store.query_runs(&RunQuery::job("once")).await?;
+    runner.shutdown(true).await?;
+    other.shutdown(false).await?;
+    let n = runs.load(std::sync::atomic::Ordering::SeqCst);
+    ensure!(n == 1, "the one-off slot ran {n} times");
+    ensure!(recorded.len() == 1, "{recorded:?}");
+    Ok(())
+}
+
+fn trunc(t: DateTime<Utc>) -> DateTime<Utc> {
+    sundial::job::trunc_micros(t)
 }

@@ -58,6 +58,10 @@ use schema::{from_micros, to_micros, valid_table, Row, RunRow, Sql, SCHEMA_VERSI
 /// The default job table name.
 pub const DEFAULT_TABLE: &str = "sundial_jobs";
 
+/// How long `start` waits for another process to finish creating or upgrading
+/// the schema.
+pub(crate) const SCHEMA_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// How many rows one multi-row INSERT carries in `add_jobs`.
 const INSERT_CHUNK: usize = 200;
 
@@ -116,6 +120,9 @@ pub enum Error {
     /// A worker thread failed.
     #[error("background task failed: {0}")]
     Join(String),
+    /// Another process held the schema lock for longer than `start` waits.
+    #[error("timed out after {0:?} waiting for another process to finish creating or upgrading the schema (lock {1})")]
+    SchemaLockTimeout(std::time::Duration, &'static str),
 }
 
 impl Error {
@@ -187,6 +194,12 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug {
     fn name(&self) -> &'static str;
     async fn connect(&self) -> Result<(), Error>;
     async fn close(&self);
+    /// Takes the database-wide lock that serializes schema creation and
+    /// upgrades between processes; waits at most [`SCHEMA_LOCK_WAIT`].
+    async fn lock_schema(&self, sql: &Sql) -> Result<(), Error>;
+    /// Gives the schema lock back; `commit` says whether the work under it
+    /// succeeded.
+    async fn unlock_schema(&self, sql: &Sql, commit: bool);
     async fn execute(&self, sql: String, params: Vec<Param>) -> Result<u64, Error>;
     async fn query_rows(&self, sql: String, params: Vec<Param>) -> Result<Vec<Row>, Error>;
     async fn query_int(&self, sql: String, params: Vec<Param>) -> Result<Option<i64>, Error>;
@@ -407,8 +420,26 @@ impl SqlJobStore {
     }
 
     /// Creates the schema, or upgrades an older one in place; refuses a newer
-    /// one before changing anything.
+    /// one before changing anything. Safe when many processes start at once:
+    /// the work runs under a database-wide lock (PostgreSQL advisory lock,
+    /// MySQL `GET_LOCK`, SQLite `BEGIN IMMEDIATE`), skipped when the schema is
+    /// already current.
     async fn migrate(&self) -> Result<(), Error> {
+        let table = Param::Text(self.sql.table.clone());
+        if let Ok(Some(SCHEMA_VERSION)) = self
+            .backend
+            .query_int(self.sql.get_version(), vec![table])
+            .await
+        {
+            return Ok(());
+        }
+        self.backend.lock_schema(&self.sql).await?;
+        let result = self.migrate_locked().await;
+        self.backend.unlock_schema(&self.sql, result.is_ok()).await;
+        result
+    }
+
+    async fn migrate_locked(&self) -> Result<(), Error> {
         self.backend
             .execute(self.sql.create_versions(), vec![])
             .await?;

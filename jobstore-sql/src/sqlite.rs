@@ -57,6 +57,27 @@ fn read_run(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
     })
 }
 
+/// Switches the file to write-ahead logging. The switch needs the file to
+/// itself and SQLite does not wait for that (no busy handler), so when several
+/// processes open a new file at once it is retried for a while.
+fn set_wal(c: &Connection) -> Result<(), Error> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut pause = std::time::Duration::from_millis(1);
+    loop {
+        match c.pragma_update(None, "journal_mode", "WAL") {
+            Ok(()) => return Ok(()),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(std::time::Duration::from_millis(50));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 impl SqliteBackend {
     pub(crate) fn file(path: &Path) -> Self {
         SqliteBackend {
@@ -110,7 +131,7 @@ impl Backend for SqliteBackend {
                 None => Connection::open_in_memory()?,
             };
             c.busy_timeout(std::time::Duration::from_secs(10))?;
-            c.pragma_update(None, "journal_mode", "WAL")?;
+            set_wal(&c)?;
             c.pragma_update(None, "synchronous", "NORMAL")?;
             *guard = Some(c);
             Ok(())
@@ -125,6 +146,21 @@ impl Backend for SqliteBackend {
             conn.lock().unwrap_or_else(|p| p.into_inner()).take();
         })
         .await;
+    }
+
+    async fn lock_schema(&self, _sql: &Sql) -> Result<(), Error> {
+        // The write lock of the database file; statements until unlock run in
+        // this transaction, on the one connection.
+        self.with(|c| Ok(c.execute_batch("BEGIN IMMEDIATE")?)).await
+    }
+
+    async fn unlock_schema(&self, _sql: &Sql, commit: bool) {
+        let end = if commit { "COMMIT" } else { "ROLLBACK" };
+        let done = self.with(move |c| Ok(c.execute_batch(end)?)).await;
+        if let Err(e) = done {
+            tracing::warn!(error = %e, "could not end the schema transaction");
+            let _ = self.with(|c| Ok(c.execute_batch("ROLLBACK")?)).await;
+        }
     }
 
     async fn execute(&self, sql: String, params: Vec<Param>) -> Result<u64, Error> {

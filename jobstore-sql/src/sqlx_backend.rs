@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use sqlx::any::{AnyArguments, AnyPoolOptions, AnyRow};
+use sqlx::pool::PoolConnection;
 use sqlx::query::Query;
 use sqlx::{Any, AnyConnection, AnyPool, Row as _};
 use sundial_core::redact::redact_url;
@@ -14,7 +15,7 @@ use tokio::sync::OnceCell;
 
 use crate::ledger::{interrupt_params, RunBatch};
 use crate::schema::{Dialect, Row, RunRow, Sql};
-use crate::{Backend, Error, Param};
+use crate::{Backend, Error, Param, SCHEMA_LOCK_WAIT};
 
 /// How many rows one multi-row run `INSERT` carries (11 values each).
 const RUN_INSERT_CHUNK: usize = 200;
@@ -26,7 +27,15 @@ pub(crate) struct SqlxBackend {
     /// Whether the server has `INSERT ... RETURNING` (PostgreSQL, MariaDB; not
     /// MySQL), found out on first use.
     returning: OnceCell<bool>,
+    /// The connection holding the schema lock while `start` creates or
+    /// upgrades the schema (the lock belongs to that session).
+    schema_lock: tokio::sync::Mutex<Option<PoolConnection<Any>>>,
 }
+
+/// The PostgreSQL advisory lock key serializing schema changes ("sundial" in ASCII).
+const PG_SCHEMA_LOCK: i64 = 0x0073_756e_6469_616c;
+/// The MySQL named lock serializing schema changes.
+const MYSQL_SCHEMA_LOCK: &str = "sundial_schema";
 
 /// Shows the URL without its password.
 impl fmt::Debug for SqlxBackend {
@@ -36,7 +45,7 @@ impl fmt::Debug for SqlxBackend {
             .field("name", &self.name)
             .field("pool", &self.pool)
             .field("returning", &self.returning)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -127,6 +136,7 @@ impl SqlxBackend {
             name,
             pool: OnceCell::new(),
             returning: OnceCell::new(),
+            schema_lock: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -136,6 +146,7 @@ impl SqlxBackend {
             name,
             pool: OnceCell::new_with(Some(pool)),
             returning: OnceCell::new(),
+            schema_lock: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -190,6 +201,59 @@ impl Backend for SqlxBackend {
             if self.url.is_some() {
                 p.close().await;
             }
+        }
+    }
+
+    async fn lock_schema(&self, sql: &Sql) -> Result<(), Error> {
+        let mut conn = self.pool()?.acquire().await?;
+        let deadline = tokio::time::Instant::now() + SCHEMA_LOCK_WAIT;
+        loop {
+            let got = if sql.dialect == Dialect::Postgres {
+                sqlx::query("SELECT pg_try_advisory_lock($1)")
+                    .bind(PG_SCHEMA_LOCK)
+                    .fetch_one(&mut *conn)
+                    .await?
+                    .try_get::<bool, _>(0)?
+            } else {
+                // Waits up to a second on the server; NULL means an error there.
+                sqlx::query("SELECT GET_LOCK(?, 1)")
+                    .bind(MYSQL_SCHEMA_LOCK)
+                    .fetch_one(&mut *conn)
+                    .await?
+                    .try_get::<Option<i64>, _>(0)?
+                    == Some(1)
+            };
+            if got {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let name = if sql.dialect == Dialect::Postgres {
+                    "pg_advisory_lock(0x73756e6469616c)"
+                } else {
+                    "GET_LOCK('sundial_schema')"
+                };
+                return Err(Error::SchemaLockTimeout(SCHEMA_LOCK_WAIT, name));
+            }
+            if sql.dialect == Dialect::Postgres {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+        *self.schema_lock.lock().await = Some(conn);
+        Ok(())
+    }
+
+    async fn unlock_schema(&self, sql: &Sql, _commit: bool) {
+        let Some(mut conn) = self.schema_lock.lock().await.take() else {
+            return;
+        };
+        let unlock = if sql.dialect == Dialect::Postgres {
+            sqlx::query("SELECT pg_advisory_unlock($1)").bind(PG_SCHEMA_LOCK)
+        } else {
+            sqlx::query("SELECT RELEASE_LOCK(?)").bind(MYSQL_SCHEMA_LOCK)
+        };
+        if unlock.fetch_one(&mut *conn).await.is_err() {
+            // Closing the session releases its locks.
+            drop(conn.detach());
         }
     }
 

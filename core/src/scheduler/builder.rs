@@ -194,7 +194,39 @@ impl SchedulerBuilder {
     /// # Errors
     /// [`Error::UnknownStore`] / [`Error::UnknownExecutor`] when none is configured,
     /// [`Error::Config`] for duplicate aliases.
-    pub fn build(mut self) -> Result<Scheduler> {
+    pub fn build(self) -> Result<Scheduler> {
+        self.finish(false)
+    }
+
+    /// Builds a client-only scheduler: it adds, modifies, pauses, removes and
+    /// lists jobs and reads runs in the stores, but runs no jobs (no loop, no
+    /// executors needed). For web workers that manage jobs which other
+    /// processes run. Tasks need not be registered; registered ones are still
+    /// checked when a job names them.
+    ///
+    /// # Errors
+    /// As [`build`](Self::build), except that no executor is required.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// use sundial_core::scheduler::{JobSpec, Scheduler};
+    /// use sundial_core::trigger::IntervalTrigger;
+    /// # async fn demo(store: impl sundial_core::store::JobStore) -> sundial_core::Result<()> {
+    /// let client = Scheduler::builder().jobstore("default", store).build_client()?;
+    /// client.start().await?; // connects the stores; runs nothing
+    /// let hourly = IntervalTrigger::every(Duration::from_secs(3600))?;
+    /// client
+    ///     .add_job(JobSpec::new("send_report", hourly).id("report").if_absent())
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn build_client(self) -> Result<Scheduler> {
+        self.finish(true)
+    }
+
+    fn finish(mut self, client: bool) -> Result<Scheduler> {
+        self.config.client = client;
         if let Some(e) = self.errors.drain(..).next() {
             return Err(e);
         }
@@ -226,7 +258,7 @@ impl SchedulerBuilder {
                 hint: ": no job store configured; add one with .jobstore(\"default\", MemoryJobStore::new())".into(),
             });
         }
-        if self.executors.is_empty() {
+        if self.executors.is_empty() && !client {
             return Err(Error::UnknownExecutor {
                 alias: "default".into(),
                 hint: ": no executor configured; add one with .executor(\"default\", AsyncExecutor::new())".into(),

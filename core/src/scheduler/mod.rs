@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use builder::SchedulerBuilder;
 pub use modes::BackgroundScheduler;
-pub use spec::{Job, JobChanges, JobListing, JobSpec};
+pub use spec::{Job, JobChanges, JobListing, JobSpec, OnConflict};
 
 use crate::clock::Clock;
 use crate::error::{Error, Result};
@@ -52,6 +52,8 @@ pub(crate) struct Config {
     pub(crate) retry_interval: Duration,
     pub(crate) heartbeat: Duration,
     pub(crate) run_retention: Duration,
+    /// Manages jobs in the stores but runs none (no loop, no executors).
+    pub(crate) client: bool,
 }
 
 impl Default for Config {
@@ -63,6 +65,7 @@ impl Default for Config {
             retry_interval: Duration::from_secs(10),
             heartbeat: Duration::from_secs(20),
             run_retention: Duration::from_secs(7 * 24 * 3600),
+            client: false,
         }
     }
 }
@@ -81,7 +84,57 @@ pub enum SchedulerState {
 struct Pending {
     record: JobRecord,
     jobstore: String,
-    replace: bool,
+    upsert: Upsert,
+}
+
+/// How a prepared job meets a stored job with the same id.
+#[derive(Debug, Clone, Default)]
+struct Upsert {
+    on_conflict: OnConflict,
+    /// Whether the spec set the next run time itself.
+    explicit_next: bool,
+    /// The trigger prepared at a much later `now`: where its JSON differs from
+    /// the record's, the value depends on when the job was added (an
+    /// interval's start), so a stored trigger may differ there and still be
+    /// the same schedule. `None` when the trigger cannot be re-read.
+    later_trigger: Option<serde_json::Value>,
+}
+
+/// Whether `stored` is the schedule `new` describes, where `later` marks (by
+/// differing from `new`) the parts that depend on the time the job was added.
+fn same_schedule(
+    stored: &serde_json::Value,
+    new: &serde_json::Value,
+    later: &serde_json::Value,
+) -> bool {
+    use serde_json::Value;
+    if new == later {
+        return stored == new;
+    }
+    match (stored, new, later) {
+        (Value::Object(s), Value::Object(n), Value::Object(l)) => {
+            let null = Value::Null;
+            let keys: std::collections::BTreeSet<&String> =
+                s.keys().chain(n.keys()).chain(l.keys()).collect();
+            keys.into_iter().all(|k| {
+                same_schedule(
+                    s.get(k).unwrap_or(&null),
+                    n.get(k).unwrap_or(&null),
+                    l.get(k).unwrap_or(&null),
+                )
+            })
+        }
+        (Value::Array(s), Value::Array(n), Value::Array(l)) => {
+            s.len() == n.len()
+                && n.len() == l.len()
+                && s.iter()
+                    .zip(n)
+                    .zip(l)
+                    .all(|((s, n), l)| same_schedule(s, n, l))
+        }
+        // A value filled in from the time of adding: any stored value matches.
+        _ => true,
+    }
 }
 
 pub(crate) struct Inner {
@@ -323,6 +376,21 @@ impl Scheduler {
         self.state() != SchedulerState::Stopped
     }
 
+    /// Whether this is a client-only scheduler
+    /// ([`SchedulerBuilder::build_client`]): it manages jobs but runs none.
+    pub fn is_client(&self) -> bool {
+        self.inner.config.client
+    }
+
+    fn not_client(&self, what: &str) -> Result<()> {
+        if self.is_client() {
+            return Err(Error::Config(format!(
+                "{what}(): this scheduler was built with build_client() and runs no jobs; the schedulers running on the same store do"
+            )));
+        }
+        Ok(())
+    }
+
     /// This scheduler's lease owner id.
     pub fn owner_id(&self) -> &OwnerId {
         &self.inner.owner
@@ -370,6 +438,17 @@ impl Scheduler {
             // Mark as starting so concurrent start() calls fail.
             *state = SchedulerState::Paused;
         }
+        if self.is_client() {
+            if let Err(e) = self.bring_up(&handle).await {
+                *lock(&self.inner.state) = SchedulerState::Stopped;
+                return Err(e);
+            }
+            *lock(&self.inner.state) = SchedulerState::Running;
+            *lock(&self.inner.runtime) = Some(handle);
+            self.inner.stopped.send_replace(false);
+            self.inner.emit(Event::SchedulerStarted);
+            return Ok(());
+        }
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         *lock(&self.inner.outcomes) = Some(tx);
         let result = self.bring_up(&handle).await;
@@ -404,8 +483,10 @@ impl Scheduler {
     }
 
     async fn bring_up(&self, handle: &tokio::runtime::Handle) -> Result<()> {
-        for (alias, e) in read(&self.inner.executors).iter() {
-            e.start(self.executor_context(alias, handle))?;
+        if !self.is_client() {
+            for (alias, e) in read(&self.inner.executors).iter() {
+                e.start(self.executor_context(alias, handle))?;
+            }
         }
         for (_, s) in self.inner.stores() {
             s.start().await?;
@@ -413,7 +494,7 @@ impl Scheduler {
         let pending: Vec<Pending> = std::mem::take(&mut *lock(&self.inner.pending));
         let mut iter = pending.into_iter();
         while let Some(p) = iter.next() {
-            if let Err(e) = self.store_job(&p.record, &p.jobstore, p.replace).await {
+            if let Err(e) = self.store_job(&p.record, &p.jobstore, &p.upsert).await {
                 let mut back = lock(&self.inner.pending);
                 back.push(p);
                 back.extend(iter);
@@ -451,10 +532,14 @@ impl Scheduler {
             token.cancel();
             let _ = join.await;
         }
-        let execs: Vec<_> = read(&self.inner.executors)
-            .iter()
-            .map(|(_, e)| Arc::clone(e))
-            .collect();
+        let execs: Vec<_> = if self.is_client() {
+            Vec::new()
+        } else {
+            read(&self.inner.executors)
+                .iter()
+                .map(|(_, e)| Arc::clone(e))
+                .collect()
+        };
         for e in execs {
             e.shutdown(wait).await;
         }
@@ -487,6 +572,7 @@ impl Scheduler {
     /// # Errors
     /// [`Error::NotRunning`] when not started.
     pub fn pause(&self) -> Result<()> {
+        self.not_client("pause")?;
         let mut state = lock(&self.inner.state);
         match *state {
             SchedulerState::Stopped => Err(Error::NotRunning),
@@ -506,6 +592,7 @@ impl Scheduler {
     /// # Errors
     /// [`Error::NotRunning`] when not started.
     pub fn resume(&self) -> Result<()> {
+        self.not_client("resume")?;
         let mut state = lock(&self.inner.state);
         match *state {
             SchedulerState::Stopped => Err(Error::NotRunning),
@@ -552,7 +639,7 @@ impl Scheduler {
         spec: JobSpec,
         store: &dyn JobStore,
         now: DateTime<Utc>,
-    ) -> Result<(JobRecord, String, bool)> {
+    ) -> Result<(JobRecord, String, Upsert)> {
         let JobSpec {
             task,
             mut trigger,
@@ -567,7 +654,7 @@ impl Scheduler {
             timeout,
             retry,
             next_run_time,
-            replace_existing,
+            on_conflict,
         } = spec;
         let id = id.unwrap_or_else(JobId::random);
         let jobstore = jobstore.unwrap_or_else(|| DEFAULT_STORE.to_string());
@@ -590,12 +677,17 @@ impl Scheduler {
             )));
         }
         let (task_name, task_fn) = match task {
-            TaskRef::Named(n) => {
-                let f = self
-                    .inner
-                    .task(&n)
-                    .ok_or_else(|| Error::UnknownTask { task: n.clone() })?;
-                (n, f)
+            TaskRef::Named(n) => match self.inner.task(&n) {
+                Some(f) => (n, Some(f)),
+                // A client need not link the task code: the nodes that run
+                // the job check the name.
+                None if self.is_client() => (n, None),
+                None => return Err(Error::UnknownTask { task: n.clone() }),
+            },
+            TaskRef::Inline(_) if self.is_client() => {
+                return Err(Error::InvalidJob(format!(
+                    "job '{id}': a client-only scheduler cannot run an inline closure; register the task on the schedulers that run jobs and add the job by task name"
+                )))
             }
             TaskRef::Inline(f) => {
                 if store.capabilities().persistent {
@@ -604,10 +696,20 @@ impl Scheduler {
                         store.backend()
                     )));
                 }
-                (format!("{INLINE_PREFIX}{id}"), f)
+                (format!("{INLINE_PREFIX}{id}"), Some(f))
             }
         };
-        self.inner.executor_for(&options, &task_fn)?;
+        if let Some(f) = task_fn.as_ref().filter(|_| !self.is_client()) {
+            self.inner.executor_for(&options, f)?;
+        }
+        let later_trigger = (on_conflict == OnConflict::Replace)
+            .then(|| self.inner.triggers.parse(&trigger.to_json()).ok())
+            .flatten()
+            .map(|mut t| {
+                t.prepare(now + chrono::Duration::days(1000), self.inner.timezone);
+                t.to_json()
+            });
+        let explicit_next = next_run_time.is_some();
         trigger.prepare(now, self.inner.timezone);
         let next = match next_run_time {
             Some(explicit) => explicit,
@@ -622,35 +724,87 @@ impl Scheduler {
             },
         };
         let next = next.map(trunc_micros);
-        if task_name.starts_with(INLINE_PREFIX) {
-            write(&self.inner.tasks).insert(task_name.clone(), task_fn);
+        if let Some(f) = task_fn.filter(|_| task_name.starts_with(INLINE_PREFIX)) {
+            write(&self.inner.tasks).insert(task_name.clone(), f);
         }
         let record = JobRecord::new(id, task_name, trigger.to_json(), args, options, next);
-        Ok((record, jobstore, replace_existing))
+        let upsert = Upsert {
+            on_conflict,
+            explicit_next,
+            later_trigger,
+        };
+        Ok((record, jobstore, upsert))
     }
 
-    async fn store_job(&self, record: &JobRecord, alias: &str, replace: bool) -> Result<()> {
+    /// Stores a prepared job, meeting a stored one with the same id as `upsert`
+    /// says; returns the job as stored.
+    async fn store_job(
+        &self,
+        record: &JobRecord,
+        alias: &str,
+        upsert: &Upsert,
+    ) -> Result<JobRecord> {
         let store = self.inner.store(alias)?;
-        match store.add_job(record).await {
-            Ok(()) => {}
-            Err(Error::ConflictingId { .. }) if replace => store.update_job(record).await?,
-            Err(e) => return Err(e),
+        // A job removed between a failed insert and the lookup: insert again.
+        for _ in 0..3 {
+            match store.add_job(record).await {
+                Ok(()) => {
+                    self.announce_added(&record.id, alias);
+                    return Ok(record.clone());
+                }
+                Err(Error::ConflictingId { .. }) if upsert.on_conflict != OnConflict::Fail => {}
+                Err(e) => return Err(e),
+            }
+            let Some(stored) = store.lookup_job(&record.id).await? else {
+                continue;
+            };
+            if upsert.on_conflict == OnConflict::Keep {
+                return Ok(stored);
+            }
+            let mut new = record.clone();
+            let same = !upsert.explicit_next
+                && upsert
+                    .later_trigger
+                    .as_ref()
+                    .is_some_and(|later| same_schedule(&stored.trigger, &new.trigger, later));
+            if same {
+                new.trigger = stored.trigger.clone();
+                new.next_run_time = stored.next_run_time;
+                if new.content_json() == stored.content_json() {
+                    return Ok(stored);
+                }
+            }
+            new.lease = stored.lease.clone();
+            new.version = stored.version;
+            match store.update_job(&new).await {
+                Ok(()) => {}
+                Err(Error::JobNotFound { .. }) => continue,
+                Err(e) => return Err(e),
+            }
+            self.announce_added(&record.id, alias);
+            return Ok(new);
         }
+        Err(Error::ConflictingId {
+            id: record.id.to_string(),
+        })
+    }
+
+    fn announce_added(&self, id: &JobId, alias: &str) {
         self.inner.emit(Event::JobAdded {
-            job_id: record.id.clone(),
+            job_id: id.clone(),
             jobstore: alias.to_string(),
         });
         self.inner.wake.notify_one();
-        Ok(())
     }
 
     /// Adds a job. Before [`start`](Scheduler::start) the job is kept pending and
     /// stored when the scheduler starts.
     ///
     /// # Errors
-    /// [`Error::ConflictingId`] (unless `replace_existing`), [`Error::UnknownTask`],
-    /// [`Error::UnknownStore`], [`Error::UnknownExecutor`], [`Error::InvalidJob`]
-    /// (inline closure on a persistent store, trigger that never fires), store errors.
+    /// [`Error::ConflictingId`] (unless `replace_existing` or `if_absent`),
+    /// [`Error::UnknownTask`], [`Error::UnknownStore`], [`Error::UnknownExecutor`],
+    /// [`Error::InvalidJob`] (inline closure on a persistent store, trigger that
+    /// never fires), store errors.
     pub async fn add_job(&self, spec: JobSpec) -> Result<Job> {
         let alias = spec
             .jobstore
@@ -658,33 +812,49 @@ impl Scheduler {
             .unwrap_or_else(|| DEFAULT_STORE.to_string());
         let store = self.inner.store(&alias)?;
         let now = self.inner.clock.now();
-        let (record, alias, replace) = self.prepare(spec, store.as_ref(), now)?;
+        let (record, alias, upsert) = self.prepare(spec, store.as_ref(), now)?;
         if self.state() == SchedulerState::Stopped {
             let mut pending = lock(&self.inner.pending);
             if let Some(pos) = pending
                 .iter()
                 .position(|p| p.record.id == record.id && p.jobstore == alias)
             {
-                if !replace {
-                    return Err(Error::ConflictingId {
-                        id: record.id.to_string(),
-                    });
+                match upsert.on_conflict {
+                    OnConflict::Fail => {
+                        return Err(Error::ConflictingId {
+                            id: record.id.to_string(),
+                        })
+                    }
+                    OnConflict::Keep => {
+                        let kept = pending[pos].record.clone();
+                        drop(pending);
+                        return Ok(self.inner.job_view(kept, &alias, true));
+                    }
+                    OnConflict::Replace => {
+                        pending.remove(pos);
+                    }
                 }
-                pending.remove(pos);
             }
             pending.push(Pending {
                 record: record.clone(),
                 jobstore: alias.clone(),
-                replace,
+                upsert,
             });
             drop(pending);
             return Ok(self.inner.job_view(record, &alias, true));
         }
-        if let Err(e) = self.store_job(&record, &alias, replace).await {
-            self.inner.forget_inline(&record.task);
-            return Err(e);
+        match self.store_job(&record, &alias, &upsert).await {
+            Ok(stored) => {
+                if stored.task != record.task {
+                    self.inner.forget_inline(&record.task);
+                }
+                Ok(self.inner.job_view(stored, &alias, false))
+            }
+            Err(e) => {
+                self.inner.forget_inline(&record.task);
+                Err(e)
+            }
         }
-        Ok(self.inner.job_view(record, &alias, false))
     }
 
     /// Adds many jobs to one store in one batch (all or none).
@@ -710,10 +880,10 @@ impl Scheduler {
                 _ => alias = Some(a.clone()),
             }
             let store = self.inner.store(&a)?;
-            let (record, _, replace) = self.prepare(spec, store.as_ref(), now)?;
-            if replace {
+            let (record, _, upsert) = self.prepare(spec, store.as_ref(), now)?;
+            if upsert.on_conflict != OnConflict::Fail {
                 return Err(Error::InvalidJob(
-                    "add_jobs does not support replace_existing; use add_job".into(),
+                    "add_jobs does not support replace_existing or if_absent; use add_job".into(),
                 ));
             }
             records.push(record);
@@ -728,7 +898,7 @@ impl Scheduler {
                 pending.push(Pending {
                     record,
                     jobstore: alias.clone(),
-                    replace: false,
+                    upsert: Upsert::default(),
                 });
             }
             return Ok(ids);
@@ -988,6 +1158,7 @@ impl Scheduler {
     /// [`Error::NotRunning`], [`Error::JobNotFound`], [`Error::UnknownTask`],
     /// [`Error::UnknownExecutor`], [`Error::MaxInstancesReached`].
     pub async fn run_job_now(&self, id: impl Into<JobId>, store: Option<&str>) -> Result<()> {
+        self.not_client("run_job_now")?;
         if !self.is_running() {
             return Err(Error::NotRunning);
         }
@@ -1172,5 +1343,47 @@ impl Scheduler {
             alias: alias.to_string(),
         });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod upsert_tests {
+    use super::same_schedule;
+    use crate::trigger::{CronTrigger, IntervalTrigger, Trigger};
+    use chrono::{DateTime, Utc};
+    use chrono_tz::Tz;
+
+    fn prepared(mut t: Box<dyn Trigger>, now: DateTime<Utc>, tz: Tz) -> serde_json::Value {
+        t.prepare(now, tz);
+        t.to_json()
+    }
+
+    fn check(stored: Box<dyn Trigger>, new: impl Fn() -> Box<dyn Trigger>, tz: Tz) -> bool {
+        let t0 = DateTime::from_timestamp(1_700_000_000, 0).unwrap_or_default();
+        let t1 = t0 + chrono::Duration::minutes(20);
+        let stored = prepared(stored, t0, Tz::UTC);
+        let new_json = prepared(new(), t1, tz);
+        let later = prepared(new(), t1 + chrono::Duration::days(1000), tz);
+        same_schedule(&stored, &new_json, &later)
+    }
+
+    #[test]
+    fn an_interval_added_later_is_the_same_schedule() {
+        let every = |m: u64| IntervalTrigger::every(std::time::Duration::from_secs(m * 60));
+        let new = || Box::new(every(30).unwrap_or_else(|e| panic!("{e}"))) as Box<dyn Trigger>;
+        let stored = Box::new(every(30).unwrap_or_else(|e| panic!("{e}")));
+        assert!(check(stored, new, Tz::UTC));
+        let other = Box::new(every(60).unwrap_or_else(|e| panic!("{e}")));
+        assert!(!check(other, new, Tz::UTC));
+    }
+
+    #[test]
+    fn a_cron_in_another_zone_is_another_schedule() {
+        let cron = || {
+            Box::new(CronTrigger::from_crontab("0 9 * * 1-5").unwrap_or_else(|e| panic!("{e}")))
+                as Box<dyn Trigger>
+        };
+        assert!(check(cron(), cron, Tz::UTC));
+        assert!(!check(cron(), cron, Tz::Asia__Shanghai));
     }
 }

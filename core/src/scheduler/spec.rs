@@ -53,7 +53,22 @@ pub struct JobSpec {
     pub(crate) timeout: Option<Option<Duration>>,
     pub(crate) retry: Option<RetryPolicy>,
     pub(crate) next_run_time: Option<Option<DateTime<Utc>>>,
-    pub(crate) replace_existing: bool,
+    pub(crate) on_conflict: OnConflict,
+}
+
+/// What [`Scheduler::add_job`](crate::scheduler::Scheduler::add_job) does when a
+/// job with the same id is already stored.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OnConflict {
+    /// Fail with [`Error::ConflictingId`](crate::Error::ConflictingId).
+    #[default]
+    Fail,
+    /// Keep the stored job untouched and return it ([`JobSpec::if_absent`]).
+    Keep,
+    /// Replace the stored job's task, args and options; keep its next run time
+    /// (and paused state) unless the trigger changed ([`JobSpec::replace_existing`]).
+    Replace,
 }
 
 impl JobSpec {
@@ -104,7 +119,7 @@ impl JobSpec {
             timeout: None,
             retry: None,
             next_run_time: None,
-            replace_existing: false,
+            on_conflict: OnConflict::Fail,
         }
     }
 
@@ -193,9 +208,35 @@ impl JobSpec {
         self
     }
 
-    /// Replaces a job with the same id instead of failing with `ConflictingId`.
+    /// Replaces a stored job with the same id instead of failing with
+    /// `ConflictingId`.
+    ///
+    /// The job's schedule survives the replacement: when the trigger is the same
+    /// as the stored one, the stored next run time (and a pause) is kept, so
+    /// restarting an application more often than a job's interval does not keep
+    /// pushing the job back. A changed trigger, or an explicit
+    /// [`next_run_time`](Self::next_run_time), reschedules it. When nothing
+    /// changed, nothing is written.
     pub fn replace_existing(mut self, replace: bool) -> Self {
-        self.replace_existing = replace;
+        self.on_conflict = if replace {
+            OnConflict::Replace
+        } else {
+            OnConflict::Fail
+        };
+        self
+    }
+
+    /// Adds the job only when no job has its id; otherwise leaves the stored job
+    /// as it is and returns it. The safe way for several processes to declare the
+    /// same jobs at start.
+    pub fn if_absent(mut self) -> Self {
+        self.on_conflict = OnConflict::Keep;
+        self
+    }
+
+    /// Sets what happens when a job with the same id exists.
+    pub fn on_conflict(mut self, on_conflict: OnConflict) -> Self {
+        self.on_conflict = on_conflict;
         self
     }
 }
