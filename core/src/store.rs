@@ -75,6 +75,10 @@ impl StoreCapabilities {
 /// - `release_many` behaves as `release` applied to each item in order.
 /// - `start` is idempotent (creates schema, loads scripts); `shutdown` releases
 ///   connections.
+/// - `watch_changes` (optional; the default has no channel) yields an item soon
+///   after another handle added, updated or released a job with a next run
+///   time, so that a sleeping scheduler looks again at once; it need not report
+///   the handle's own writes, and may report more changes than happened.
 ///
 /// ## Run ledger
 /// - `insert_runs` inserts each run record unless one with the same
@@ -205,6 +209,61 @@ pub trait JobStore: Send + Sync + fmt::Debug + 'static {
         }
         Ok(out)
     }
+
+    /// Subscribes to notices that other processes changed the store's jobs, so
+    /// the scheduler wakes at once instead of at its next poll. `Ok(None)` when
+    /// the store has no notification channel (the scheduler then polls). The
+    /// stream ends when the channel is lost; the scheduler polls and subscribes
+    /// again.
+    async fn watch_changes(&self) -> Result<Option<ChangeStream>> {
+        Ok(None)
+    }
+}
+
+/// Notices that a store's jobs changed (see [`JobStore::watch_changes`]).
+pub type ChangeStream = futures::stream::BoxStream<'static, ()>;
+
+/// Sends a store's change notices off the write path: [`signal`](Self::signal)
+/// costs an atomic operation and coalesces with notices not yet sent; one
+/// background task sends them, one at a time.
+#[derive(Debug)]
+pub struct ChangeNotifier {
+    pending: Arc<tokio::sync::Notify>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ChangeNotifier {
+    /// Starts the sending task on the current tokio runtime; `send` publishes
+    /// one notice (its errors are the store's to log).
+    ///
+    /// # Panics
+    /// Outside a tokio runtime.
+    pub fn spawn<F, Fut>(send: F) -> ChangeNotifier
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let pending = Arc::new(tokio::sync::Notify::new());
+        let wait = Arc::clone(&pending);
+        let task = tokio::spawn(async move {
+            loop {
+                wait.notified().await;
+                send().await;
+            }
+        });
+        ChangeNotifier { pending, task }
+    }
+
+    /// Asks for a notice to be sent soon.
+    pub fn signal(&self) {
+        self.pending.notify_one();
+    }
+}
+
+impl Drop for ChangeNotifier {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// One job to hand back with [`JobStore::release_many`].
@@ -234,6 +293,9 @@ macro_rules! forward_store {
             }
             async fn shutdown(&self) -> Result<()> {
                 (**self).shutdown().await
+            }
+            async fn watch_changes(&self) -> Result<Option<ChangeStream>> {
+                (**self).watch_changes().await
             }
             async fn add_job(&self, job: &JobRecord) -> Result<()> {
                 (**self).add_job(job).await

@@ -68,7 +68,10 @@ use sundial_core::run::{
     sort_runs, NewRun, RunFinish, RunId, RunInsert, RunQuery, RunRecord, RunState,
     INTERRUPTED_ERROR,
 };
-use sundial_core::store::{lease_duration, sort_records, JobStore, ReleaseItem, StoreCapabilities};
+use sundial_core::store::{
+    lease_duration, sort_records, ChangeNotifier, ChangeStream, JobStore, ReleaseItem,
+    StoreCapabilities,
+};
 use tokio::sync::Mutex;
 
 const COMMON: &str = include_str!("../lua/common.lua");
@@ -172,6 +175,10 @@ pub struct RedisJobStore {
     conn: Mutex<Option<MultiplexedConnection>>,
     started: std::sync::atomic::AtomicBool,
     scripts: Scripts,
+    /// Identifies this handle's change notices, so that it skips its own.
+    token: String,
+    /// Publishes change notices while started.
+    notifier: std::sync::Mutex<Option<ChangeNotifier>>,
 }
 
 impl std::fmt::Debug for RedisJobStore {
@@ -357,7 +364,69 @@ impl RedisJobStore {
             conn: Mutex::new(None),
             started: std::sync::atomic::AtomicBool::new(false),
             scripts: Scripts::new(),
+            token: OwnerId::random().to_string(),
+            notifier: std::sync::Mutex::new(None),
         }
+    }
+
+    /// The pub/sub channel of this prefix's change notices.
+    fn channel(&self) -> String {
+        format!("{}changes", self.key_prefix())
+    }
+
+    /// Asks for a change notice to the other handles.
+    fn changed(&self) {
+        if let Some(n) = self
+            .notifier
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            n.signal();
+        }
+    }
+
+    /// Starts publishing change notices on a connection of their own.
+    fn start_notifier(&self) {
+        let mut notifier = self.notifier.lock().unwrap_or_else(|p| p.into_inner());
+        if notifier.is_some() {
+            return;
+        }
+        let client = self.client.clone();
+        let channel = self.channel();
+        let token = self.token.clone();
+        let conn: std::sync::Arc<Mutex<Option<MultiplexedConnection>>> = std::sync::Arc::default();
+        *notifier = Some(ChangeNotifier::spawn(move || {
+            let (client, channel, token, conn) = (
+                client.clone(),
+                channel.clone(),
+                token.clone(),
+                std::sync::Arc::clone(&conn),
+            );
+            async move {
+                let mut guard = conn.lock().await;
+                if guard.is_none() {
+                    match client.get_multiplexed_async_connection().await {
+                        Ok(c) => *guard = Some(c),
+                        Err(e) => {
+                            tracing::debug!(error = %e, "could not send a change notice");
+                            return;
+                        }
+                    }
+                }
+                if let Some(c) = guard.as_mut() {
+                    let sent: redis::RedisResult<i64> = redis::cmd("PUBLISH")
+                        .arg(&channel)
+                        .arg(&token)
+                        .query_async(c)
+                        .await;
+                    if let Err(e) = sent {
+                        tracing::debug!(error = %e, "could not send a change notice");
+                        guard.take();
+                    }
+                }
+            }
+        }));
     }
 
     /// Keeps this store's keys under `prefix` (several job sets can share one database).
@@ -488,7 +557,10 @@ impl RedisJobStore {
         let mut conn = self.conn().await?;
         let reply: Vec<String> = self.check(inv.invoke_async(&mut conn).await).await?;
         match reply.as_slice() {
-            [ok] if ok == "ok" => Ok(()),
+            [ok] if ok == "ok" => {
+                self.changed();
+                Ok(())
+            }
             [c, id] if c == "conflict" => {
                 Err(sundial_core::Error::ConflictingId { id: id.clone() })
             }
@@ -511,7 +583,10 @@ impl JobStore for RedisJobStore {
         self.started
             .store(true, std::sync::atomic::Ordering::Release);
         match self.conn().await {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                self.start_notifier();
+                Ok(())
+            }
             Err(e) => {
                 self.started
                     .store(false, std::sync::atomic::Ordering::Release);
@@ -521,8 +596,28 @@ impl JobStore for RedisJobStore {
     }
 
     async fn shutdown(&self) -> sundial_core::Result<()> {
+        self.notifier
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         self.conn.lock().await.take();
         Ok(())
+    }
+
+    async fn watch_changes(&self) -> sundial_core::Result<Option<ChangeStream>> {
+        use futures::StreamExt as _;
+        let mut pubsub = self.client.get_async_pubsub().await.map_err(core_redis)?;
+        pubsub.subscribe(self.channel()).await.map_err(core_redis)?;
+        let token = self.token.clone();
+        Ok(Some(
+            pubsub
+                .into_on_message()
+                .filter_map(move |msg| {
+                    let own = msg.get_payload::<String>().is_ok_and(|p| p == token);
+                    std::future::ready((!own).then_some(()))
+                })
+                .boxed(),
+        ))
     }
 
     async fn add_job(&self, job: &JobRecord) -> sundial_core::Result<()> {
@@ -548,6 +643,7 @@ impl JobStore for RedisJobStore {
                 id: job.id.to_string(),
             });
         }
+        self.changed();
         Ok(())
     }
 
@@ -714,6 +810,14 @@ impl JobStore for RedisJobStore {
     ) -> sundial_core::Result<Vec<sundial_core::Result<ReleaseOutcome>>> {
         let mut inv = self.invoke(&self.scripts.release);
         inv.arg(owner.as_str());
+        let wakes = items.iter().any(|i| {
+            matches!(
+                i.outcome,
+                Release::Reschedule {
+                    next_run_time: Some(_)
+                } | Release::Unclaim
+            )
+        });
         for it in &items {
             let (kind, nrt) = match &it.outcome {
                 Release::Reschedule { next_run_time } => {
@@ -732,6 +836,9 @@ impl JobStore for RedisJobStore {
                 words.len(),
                 items.len()
             ))));
+        }
+        if wakes {
+            self.changed();
         }
         Ok(words
             .iter()

@@ -44,11 +44,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use futures::StreamExt as _;
 use sundial_core::job::{JobId, JobRecord, OwnerId, Release, ReleaseOutcome};
 use sundial_core::redact::redact_url;
 use sundial_core::run::{NewRun, RunFinish, RunId, RunInsert, RunQuery, RunRecord};
 use sundial_core::store::{
-    lease_duration, release_entry, sort_records, JobStore, ReleaseItem, StoreCapabilities,
+    lease_duration, release_entry, sort_records, ChangeNotifier, ChangeStream, JobStore,
+    ReleaseItem, StoreCapabilities,
 };
 
 use ledger::RunBatch;
@@ -188,6 +190,9 @@ pub(crate) enum Param {
     OptText(Option<String>),
 }
 
+/// Change notices as received: their payloads, or the error that ended them.
+pub(crate) type Notices = futures::stream::BoxStream<'static, Result<String, Error>>;
+
 /// What each backend provides; the job-store logic on top is shared.
 #[async_trait]
 pub(crate) trait Backend: Send + Sync + fmt::Debug {
@@ -200,6 +205,16 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug {
     /// Gives the schema lock back; `commit` says whether the work under it
     /// succeeded.
     async fn unlock_schema(&self, sql: &Sql, commit: bool);
+    /// Publishes a change notice on `channel` (PostgreSQL `NOTIFY`); a no-op
+    /// where the database has no notification channel.
+    async fn notify(&self, _channel: &str, _payload: &str) -> Result<(), Error> {
+        Ok(())
+    }
+    /// Listens on `channel` on a connection of its own; `None` where the
+    /// database has no notification channel. Items are the notices' payloads.
+    async fn listen(&self, _channel: &str) -> Result<Option<Notices>, Error> {
+        Ok(None)
+    }
     async fn execute(&self, sql: String, params: Vec<Param>) -> Result<u64, Error>;
     async fn query_rows(&self, sql: String, params: Vec<Param>) -> Result<Vec<Row>, Error>;
     async fn query_int(&self, sql: String, params: Vec<Param>) -> Result<Option<i64>, Error>;
@@ -247,8 +262,12 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug {
 /// ```
 #[derive(Debug)]
 pub struct SqlJobStore {
-    backend: Box<dyn Backend>,
+    backend: Arc<dyn Backend>,
     sql: Sql,
+    /// Identifies this handle's change notices, so that it skips its own.
+    token: String,
+    /// Sends change notices while started, where the database has a channel.
+    notifier: std::sync::Mutex<Option<ChangeNotifier>>,
 }
 
 impl SqlJobStore {
@@ -350,7 +369,9 @@ impl SqlJobStore {
 
     fn new(backend: Box<dyn Backend>, dialect: Dialect) -> Self {
         SqlJobStore {
-            backend,
+            backend: Arc::from(backend),
+            token: uuid_token(),
+            notifier: std::sync::Mutex::new(None),
             sql: Sql {
                 dialect,
                 table: DEFAULT_TABLE.to_string(),
@@ -368,6 +389,23 @@ impl SqlJobStore {
         }
         self.sql.table = table.to_string();
         Ok(self)
+    }
+
+    /// The notification channel of the job table (PostgreSQL).
+    fn channel(&self) -> String {
+        format!("sundial_{}", self.sql.table)
+    }
+
+    /// Asks for a change notice to the other handles.
+    fn changed(&self) {
+        if let Some(n) = self
+            .notifier
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            n.signal();
+        }
     }
 
     /// The job table's name.
@@ -530,6 +568,21 @@ impl SqlJobStore {
     }
 }
 
+/// A random id for a handle's change notices.
+fn uuid_token() -> String {
+    sundial_core::job::OwnerId::random().to_string()
+}
+
+/// Whether a release leaves work another scheduler may want at once.
+fn wakes_others(outcome: &Release) -> bool {
+    matches!(
+        outcome,
+        Release::Reschedule {
+            next_run_time: Some(_)
+        } | Release::Unclaim
+    )
+}
+
 fn insert_params(rows: &[Row]) -> Vec<Param> {
     let mut params = Vec::with_capacity(rows.len() * 3);
     for r in rows {
@@ -552,12 +605,58 @@ impl JobStore for SqlJobStore {
 
     async fn start(&self) -> sundial_core::Result<()> {
         self.backend.connect().await.map_err(|e| self.err(e))?;
-        self.migrate().await.map_err(|e| self.err(e))
+        self.migrate().await.map_err(|e| self.err(e))?;
+        if self.sql.dialect == Dialect::Postgres {
+            let mut notifier = self.notifier.lock().unwrap_or_else(|p| p.into_inner());
+            if notifier.is_none() {
+                let backend = Arc::clone(&self.backend);
+                let channel = self.channel();
+                let token = self.token.clone();
+                *notifier = Some(ChangeNotifier::spawn(move || {
+                    let backend = Arc::clone(&backend);
+                    let channel = channel.clone();
+                    let token = token.clone();
+                    async move {
+                        if let Err(e) = backend.notify(&channel, &token).await {
+                            tracing::debug!(error = %e, "could not send a change notice");
+                        }
+                    }
+                }));
+            }
+        }
+        Ok(())
     }
 
     async fn shutdown(&self) -> sundial_core::Result<()> {
+        self.notifier
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         self.backend.close().await;
         Ok(())
+    }
+
+    async fn watch_changes(&self) -> sundial_core::Result<Option<ChangeStream>> {
+        let Some(notices) = self
+            .backend
+            .listen(&self.channel())
+            .await
+            .map_err(|e| self.err(e))?
+        else {
+            return Ok(None);
+        };
+        let token = self.token.clone();
+        Ok(Some(
+            notices
+                .take_while(|n| std::future::ready(n.is_ok()))
+                .filter_map(move |n| {
+                    std::future::ready(match n {
+                        Ok(payload) if payload != token => Some(()),
+                        _ => None,
+                    })
+                })
+                .boxed(),
+        ))
     }
 
     async fn add_job(&self, job: &JobRecord) -> sundial_core::Result<()> {
@@ -567,7 +666,10 @@ impl JobStore for SqlJobStore {
             .execute(self.sql.insert(1), insert_params(&[row]))
             .await
         {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                self.changed();
+                Ok(())
+            }
             Err(e) if e.is_unique_violation() => Err(sundial_core::Error::ConflictingId {
                 id: job.id.to_string(),
             }),
@@ -582,7 +684,10 @@ impl JobStore for SqlJobStore {
             .map(|c| (self.sql.insert(c.len()), insert_params(c)))
             .collect();
         match self.backend.execute_all(statements).await {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                self.changed();
+                Ok(())
+            }
             Err(e) if e.is_unique_violation() => Err(self.first_conflict(jobs).await),
             Err(e) => Err(self.err(e)),
         }
@@ -607,6 +712,7 @@ impl JobStore for SqlJobStore {
                 id: job.id.to_string(),
             });
         }
+        self.changed();
         Ok(())
     }
 
@@ -704,6 +810,7 @@ impl JobStore for SqlJobStore {
         let idp = Param::Text(id.to_string());
         let ownerp = Param::Text(owner.to_string());
         let versionp = Param::Int(i64::try_from(version).unwrap_or(i64::MAX));
+        let wakes = wakes_others(&outcome);
         let (sql, params) = match outcome {
             Release::Reschedule { next_run_time } => (
                 self.sql.release_reschedule(),
@@ -729,6 +836,9 @@ impl JobStore for SqlJobStore {
             .await
             .map_err(|e| self.err(e))?;
         if n > 0 {
+            if wakes {
+                self.changed();
+            }
             return Ok(ReleaseOutcome::Applied);
         }
         // Not applied: modified while claimed (drop our lease), claimed by someone else, or gone.
@@ -759,12 +869,16 @@ impl JobStore for SqlJobStore {
         mut items: Vec<ReleaseItem>,
     ) -> sundial_core::Result<Vec<sundial_core::Result<ReleaseOutcome>>> {
         let mut out = Vec::with_capacity(items.len());
+        let wakes = items.iter().any(|i| wakes_others(&i.outcome));
         while !items.is_empty() {
             let rest = items.split_off(items.len().min(release_chunk(self.sql.dialect)));
             out.extend(
                 self.release_chunk(owner, std::mem::replace(&mut items, rest))
                     .await?,
             );
+        }
+        if wakes {
+            self.changed();
         }
         Ok(out)
     }

@@ -15,7 +15,7 @@ use tokio::sync::OnceCell;
 
 use crate::ledger::{interrupt_params, RunBatch};
 use crate::schema::{Dialect, Row, RunRow, Sql};
-use crate::{Backend, Error, Param, SCHEMA_LOCK_WAIT};
+use crate::{Backend, Error, Notices, Param, SCHEMA_LOCK_WAIT};
 
 /// How many rows one multi-row run `INSERT` carries (11 values each).
 const RUN_INSERT_CHUNK: usize = 200;
@@ -255,6 +255,35 @@ impl Backend for SqlxBackend {
             // Closing the session releases its locks.
             drop(conn.detach());
         }
+    }
+
+    async fn notify(&self, channel: &str, payload: &str) -> Result<(), Error> {
+        if self.name == "postgres" {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(channel)
+                .bind(payload)
+                .execute(self.pool()?)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn listen(&self, channel: &str) -> Result<Option<Notices>, Error> {
+        #[cfg(feature = "postgres")]
+        if self.name == "postgres" {
+            // A pool handed in has no URL to open a listening connection with.
+            let Some(url) = &self.url else {
+                return Ok(None);
+            };
+            let mut listener = sqlx::postgres::PgListener::connect(url).await?;
+            listener.listen(channel).await?;
+            return Ok(Some(futures::StreamExt::boxed(futures::StreamExt::map(
+                listener.into_stream(),
+                |n| n.map(|n| n.payload().to_string()).map_err(Error::from),
+            ))));
+        }
+        let _ = channel;
+        Ok(None)
     }
 
     async fn execute(&self, sql: String, params: Vec<Param>) -> Result<u64, Error> {

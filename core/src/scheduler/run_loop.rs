@@ -26,6 +26,16 @@ pub(crate) fn after(now: DateTime<Utc>, d: std::time::Duration) -> DateTime<Utc>
 }
 
 pub(crate) async fn run(inner: Arc<Inner>, stop: CancellationToken) {
+    let _watchers = Watchers(
+        inner
+            .stores()
+            .into_iter()
+            .filter(|(_, s)| s.capabilities().shared)
+            .map(|(alias, store)| {
+                tokio::spawn(watch(Arc::clone(&inner), alias, store, stop.clone()))
+            })
+            .collect(),
+    );
     loop {
         if stop.is_cancelled() {
             return;
@@ -40,6 +50,60 @@ pub(crate) async fn run(inner: Arc<Inner>, stop: CancellationToken) {
             _ = stop.cancelled() => return,
             _ = inner.wake.notified() => {}
             _ = async { match sleep { Some(s) => s.await, None => std::future::pending().await } } => {}
+        }
+    }
+}
+
+/// Watcher tasks, stopped with the loop.
+struct Watchers(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for Watchers {
+    fn drop(&mut self) {
+        for w in &self.0 {
+            w.abort();
+        }
+    }
+}
+
+/// Wakes the loop whenever another process changes `store`'s jobs, for as
+/// long as the store offers change notices; subscribes again after a lost
+/// channel (polling meanwhile).
+async fn watch(
+    inner: Arc<Inner>,
+    alias: String,
+    store: Arc<dyn crate::store::JobStore>,
+    stop: CancellationToken,
+) {
+    use futures::StreamExt as _;
+    loop {
+        match store.watch_changes().await {
+            Ok(None) => return,
+            Ok(Some(mut changes)) => {
+                tracing::debug!(jobstore = %alias, "watching for changes by other processes");
+                // What changed while not subscribed is found by looking now.
+                inner.wake.notify_one();
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        change = changes.next() => match change {
+                            Some(()) => inner.wake.notify_one(),
+                            None => break,
+                        },
+                    }
+                }
+                tracing::debug!(jobstore = %alias, "change notices lost; polling until subscribed again");
+            }
+            Err(e) => {
+                tracing::debug!(jobstore = %alias, error = %e, "cannot subscribe to change notices; polling");
+            }
+        }
+        let pause = inner
+            .config
+            .retry_interval
+            .min(std::time::Duration::from_secs(1));
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(pause) => {}
         }
     }
 }

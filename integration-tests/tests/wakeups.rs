@@ -1,0 +1,101 @@
+//! Change notices across processes: a job added through one store handle (a
+//! client-only scheduler, as a web worker would be) and due soon is run by a
+//! scheduler on another handle at once, not at that scheduler's next poll.
+//! PostgreSQL (`LISTEN/NOTIFY`) and Redis (pub/sub) have a channel; the runner
+//! here polls only once a minute, so a run within seconds proves the notice.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sundial::prelude::*;
+use sundial::JobStore;
+use sundial_integration_tests::support::{postgres_url, redis_url, Namespace};
+
+type Starts = Arc<Mutex<Vec<(String, DateTime<Utc>, DateTime<Utc>)>>>;
+
+async fn woken_by_another_handle(open: impl Fn() -> Arc<dyn JobStore>) {
+    let starts: Starts = Arc::default();
+    let seen = Arc::clone(&starts);
+    let runner = Scheduler::builder()
+        .jobstore_arc("default", open())
+        .executor("default", AsyncExecutor::new())
+        .max_idle_sleep(Duration::from_secs(60))
+        .task("note", move |ctx: JobContext, _: ()| {
+            seen.lock().unwrap().push((
+                ctx.job_id().to_string(),
+                ctx.scheduled_run_time(),
+                Utc::now(),
+            ));
+            async { Ok::<_, sundial::BoxError>(()) }
+        })
+        .build()
+        .unwrap();
+    runner.start().await.unwrap();
+    let client = Scheduler::builder()
+        .jobstore_arc("default", open())
+        .build_client()
+        .unwrap();
+    client.start().await.unwrap();
+    // Let the runner subscribe and fall asleep on an empty store.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for i in 0..5 {
+        let at = Utc::now() + chrono::Duration::milliseconds(100);
+        client
+            .add_job(JobSpec::new("note", DateTrigger::at(at)).id(format!("j{i}")))
+            .await
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while starts.lock().unwrap().len() <= i {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "job j{i}, added elsewhere, was not run within 10 s: the runner did not hear of it"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    client.shutdown(false).await.unwrap();
+    runner.shutdown(true).await.unwrap();
+    let starts = starts.lock().unwrap();
+    let lateness: Vec<i64> = starts
+        .iter()
+        .map(|(_, scheduled, started)| (*started - *scheduled).num_milliseconds())
+        .collect();
+    eprintln!("lateness of jobs added through another handle (ms): {lateness:?}");
+    assert_eq!(starts.len(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_notices_wake_other_schedulers() {
+    let ns = Namespace::new("wakeups");
+    let url = postgres_url();
+    let open = || -> Arc<dyn JobStore> {
+        Arc::new(
+            SqlJobStore::from_url(&url)
+                .unwrap()
+                .with_table(&ns.0)
+                .unwrap(),
+        )
+    };
+    woken_by_another_handle(open).await;
+    let s = SqlJobStore::from_url(&url)
+        .unwrap()
+        .with_table(&ns.0)
+        .unwrap();
+    s.drop_table().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_notices_wake_other_schedulers() {
+    let ns = Namespace::new("wakeups");
+    let url = redis_url();
+    let open = || -> Arc<dyn JobStore> {
+        Arc::new(RedisJobStore::from_url(&url).unwrap().with_prefix(&ns.0))
+    };
+    woken_by_another_handle(open).await;
+    let s = RedisJobStore::from_url(&url).unwrap().with_prefix(&ns.0);
+    s.start().await.unwrap();
+    s.purge().await.unwrap();
+}
