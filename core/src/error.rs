@@ -62,6 +62,15 @@ pub enum Error {
         reason: String,
     },
 
+    /// A job's arguments do not fit its task's argument type.
+    #[error("invalid arguments for task '{task}': {reason}")]
+    InvalidArgs {
+        /// The task name.
+        task: String,
+        /// What does not fit (names the field).
+        reason: String,
+    },
+
     /// A job specification (not its trigger) is invalid.
     #[error("invalid job: {0}")]
     InvalidJob(String),

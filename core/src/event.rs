@@ -387,7 +387,28 @@ impl EventBus {
     pub fn emit(&self, event: Event) {
         let bit = event.mask().bits();
         let to_listeners = self.inner.union.load(Ordering::Relaxed) & bit != 0;
-        if self.inner.broadcast.receiver_count() > 0 {
+        let to_stream = self.inner.broadcast.receiver_count() > 0;
+        if !to_listeners && !to_stream {
+            // A failure nobody listens for still reaches the logs.
+            if let Event::JobError {
+                job_id,
+                jobstore,
+                run_id,
+                scheduled_run_time,
+                error,
+            } = &event
+            {
+                tracing::error!(
+                    job_id = %job_id,
+                    jobstore = %jobstore,
+                    run_id = ?run_id.as_ref().map(ToString::to_string),
+                    scheduled_run_time = ?scheduled_run_time,
+                    "job failed: {error}"
+                );
+            }
+            return;
+        }
+        if to_stream {
             let _ = self.inner.broadcast.send(event.clone());
         }
         if to_listeners {
@@ -506,5 +527,85 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         s.clone()
     } else {
         "non-string panic payload".to_string()
+    }
+}
+
+#[cfg(test)]
+mod log_tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// Collects (level, message) of every event logged.
+    #[derive(Default)]
+    struct Capture(Arc<Mutex<Vec<(tracing::Level, String)>>>);
+
+    struct Message<'a>(&'a mut String);
+
+    impl tracing::field::Visit for Message<'_> {
+        fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+            self.0.push_str(&format!("{}={value:?} ", field.name()));
+        }
+    }
+
+    impl tracing::Subscriber for Capture {
+        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            tracing::span::Id::from_u64(1)
+        }
+        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+        fn event(&self, event: &tracing::Event<'_>) {
+            let mut text = String::new();
+            event.record(&mut Message(&mut text));
+            self.0
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((*event.metadata().level(), text));
+        }
+        fn enter(&self, _: &tracing::span::Id) {}
+        fn exit(&self, _: &tracing::span::Id) {}
+    }
+
+    fn failure() -> Event {
+        Event::JobError {
+            job_id: JobId::new("nightly"),
+            jobstore: "default".into(),
+            run_id: None,
+            scheduled_run_time: None,
+            error: "disk full".into(),
+        }
+    }
+
+    #[test]
+    fn a_job_error_nobody_listens_for_is_logged_as_an_error() {
+        let capture = Capture::default();
+        let seen = Arc::clone(&capture.0);
+        tracing::subscriber::with_default(capture, || EventBus::new().emit(failure()));
+        let seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+        assert!(
+            seen.iter()
+                .any(|(level, text)| *level == tracing::Level::ERROR
+                    && text.contains("nightly")
+                    && text.contains("disk full")),
+            "{seen:?}"
+        );
+    }
+
+    #[test]
+    fn a_job_error_with_a_listener_is_left_to_it() {
+        let capture = Capture::default();
+        let seen = Arc::clone(&capture.0);
+        let bus = EventBus::new();
+        let _stream = bus.subscribe();
+        tracing::subscriber::with_default(capture, || bus.emit(failure()));
+        let seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+        assert!(
+            !seen
+                .iter()
+                .any(|(level, _)| *level == tracing::Level::ERROR),
+            "{seen:?}"
+        );
     }
 }

@@ -85,10 +85,19 @@ impl TaskFn {
     }
 }
 
+/// Checks a job's JSON arguments against a task's argument type.
+pub type ArgsCheck = Arc<dyn Fn(&Value) -> Result<(), String> + Send + Sync>;
+
+/// The check that `value` deserializes as `A`; the error names the field.
+pub fn args_check<A: DeserializeOwned>() -> ArgsCheck {
+    Arc::new(|value: &Value| A::deserialize(value).map(|_| ()).map_err(|e| e.to_string()))
+}
+
 /// Task functions by name.
 #[derive(Clone, Default)]
 pub struct TaskRegistry {
     tasks: HashMap<String, TaskFn>,
+    checks: HashMap<String, ArgsCheck>,
 }
 
 impl fmt::Debug for TaskRegistry {
@@ -109,11 +118,32 @@ impl TaskRegistry {
 
     /// Registers (or replaces) a task.
     pub fn insert(&mut self, name: impl Into<String>, task: TaskFn) {
-        self.tasks.insert(name.into(), task);
+        let name = name.into();
+        self.checks.remove(&name);
+        self.tasks.insert(name, task);
+    }
+
+    /// Registers (or replaces) a task whose arguments `check` accepts or
+    /// rejects when a job is added.
+    pub fn insert_checked(&mut self, name: impl Into<String>, task: TaskFn, check: ArgsCheck) {
+        let name = name.into();
+        self.checks.insert(name.clone(), check);
+        self.tasks.insert(name, task);
+    }
+
+    /// Checks arguments for the task `name`: `Err` with the reason (naming the
+    /// field) when they do not fit its argument type; `Ok` when they do or the
+    /// task has no check.
+    pub fn check_args(&self, name: &str, args: &Value) -> Result<(), String> {
+        match self.checks.get(name) {
+            Some(check) => check(args),
+            None => Ok(()),
+        }
     }
 
     /// Removes a task.
     pub fn remove(&mut self, name: &str) -> Option<TaskFn> {
+        self.checks.remove(name);
         self.tasks.remove(name)
     }
 

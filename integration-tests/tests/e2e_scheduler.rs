@@ -525,10 +525,17 @@ async fn failing_and_panicking_tasks_become_error_events() {
         .add_job(JobSpec::new("fail", when.clone()).id("f").args("disk full"))
         .await
         .unwrap();
-    h.scheduler
-        .add_job(JobSpec::new("fail", when).id("bad-args").args(42))
-        .await
-        .unwrap();
+    // Arguments are checked when a job is added; a job stored with arguments
+    // that no longer fit (its task changed) fails when it runs.
+    let stored = JobRecord::new(
+        JobId::new("bad-args"),
+        "fail",
+        when.to_json(),
+        serde_json::json!(42),
+        JobOptions::default(),
+        Some(at("2026-01-01T00:01:00Z")),
+    );
+    h.store.add_job(&stored).await.unwrap();
     h.sleep(Duration::from_secs(120)).await;
     let errors: Vec<(String, String)> = drain(&mut events)
         .into_iter()
@@ -751,6 +758,10 @@ async fn api_errors() {
         matches!(&err, Error::UnknownStore { alias, .. } if alias == "elsewhere"),
         "{err}"
     );
+    assert_eq!(
+        err.to_string(),
+        "unknown job store 'elsewhere' (configured: 'default')"
+    );
     let err = h
         .scheduler
         .add_job(JobSpec::new("record", every()).executor("gpu"))
@@ -759,6 +770,10 @@ async fn api_errors() {
     assert!(
         matches!(&err, Error::UnknownExecutor { alias, .. } if alias == "gpu"),
         "{err}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "unknown executor 'gpu' (configured: 'default', 'blocking')"
     );
     let err = h
         .scheduler
@@ -877,12 +892,12 @@ async fn modify_reschedule_and_list() {
         .modify_job(
             "daily",
             None,
-            JobChanges::new().max_instances(3).coalesce(false).args(7),
+            JobChanges::new().max_instances(3).coalesce(false).args(()),
         )
         .await
         .unwrap();
     assert_eq!(job.options().max_instances, 3);
-    assert_eq!(job.args(), &serde_json::json!(7));
+    assert_eq!(job.args(), &serde_json::Value::Null);
     let job = h
         .scheduler
         .reschedule_job(
@@ -1173,4 +1188,55 @@ fn thread_pool_reports_panics_and_timeouts() {
         cancelled_seen.load(Ordering::SeqCst),
         "the blocking task saw its cancellation"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn arguments_that_do_not_fit_the_task_are_refused_when_added() {
+    let h = harness("2026-01-01T00:00:00Z");
+    h.scheduler.start().await.unwrap();
+    let every = || IntervalTrigger::every(Duration::from_secs(60)).unwrap();
+    // `sleep` takes a number of seconds.
+    let err = h
+        .scheduler
+        .add_job(JobSpec::new("sleep", every()).id("s").args("ten"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidArgs { task, reason } if task == "sleep" && reason.contains("expected u64")),
+        "{err}"
+    );
+    assert!(h.scheduler.get_job("s", None).await.unwrap().is_none());
+    #[derive(Serialize)]
+    struct Wrong {
+        order: u32,
+    }
+    let err = h
+        .scheduler
+        .add_job(JobSpec::new("fail", every()).args(Wrong { order: 1 }))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("task 'fail'"), "{err}");
+    h.scheduler
+        .add_job(JobSpec::new("sleep", every()).id("s").args(10))
+        .await
+        .unwrap();
+    let err = h
+        .scheduler
+        .modify_job("s", None, JobChanges::new().args(json_args()))
+        .await
+        .unwrap_err();
+    assert!(matches!(&err, Error::InvalidArgs { .. }), "{err}");
+    assert_eq!(
+        h.scheduler
+            .get_job("s", None)
+            .await
+            .unwrap()
+            .unwrap()
+            .args(),
+        &serde_json::json!(10)
+    );
+}
+
+fn json_args() -> serde_json::Value {
+    serde_json::json!({"seconds": 10})
 }

@@ -14,7 +14,7 @@ use crate::error::{BoxError, Error, Result};
 use crate::executor::Executor;
 use crate::job::{JobDefaults, OwnerId};
 use crate::store::JobStore;
-use crate::task::{JobContext, TaskFn, TaskRegistry};
+use crate::task::{args_check, JobContext, TaskFn, TaskRegistry};
 use crate::trigger::{parse_timezone, Trigger, TriggerRegistry};
 
 /// Configures and builds a [`Scheduler`].
@@ -110,7 +110,8 @@ impl SchedulerBuilder {
         Fut: Future<Output = Result<(), E>> + Send + 'static,
         E: Into<BoxError> + 'static,
     {
-        self.tasks.insert(name, TaskFn::from_async(name, f));
+        self.tasks
+            .insert_checked(name, TaskFn::from_async(name, f), args_check::<A>());
         self
     }
 
@@ -121,7 +122,8 @@ impl SchedulerBuilder {
         F: Fn(JobContext, A) -> Result<(), E> + Send + Sync + 'static,
         E: Into<BoxError> + 'static,
     {
-        self.tasks.insert(name, TaskFn::from_blocking(name, f));
+        self.tasks
+            .insert_checked(name, TaskFn::from_blocking(name, f), args_check::<A>());
         self
     }
 

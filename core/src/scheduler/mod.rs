@@ -87,6 +87,16 @@ struct Pending {
     upsert: Upsert,
 }
 
+/// The hint of an unknown-alias error: the aliases that are configured.
+fn configured<'a>(aliases: impl Iterator<Item = &'a String>) -> String {
+    let list: Vec<String> = aliases.map(|a| format!("'{a}'")).collect();
+    if list.is_empty() {
+        ": none is configured".to_string()
+    } else {
+        format!(" (configured: {})", list.join(", "))
+    }
+}
+
 /// How a prepared job meets a stored job with the same id.
 #[derive(Debug, Clone, Default)]
 struct Upsert {
@@ -250,18 +260,29 @@ impl Inner {
     }
 
     fn store(&self, alias: &str) -> Result<Arc<dyn JobStore>> {
-        read(&self.stores)
+        let stores = read(&self.stores);
+        stores
             .iter()
             .find(|(a, _)| a == alias)
             .map(|(_, s)| Arc::clone(s))
             .ok_or_else(|| Error::UnknownStore {
                 alias: alias.to_string(),
-                hint: String::new(),
+                hint: configured(stores.iter().map(|(a, _)| a)),
             })
     }
 
     pub(crate) fn task(&self, name: &str) -> Option<TaskFn> {
         read(&self.tasks).get(name).cloned()
+    }
+
+    /// Checks a job's arguments against its task's argument type.
+    pub(crate) fn check_args(&self, task: &str, args: &serde_json::Value) -> Result<()> {
+        read(&self.tasks)
+            .check_args(task, args)
+            .map_err(|reason| Error::InvalidArgs {
+                task: task.to_string(),
+                reason,
+            })
     }
 
     /// The executor a job runs on: its explicit alias, or the first executor
@@ -279,7 +300,7 @@ impl Inner {
                 .map(|(a, e)| (a.clone(), Arc::clone(e)))
                 .ok_or_else(|| Error::UnknownExecutor {
                     alias: alias.clone(),
-                    hint: String::new(),
+                    hint: configured(execs.iter().map(|(a, _)| a)),
                 });
         }
         let want = if task.is_blocking() {
@@ -702,6 +723,7 @@ impl Scheduler {
         if let Some(f) = task_fn.as_ref().filter(|_| !self.is_client()) {
             self.inner.executor_for(&options, f)?;
         }
+        self.inner.check_args(&task_name, &args)?;
         let later_trigger = (on_conflict == OnConflict::Replace)
             .then(|| self.inner.triggers.parse(&trigger.to_json()).ok())
             .flatten()
@@ -1043,7 +1065,8 @@ impl Scheduler {
         let id = id.into();
         let (alias, mut rec, pending) = self.find_required(&id, store).await?;
         changes.apply(&mut rec)?;
-        if let Some(task) = self.inner.task(&rec.task) {
+        self.inner.check_args(&rec.task, &rec.args)?;
+        if let Some(task) = self.inner.task(&rec.task).filter(|_| !self.is_client()) {
             self.inner.executor_for(&rec.options, &task)?;
         }
         self.write_back(&alias, rec, pending).await
@@ -1287,7 +1310,7 @@ impl Scheduler {
                 let pos = stores.iter().position(|(a, _)| a == alias).ok_or_else(|| {
                     Error::UnknownStore {
                         alias: alias.to_string(),
-                        hint: String::new(),
+                        hint: configured(stores.iter().map(|(a, _)| a)),
                     }
                 })?;
                 stores.remove(pos).1
@@ -1333,7 +1356,7 @@ impl Scheduler {
             let pos = execs.iter().position(|(a, _)| a == alias).ok_or_else(|| {
                 Error::UnknownExecutor {
                     alias: alias.to_string(),
-                    hint: String::new(),
+                    hint: configured(execs.iter().map(|(a, _)| a)),
                 }
             })?;
             execs.remove(pos).1
