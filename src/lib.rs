@@ -47,6 +47,10 @@ pub use sundial_executor_async::AsyncExecutor;
 #[cfg_attr(docsrs, doc(cfg(feature = "threadpool")))]
 pub use sundial_executor_threadpool::ThreadPoolExecutor;
 
+/// serde, for `#[serde(crate = "sundial::serde")]` on job argument types
+/// in crates that do not depend on serde themselves.
+pub use serde;
+
 /// Everything a typical application needs, in one import.
 pub mod prelude {
     #[cfg(feature = "async")]

@@ -916,6 +916,11 @@ async fn modify_reschedule_and_list() {
     );
     let listing = h.scheduler.job_listing(None).await.unwrap().to_string();
     assert!(listing.contains("Jobstore default:"), "{listing}");
+    // A cron trigger created without a zone took the scheduler's, which the listing states.
+    assert!(
+        listing.starts_with("Default time zone: Asia/Shanghai"),
+        "{listing}"
+    );
     assert!(listing.contains("daily (Daily report) trigger: cron[30 18 * * *, Asia/Shanghai], next run at: 2026-01-01 18:30:00 CST"), "{listing}");
     assert!(
         listing.contains("hourly (record) trigger: interval[hours=1], paused"),

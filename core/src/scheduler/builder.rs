@@ -54,6 +54,10 @@ impl Default for SchedulerBuilder {
 impl SchedulerBuilder {
     /// Sets the default time zone for triggers created without one (default UTC).
     ///
+    /// A cron, interval or calendar trigger without a zone takes this zone when
+    /// its job is added, and keeps it when stored: changing the default later
+    /// does not move stored jobs. [`Scheduler::job_listing`] shows the default.
+    ///
     /// # Errors
     /// [`Error::InvalidTrigger`] naming the zone when it is not an IANA name.
     pub fn timezone(mut self, name: &str) -> Result<Self> {

@@ -1049,7 +1049,10 @@ impl Scheduler {
                 .collect();
             out.push((alias, jobs));
         }
-        Ok(JobListing { stores: out })
+        Ok(JobListing {
+            stores: out,
+            timezone: self.inner.timezone,
+        })
     }
 
     /// Changes a job's options, arguments or next run time.

@@ -432,6 +432,7 @@ impl fmt::Display for Job {
 #[derive(Clone, Debug)]
 pub struct JobListing {
     pub(crate) stores: Vec<(String, Vec<Job>)>,
+    pub(crate) timezone: Tz,
 }
 
 impl JobListing {
@@ -439,10 +440,20 @@ impl JobListing {
     pub fn jobs(&self) -> impl Iterator<Item = &Job> {
         self.stores.iter().flat_map(|(_, jobs)| jobs.iter())
     }
+
+    /// The scheduler's default time zone, which triggers created without one use.
+    pub fn timezone(&self) -> Tz {
+        self.timezone
+    }
 }
 
 impl fmt::Display for JobListing {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "Default time zone: {} (triggers created without a zone use it)",
+            self.timezone
+        )?;
         for (alias, jobs) in &self.stores {
             writeln!(f, "Jobstore {alias}:")?;
             if jobs.is_empty() {
