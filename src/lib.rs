@@ -90,7 +90,8 @@ pub mod prelude {
 ///
 /// # Errors
 /// [`Error::UnknownStore`] for an unknown scheme or one whose Cargo feature is
-/// off (the message names the feature), [`Error::Config`] for a bad table name.
+/// off (the message names the feature), [`Error::Config`] for a malformed URL
+/// or a bad table name.
 ///
 /// # Examples
 /// ```
@@ -136,8 +137,7 @@ pub fn store_from_url(url: &str) -> Result<Arc<dyn JobStore>> {
         }
         #[cfg(feature = "redis")]
         "redis" | "rediss" => {
-            let mut store = RedisJobStore::from_url(url)
-                .map_err(|e| Error::Config(format!("invalid Redis URL: {e}")))?;
+            let mut store = RedisJobStore::from_url(url)?;
             if let Some(p) = table {
                 store = store.with_prefix(p);
             }
@@ -145,11 +145,9 @@ pub fn store_from_url(url: &str) -> Result<Arc<dyn JobStore>> {
         }
         #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
         "sqlite" | "postgres" | "postgresql" | "mysql" | "mariadb" => {
-            let mut store = SqlJobStore::from_url(url).map_err(|e| Error::Config(e.to_string()))?;
+            let mut store = SqlJobStore::from_url(url)?;
             if let Some(t) = table {
-                store = store
-                    .with_table(t)
-                    .map_err(|e| Error::Config(e.to_string()))?;
+                store = store.with_table(t)?;
             }
             Ok(Arc::new(store))
         }

@@ -91,6 +91,7 @@ pub fn cases() -> Vec<Case> {
         upserts_keep_the_stored_schedule,
         client_scheduler_manages_jobs_and_runs_none,
         one_off_slot_in_the_ledger_is_not_run_again,
+        change_notices_reach_other_handles,
     ]
 }
 
@@ -1579,4 +1580,60 @@ pub async fn one_off_slot_in_the_ledger_is_not_run_again(cx: &Ctx) -> Result<()>
 
 fn trunc(t: DateTime<Utc>) -> DateTime<Utc> {
     sundial::job::trunc_micros(t)
+}
+
+/// Stores with a notification channel (PostgreSQL, Redis) tell other handles
+/// of added and released jobs, and not the writing handle itself; the others
+/// report no channel, and schedulers poll them.
+pub async fn change_notices_reach_other_handles(cx: &Ctx) -> Result<()> {
+    use futures::StreamExt as _;
+    let has_channel = matches!(cx.store.backend(), "postgres" | "redis");
+    let Some(mut notices) = cx.store.watch_changes().await? else {
+        ensure!(
+            !has_channel,
+            "{} has a channel but reports none",
+            cx.store.backend()
+        );
+        return Ok(());
+    };
+    ensure!(
+        has_channel,
+        "{} reports a channel: add it to this case and the README",
+        cx.store.backend()
+    );
+    // Subscribed once the first notice arrives: wait out a round trip.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    cx.store.add_job(&job("own", Some(mins(1)))).await?;
+    let own = tokio::time::timeout(Duration::from_millis(500), notices.next()).await;
+    ensure!(own.is_err(), "the writing handle heard its own change");
+    let other = cx.another_handle().await?;
+    other.add_job(&job("theirs", Some(mins(1)))).await?;
+    let heard = tokio::time::timeout(Duration::from_secs(5), notices.next()).await;
+    ensure!(
+        matches!(heard, Ok(Some(()))),
+        "no notice of another handle's add"
+    );
+    // A release that leaves the job scheduled is a change too.
+    let claimed = other
+        .acquire_due(mins(2), &owner("o"), Duration::from_secs(60), 10)
+        .await?;
+    ensure!(claimed.len() == 2, "{}", claimed.len());
+    let items = claimed
+        .iter()
+        .map(|r| ReleaseItem {
+            id: r.id.clone(),
+            version: r.version,
+            outcome: Release::Reschedule {
+                next_run_time: Some(mins(10)),
+            },
+        })
+        .collect();
+    other.release_many(&owner("o"), items).await?;
+    let heard = tokio::time::timeout(Duration::from_secs(5), notices.next()).await;
+    ensure!(
+        matches!(heard, Ok(Some(()))),
+        "no notice of another handle's release"
+    );
+    other.shutdown().await?;
+    Ok(())
 }

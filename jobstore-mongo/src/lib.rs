@@ -81,6 +81,14 @@ pub enum Error {
     /// The driver or server failed.
     #[error("{0}")]
     Mongo(#[from] mongodb::error::Error),
+    /// The server could not be reached, or refused the connection.
+    #[error("cannot connect to mongo at {hosts}: {source}")]
+    Connect {
+        /// The servers' `host:port` list from the URL.
+        hosts: String,
+        /// Why connecting failed.
+        source: mongodb::error::Error,
+    },
     /// A job could not be converted to or from BSON.
     #[error("job '{id}' cannot be stored as BSON: {reason}")]
     Bson {
@@ -111,7 +119,7 @@ pub enum Error {
 impl Error {
     fn is_temporary(&self) -> bool {
         match self {
-            Error::Mongo(e) => {
+            Error::Mongo(e) | Error::Connect { source: e, .. } => {
                 use mongodb::error::ErrorKind;
                 matches!(
                     *e.kind,
@@ -161,6 +169,26 @@ impl Error {
             _ => false,
         }
     }
+}
+
+/// A store error of `mongo`, temporary when it is a connection problem.
+impl From<Error> for sundial_core::Error {
+    fn from(e: Error) -> Self {
+        core_err(e)
+    }
+}
+
+/// Whether `e` means the servers could not be reached or refused the client.
+fn is_connect_failure(e: &mongodb::error::Error) -> bool {
+    use mongodb::error::ErrorKind;
+    matches!(
+        *e.kind,
+        ErrorKind::Io(_)
+            | ErrorKind::ServerSelection { .. }
+            | ErrorKind::Authentication { .. }
+            | ErrorKind::DnsResolve { .. }
+            | ErrorKind::ConnectionPoolCleared { .. }
+    )
 }
 
 fn core_err(e: Error) -> sundial_core::Error {
@@ -285,15 +313,21 @@ impl MongoJobStore {
     }
 
     async fn connect(&self) -> Result<Collections, Error> {
-        let (client, url_db) = match &self.source {
-            Source::Client(c) => (c.clone(), None),
+        let (client, url_db, hosts) = match &self.source {
+            Source::Client(c) => (c.clone(), None, None),
             Source::Url(url) => {
                 let mut opts = ClientOptions::parse(url).await?;
                 opts.server_selection_timeout = Some(Duration::from_secs(10));
                 opts.connect_timeout = Some(Duration::from_secs(5));
                 opts.app_name.get_or_insert_with(|| "sundial".into());
                 let db = opts.default_database.clone();
-                (Client::with_options(opts)?, db)
+                let hosts = opts
+                    .hosts
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",");
+                (Client::with_options(opts)?, db, Some(hosts))
             }
         };
         let db_name = self
@@ -312,7 +346,11 @@ impl MongoJobStore {
                     .build(),
             )
             .build();
-        coll.create_index(index).await?;
+        // The first command: a failure to reach the servers shows here.
+        coll.create_index(index).await.map_err(|e| match hosts {
+            Some(hosts) if is_connect_failure(&e) => Error::Connect { hosts, source: e },
+            _ => Error::Mongo(e),
+        })?;
         let lease_index = IndexModel::builder()
             .keys(doc! { "lease_token": 1 })
             .build();

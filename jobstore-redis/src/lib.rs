@@ -64,6 +64,7 @@ use chrono::{DateTime, Utc};
 use redis::aio::MultiplexedConnection;
 use redis::Script;
 use sundial_core::job::{JobId, JobRecord, Lease, OwnerId, Release, ReleaseOutcome};
+use sundial_core::redact::redact_url;
 use sundial_core::run::{
     sort_runs, NewRun, RunFinish, RunId, RunInsert, RunQuery, RunRecord, RunState,
     INTERRUPTED_ERROR,
@@ -91,6 +92,22 @@ pub enum Error {
     /// Redis failed (connection, protocol, script).
     #[error("{0}")]
     Redis(#[from] redis::RedisError),
+    /// The server could not be reached.
+    #[error("cannot connect to redis at {addr}: {source}")]
+    Connect {
+        /// The server's `host:port` (or socket path).
+        addr: String,
+        /// Why connecting failed.
+        source: redis::RedisError,
+    },
+    /// The URL is not a Redis URL.
+    #[error("invalid Redis URL {url:?}: {reason}")]
+    InvalidUrl {
+        /// The URL (password removed).
+        url: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// A store method was called before `start`.
     #[error("store is not started (call start() or start the scheduler)")]
     NotStarted,
@@ -102,19 +119,29 @@ pub enum Error {
 impl Error {
     fn is_temporary(&self) -> bool {
         match self {
-            Error::Redis(e) => {
+            Error::Redis(e) | Error::Connect { source: e, .. } => {
                 e.is_io_error()
                     || e.is_connection_dropped()
                     || e.is_connection_refusal()
                     || e.is_timeout()
             }
-            Error::NotStarted | Error::Protocol(_) => false,
+            Error::InvalidUrl { .. } | Error::NotStarted | Error::Protocol(_) => false,
         }
     }
 }
 
+/// A bad URL is [`sundial_core::Error::Config`]; anything else is a store error
+/// of `redis`, temporary when it is a connection problem.
+impl From<Error> for sundial_core::Error {
+    fn from(e: Error) -> Self {
+        core_err(e)
+    }
+}
+
 fn core_err(e: Error) -> sundial_core::Error {
-    if e.is_temporary() {
+    if let Error::InvalidUrl { .. } = e {
+        sundial_core::Error::Config(e.to_string())
+    } else if e.is_temporary() {
         sundial_core::Error::store_temporary("redis", e)
     } else {
         sundial_core::Error::store("redis", e)
@@ -123,6 +150,55 @@ fn core_err(e: Error) -> sundial_core::Error {
 
 fn core_redis(e: redis::RedisError) -> sundial_core::Error {
     core_err(Error::Redis(e))
+}
+
+/// What is wrong with a Redis URL, in words, if the `url` crate or a check of
+/// its parts finds something. Never quotes the user info.
+fn url_problem(url: &str) -> Option<String> {
+    let parsed = match url::Url::parse(url) {
+        Ok(u) => u,
+        Err(url::ParseError::RelativeUrlWithoutBase) => {
+            return Some("it does not start with a scheme such as redis://".into())
+        }
+        Err(url::ParseError::EmptyHost) => return Some("the host name is missing".into()),
+        Err(url::ParseError::InvalidPort) => {
+            return Some("the port is not a number from 0 to 65535".into())
+        }
+        Err(e) => return Some(e.to_string()),
+    };
+    match parsed.scheme() {
+        "redis" | "rediss" => {}
+        "unix" | "redis+unix" => return None,
+        other => {
+            return Some(format!(
+                "the scheme is {other:?}, not redis, rediss or redis+unix"
+            ))
+        }
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Some("the host name is missing".into());
+    }
+    let db = parsed.path().trim_matches('/');
+    if !db.is_empty() && db.parse::<i64>().is_err() {
+        return Some("the path after the host is not a database number such as /0".into());
+    }
+    None
+}
+
+/// A client error in words: the `redis` crate's description (and detail)
+/// without its error kind.
+fn plain_reason(e: &redis::RedisError) -> String {
+    let text = e.to_string();
+    let kind = format!("{:?}", e.kind());
+    let description = text
+        .split_once(&format!(" - {kind}"))
+        .map(|(d, _)| d)
+        .or_else(|| text.strip_suffix(&format!("- {kind}")))
+        .unwrap_or(&text);
+    match e.detail() {
+        Some(detail) if description != text => format!("{description}: {detail}"),
+        _ => description.to_string(),
+    }
 }
 
 #[derive(Debug)]
@@ -351,9 +427,17 @@ impl RedisJobStore {
     /// `rediss://` for TLS when the `redis` crate is built with it); connects on start.
     ///
     /// # Errors
-    /// [`Error::Redis`] for a malformed URL.
+    /// [`Error::InvalidUrl`] for a malformed URL.
     pub fn from_url(url: &str) -> Result<Self, Error> {
-        Ok(Self::from_client(redis::Client::open(url)?))
+        let invalid = |reason: String| Error::InvalidUrl {
+            url: redact_url(url),
+            reason,
+        };
+        if let Some(reason) = url_problem(url) {
+            return Err(invalid(reason));
+        }
+        let client = redis::Client::open(url).map_err(|e| invalid(plain_reason(&e)))?;
+        Ok(Self::from_client(client))
     }
 
     /// A store on an existing client.
@@ -509,9 +593,17 @@ impl RedisJobStore {
                     .set_connection_timeout(Duration::from_secs(5)),
             )
             .await
-            .map_err(core_redis)?;
+            .map_err(|e| core_err(self.connect_error(e)))?;
         *guard = Some(c.clone());
         Ok(c)
+    }
+
+    /// A failure to connect, naming the server.
+    fn connect_error(&self, source: redis::RedisError) -> Error {
+        Error::Connect {
+            addr: self.client.get_connection_info().addr.to_string(),
+            source,
+        }
     }
 
     /// Maps an error, dropping the connection when it broke so the next call reconnects.
@@ -606,7 +698,11 @@ impl JobStore for RedisJobStore {
 
     async fn watch_changes(&self) -> sundial_core::Result<Option<ChangeStream>> {
         use futures::StreamExt as _;
-        let mut pubsub = self.client.get_async_pubsub().await.map_err(core_redis)?;
+        let mut pubsub = self
+            .client
+            .get_async_pubsub()
+            .await
+            .map_err(|e| core_err(self.connect_error(e)))?;
         pubsub.subscribe(self.channel()).await.map_err(core_redis)?;
         let token = self.token.clone();
         Ok(Some(
@@ -1077,6 +1173,50 @@ mod tests {
         assert_eq!(opt_arg(None), "");
         assert_eq!(opt_arg(Some("")), "=");
         assert_eq!(opt_arg(Some("=x")), "==x");
+    }
+
+    #[test]
+    fn bad_urls_are_explained_without_passwords() {
+        for (url, expected) in [
+            (
+                "redis://user:s3cret@/bad:port:x",
+                "the host name is missing",
+            ),
+            ("redis://u:s3cret@h:notaport/0", "the port is not a number"),
+            ("redis://u:s3cret@h/notadb", "not a database number"),
+            ("http://u:s3cret@h/0", "the scheme is \"http\""),
+            ("127.0.0.1:6379", "does not start with a scheme"),
+            (
+                "redis://u:s3cret@h/0?protocol=resp9",
+                "Invalid protocol version: resp9",
+            ),
+        ] {
+            let err = RedisJobStore::from_url(url).unwrap_err().to_string();
+            assert!(err.starts_with("invalid Redis URL \""), "{url}: {err}");
+            assert!(err.contains(expected), "{url}: {err}");
+            assert!(!err.contains("s3cret"), "{url}: {err}");
+            assert!(!err.contains("InvalidClientConfig"), "{url}: {err}");
+        }
+        assert!(RedisJobStore::from_url("redis://u:s3cret@h:6380/2").is_ok());
+        assert!(RedisJobStore::from_url("redis+unix:///tmp/redis.sock").is_ok());
+    }
+
+    #[test]
+    fn bad_urls_are_configuration_errors() {
+        let err = sundial_core::Error::from(RedisJobStore::from_url("redis://h/x").unwrap_err());
+        assert!(matches!(err, sundial_core::Error::Config(_)), "{err}");
+        let err = sundial_core::Error::from(Error::NotStarted);
+        assert!(
+            matches!(
+                err,
+                sundial_core::Error::Store {
+                    store: "redis",
+                    temporary: false,
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 
     #[test]

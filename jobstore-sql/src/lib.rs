@@ -62,6 +62,7 @@ pub const DEFAULT_TABLE: &str = "sundial_jobs";
 
 /// How long `start` waits for another process to finish creating or upgrading
 /// the schema.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
 pub(crate) const SCHEMA_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// How many rows one multi-row INSERT carries in `add_jobs`.
@@ -95,6 +96,17 @@ pub enum Error {
     #[cfg(any(feature = "postgres", feature = "mysql"))]
     #[error("{0}")]
     Sqlx(#[from] sqlx::Error),
+    /// The database server could not be reached, or refused the connection.
+    #[cfg(any(feature = "postgres", feature = "mysql"))]
+    #[error("cannot connect to {backend} at {addr}: {}", connect_cause(.source))]
+    Connect {
+        /// The backend: `postgres` or `mysql`.
+        backend: &'static str,
+        /// The server's `host:port` (or socket path).
+        addr: String,
+        /// Why connecting failed.
+        source: sqlx::Error,
+    },
     /// The table name is not a plain identifier.
     #[error("invalid table name {0:?}: use letters, digits and '_', starting with a letter, at most 48 characters")]
     InvalidTable(String),
@@ -136,7 +148,7 @@ impl Error {
                 rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
             ),
             #[cfg(any(feature = "postgres", feature = "mysql"))]
-            Error::Sqlx(e) => matches!(
+            Error::Sqlx(e) | Error::Connect { source: e, .. } => matches!(
                 e,
                 sqlx::Error::Io(_)
                     | sqlx::Error::PoolTimedOut
@@ -146,6 +158,32 @@ impl Error {
             ),
             Error::Join(_) => true,
             _ => self.is_retryable_conflict(),
+        }
+    }
+
+    /// The backend an error came from, as far as the error itself tells
+    /// (`sql` when it does not).
+    fn backend(&self) -> &'static str {
+        match self {
+            #[cfg(feature = "sqlite")]
+            Error::Sqlite(_) | Error::Join(_) => "sqlite",
+            #[cfg(any(feature = "postgres", feature = "mysql"))]
+            Error::Connect { backend, .. } => backend,
+            #[cfg(feature = "postgres")]
+            Error::Sqlx(sqlx::Error::Database(e))
+                if e.try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                    .is_some() =>
+            {
+                "postgres"
+            }
+            #[cfg(feature = "mysql")]
+            Error::Sqlx(sqlx::Error::Database(e))
+                if e.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+                    .is_some() =>
+            {
+                "mysql"
+            }
+            _ => "sql",
         }
     }
 
@@ -178,6 +216,37 @@ impl Error {
             }
             _ => false,
         }
+    }
+}
+
+/// Why a connection failed, without the generic prefix sqlx puts on I/O errors.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+fn connect_cause(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Io(e) => e.to_string(),
+        sqlx::Error::Database(e) => e.to_string(),
+        sqlx::Error::Tls(e) => format!("TLS failed: {e}"),
+        other => other.to_string(),
+    }
+}
+
+/// A bad URL or table name is [`sundial_core::Error::Config`]; anything else
+/// is a store error of the backend (`sqlite`, `postgres`, `mysql`, or `sql`
+/// when the error does not tell), temporary when it is a connection problem.
+impl From<Error> for sundial_core::Error {
+    fn from(e: Error) -> Self {
+        core_error(e.backend(), e)
+    }
+}
+
+/// `e` as an error of the store `store`.
+fn core_error(store: &'static str, e: Error) -> sundial_core::Error {
+    match e {
+        Error::InvalidTable(_) | Error::InvalidUrl { .. } => {
+            sundial_core::Error::Config(e.to_string())
+        }
+        e if e.is_temporary() => sundial_core::Error::store_temporary(store, e),
+        e => sundial_core::Error::store(store, e),
     }
 }
 
@@ -449,12 +518,7 @@ impl SqlJobStore {
     }
 
     fn err(&self, e: Error) -> sundial_core::Error {
-        let name = self.backend.name();
-        if e.is_temporary() {
-            sundial_core::Error::store_temporary(name, e)
-        } else {
-            sundial_core::Error::store(name, e)
-        }
+        core_error(self.backend.name(), e)
     }
 
     /// Creates the schema, or upgrades an older one in place; refuses a newer

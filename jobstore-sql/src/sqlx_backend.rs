@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use sqlx::any::{AnyArguments, AnyPoolOptions, AnyRow};
 use sqlx::pool::PoolConnection;
 use sqlx::query::Query;
-use sqlx::{Any, AnyConnection, AnyPool, Row as _};
+use sqlx::{Any, AnyConnection, AnyPool, Connection as _, Row as _};
 use sundial_core::redact::redact_url;
 use sundial_core::run::RunInsert;
 use tokio::sync::OnceCell;
@@ -16,6 +16,9 @@ use tokio::sync::OnceCell;
 use crate::ledger::{interrupt_params, RunBatch};
 use crate::schema::{Dialect, Row, RunRow, Sql};
 use crate::{Backend, Error, Notices, Param, SCHEMA_LOCK_WAIT};
+
+/// How long `start` waits for the server to answer its first connection.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How many rows one multi-row run `INSERT` carries (11 values each).
 const RUN_INSERT_CHUNK: usize = 200;
@@ -113,6 +116,42 @@ fn read_run(r: &AnyRow) -> Result<RunRow, sqlx::Error> {
     })
 }
 
+/// The `host:port` (or socket path) the driver connects to for `url`, without
+/// credentials; the redacted URL when the driver cannot read it.
+fn server_address(url: &str, name: &str) -> String {
+    fn host_port(host: &str, port: u16) -> String {
+        if host.contains(':') && !host.starts_with('[') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        }
+    }
+    #[cfg(feature = "postgres")]
+    if name == "postgres" {
+        if let Ok(o) = url.parse::<sqlx::postgres::PgConnectOptions>() {
+            let port = o.get_port();
+            return match o.get_socket() {
+                Some(dir) => format!("{}/.s.PGSQL.{port}", dir.display()),
+                None if o.get_host().starts_with('/') => {
+                    format!("{}/.s.PGSQL.{port}", o.get_host())
+                }
+                None => host_port(o.get_host(), port),
+            };
+        }
+    }
+    #[cfg(feature = "mysql")]
+    if name == "mysql" {
+        if let Ok(o) = url.parse::<sqlx::mysql::MySqlConnectOptions>() {
+            return match o.get_socket() {
+                Some(path) => path.display().to_string(),
+                None => host_port(o.get_host(), o.get_port()),
+            };
+        }
+    }
+    let _ = name;
+    redact_url(url)
+}
+
 /// The run ids among `ids` that are stored (as this transaction sees them).
 async fn stored_runs(
     conn: &mut AnyConnection,
@@ -147,6 +186,15 @@ impl SqlxBackend {
             pool: OnceCell::new_with(Some(pool)),
             returning: OnceCell::new(),
             schema_lock: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// A failure to connect to the server of `url`, naming the server.
+    fn connect_error(&self, url: &str, source: sqlx::Error) -> Error {
+        Error::Connect {
+            backend: self.name,
+            addr: server_address(url, self.name),
+            source,
         }
     }
 
@@ -185,12 +233,27 @@ impl Backend for SqlxBackend {
         self.pool
             .get_or_try_init(|| async {
                 sqlx::any::install_default_drivers();
+                // A pool retries a refused connection until its acquire timeout and
+                // then reports only the timeout; one direct connection reports the
+                // cause (refused, unknown host, wrong password) at once.
+                let first = tokio::time::timeout(CONNECT_TIMEOUT, AnyConnection::connect(url))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(sqlx::Error::Io(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            format!("no answer within {CONNECT_TIMEOUT:?}"),
+                        )))
+                    })
+                    .map_err(|e| self.connect_error(url, e))?;
+                if let Err(e) = first.close().await {
+                    tracing::debug!(error = %e, "closing the first connection failed");
+                }
                 AnyPoolOptions::new()
                     .max_connections(8)
                     .acquire_timeout(std::time::Duration::from_secs(10))
                     .connect(url)
                     .await
-                    .map_err(Error::from)
+                    .map_err(|e| self.connect_error(url, e))
             })
             .await?;
         Ok(())
@@ -275,7 +338,9 @@ impl Backend for SqlxBackend {
             let Some(url) = &self.url else {
                 return Ok(None);
             };
-            let mut listener = sqlx::postgres::PgListener::connect(url).await?;
+            let mut listener = sqlx::postgres::PgListener::connect(url)
+                .await
+                .map_err(|e| self.connect_error(url, e))?;
             listener.listen(channel).await?;
             return Ok(Some(futures::StreamExt::boxed(futures::StreamExt::map(
                 listener.into_stream(),
@@ -461,5 +526,34 @@ impl Backend for SqlxBackend {
         }
         tx.commit().await?;
         Ok(rows)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::server_address;
+
+    #[test]
+    fn server_addresses_have_no_credentials() {
+        #[cfg(feature = "postgres")]
+        {
+            let pg = |url| server_address(url, "postgres");
+            assert_eq!(
+                pg("postgres://u:s3cret@db.example:5499/app"),
+                "db.example:5499"
+            );
+            assert_eq!(pg("postgresql://u@10.0.0.7/app"), "10.0.0.7:5432");
+            assert_eq!(pg("postgres://u@[::1]:6000/app"), "[::1]:6000");
+            assert_eq!(
+                pg("postgres://u@localhost/app?host=/var/run/postgresql"),
+                "/var/run/postgresql/.s.PGSQL.5432"
+            );
+        }
+        #[cfg(feature = "mysql")]
+        {
+            let my = |url| server_address(url, "mysql");
+            assert_eq!(my("mysql://root:s3cret@127.0.0.1:1/test"), "127.0.0.1:1");
+            assert_eq!(my("mysql://root@db/test"), "db:3306");
+        }
     }
 }
