@@ -306,7 +306,8 @@ fn report(
             }
         }
         Outcome::Failed(error) => {
-            tracing::warn!(job_id = %run.job_id, %error, "job run failed");
+            // Reported as a JobError event; logged as an error when nobody listens.
+            tracing::debug!(job_id = %run.job_id, %error, "job run failed");
             Event::JobError {
                 job_id: run.job_id.clone(),
                 jobstore: run.jobstore.clone(),

@@ -40,25 +40,43 @@ fn with_db(url: &str, db: &str) -> String {
     format!("{}/{db}{query}", &base[..host_end])
 }
 
-/// Starts `n` processes on `url` at the same instant; returns the failures.
+/// Starts `n` processes on `url` at the same instant (each waits at a
+/// barrier until all are ready); returns the failures.
 fn start_all(url: &str, n: usize) -> Vec<String> {
-    let at = chrono::Utc::now().timestamp_millis() + 400;
+    static ROUND: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let barrier = std::env::temp_dir().join(format!(
+        "sundial-barrier-{}-{}",
+        std::process::id(),
+        ROUND.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&barrier).unwrap();
     let children: Vec<_> = (0..n)
         .map(|_| {
             Command::new(env!("CARGO_BIN_EXE_sundial-start"))
-                .args([url, &at.to_string()])
+                .args([url, barrier.to_str().unwrap()])
                 .stderr(std::process::Stdio::piped())
                 .spawn()
                 .expect("spawn sundial-start")
         })
         .collect();
-    children
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::fs::read_dir(&barrier).unwrap().count() < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the processes did not all get ready"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    std::fs::write(barrier.join("go"), b"").unwrap();
+    let failures = children
         .into_iter()
         .filter_map(|c| {
             let out = c.wait_with_output().unwrap();
             (!out.status.success()).then(|| String::from_utf8_lossy(&out.stderr).into_owned())
         })
-        .collect()
+        .collect();
+    let _ = std::fs::remove_dir_all(&barrier);
+    failures
 }
 
 /// Checks that the declared jobs exist once each in the store at `url`.
@@ -212,4 +230,35 @@ fn database_urls_are_rewritten() {
         "mongodb://127.0.0.1:27018/x?w=1"
     );
     assert_eq!(with_db("mysql://root@h", "x"), "mysql://root@h/x");
+}
+
+/// The schema is created on the connection that holds the lock, so a pool of
+/// one connection (handed in by the application) starts on an empty table.
+#[test]
+fn a_pool_of_one_connection_creates_the_schema() {
+    use sundial::sql::Dialect;
+    for (url, dialect) in [
+        (postgres_url(), Dialect::Postgres),
+        (mysql_url(), Dialect::MySql),
+    ] {
+        rt().block_on(async {
+            sqlx::any::install_default_drivers();
+            let pool = sqlx::any::AnyPoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(std::time::Duration::from_secs(5))
+                .connect(&url)
+                .await
+                .unwrap();
+            let table = format!("one_conn_{}", std::process::id());
+            let store = SqlJobStore::from_pool(pool, dialect)
+                .with_table(&table)
+                .unwrap();
+            tokio::time::timeout(std::time::Duration::from_secs(30), store.start())
+                .await
+                .unwrap_or_else(|_| panic!("{url}: start hung"))
+                .unwrap_or_else(|e| panic!("{url}: {e}"));
+            assert!(store.get_all_jobs().await.unwrap().is_empty());
+            store.drop_table().await.unwrap();
+        });
+    }
 }

@@ -259,6 +259,54 @@ pub(crate) enum Param {
     OptText(Option<String>),
 }
 
+/// What creating or upgrading the schema found to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SchemaStep {
+    /// No schema was recorded: create it.
+    Create,
+    /// An older version was recorded: upgrade it in place.
+    Upgrade(i64),
+    /// The schema is current.
+    Current,
+}
+
+/// Decides from the recorded schema version what to do; refuses a newer one.
+pub(crate) fn schema_step(sql: &Sql, found: Option<i64>) -> Result<SchemaStep, Error> {
+    match found {
+        None => Ok(SchemaStep::Create),
+        Some(v) if v > SCHEMA_VERSION => Err(Error::NewerSchema {
+            table: sql.table.clone(),
+            found: v,
+            supported: SCHEMA_VERSION,
+        }),
+        Some(SCHEMA_VERSION) => Ok(SchemaStep::Current),
+        Some(v) => Ok(SchemaStep::Upgrade(v)),
+    }
+}
+
+/// The statements that carry out `step` (run after `create_versions`, under
+/// the schema lock). Version 1 lacks the run table: creating what is missing
+/// upgrades it.
+pub(crate) fn schema_statements(sql: &Sql, step: SchemaStep) -> Vec<(String, Vec<Param>)> {
+    let table = Param::Text(sql.table.clone());
+    let record = match step {
+        SchemaStep::Current => return Vec::new(),
+        SchemaStep::Create => (sql.set_version(), vec![table, Param::Int(SCHEMA_VERSION)]),
+        SchemaStep::Upgrade(_) => (
+            sql.upgrade_version(),
+            vec![
+                Param::Int(SCHEMA_VERSION),
+                table,
+                Param::Int(SCHEMA_VERSION),
+            ],
+        ),
+    };
+    let mut out: Vec<(String, Vec<Param>)> =
+        sql.create().into_iter().map(|s| (s, Vec::new())).collect();
+    out.push(record);
+    out
+}
+
 /// Change notices as received: their payloads, or the error that ended them.
 pub(crate) type Notices = futures::stream::BoxStream<'static, Result<String, Error>>;
 
@@ -268,12 +316,10 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug {
     fn name(&self) -> &'static str;
     async fn connect(&self) -> Result<(), Error>;
     async fn close(&self);
-    /// Takes the database-wide lock that serializes schema creation and
-    /// upgrades between processes; waits at most [`SCHEMA_LOCK_WAIT`].
-    async fn lock_schema(&self, sql: &Sql) -> Result<(), Error>;
-    /// Gives the schema lock back; `commit` says whether the work under it
-    /// succeeded.
-    async fn unlock_schema(&self, sql: &Sql, commit: bool);
+    /// Creates the schema or upgrades it to [`SCHEMA_VERSION`] under a
+    /// database-wide lock held on the connection that does the work (released
+    /// however the call ends, cancellation included); see [`schema_step`].
+    async fn migrate(&self, sql: &Sql) -> Result<SchemaStep, Error>;
     /// Publishes a change notice on `channel` (PostgreSQL `NOTIFY`); a no-op
     /// where the database has no notification channel.
     async fn notify(&self, _channel: &str, _payload: &str) -> Result<(), Error> {
@@ -535,69 +581,15 @@ impl SqlJobStore {
         {
             return Ok(());
         }
-        self.backend.lock_schema(&self.sql).await?;
-        let result = self.migrate_locked().await;
-        self.backend.unlock_schema(&self.sql, result.is_ok()).await;
-        result
-    }
-
-    async fn migrate_locked(&self) -> Result<(), Error> {
-        self.backend
-            .execute(self.sql.create_versions(), vec![])
-            .await?;
-        let table = Param::Text(self.sql.table.clone());
-        let found = self
-            .backend
-            .query_int(self.sql.get_version(), vec![table.clone()])
-            .await?;
-        if let Some(v) = found.filter(|v| *v > SCHEMA_VERSION) {
-            return Err(Error::NewerSchema {
-                table: self.sql.table.clone(),
-                found: v,
-                supported: SCHEMA_VERSION,
-            });
+        if let SchemaStep::Upgrade(from) = self.backend.migrate(&self.sql).await? {
+            tracing::info!(
+                table = %self.sql.table,
+                from,
+                to = SCHEMA_VERSION,
+                "upgraded the job table's schema (added the run table)"
+            );
         }
-        // Version 1 lacks the run table: creating what is missing upgrades it.
-        for stmt in self.sql.create() {
-            self.backend.execute(stmt, vec![]).await?;
-        }
-        match found {
-            None => {
-                let insert = self
-                    .backend
-                    .execute(
-                        self.sql.set_version(),
-                        vec![table, Param::Int(SCHEMA_VERSION)],
-                    )
-                    .await;
-                match insert {
-                    Ok(_) => Ok(()),
-                    // Another process recorded it first.
-                    Err(e) if e.is_unique_violation() => Ok(()),
-                    Err(e) => Err(e),
-                }
-            }
-            Some(v) if v < SCHEMA_VERSION => {
-                self.backend
-                    .execute(
-                        self.sql.upgrade_version(),
-                        vec![
-                            Param::Int(SCHEMA_VERSION),
-                            table,
-                            Param::Int(SCHEMA_VERSION),
-                        ],
-                    )
-                    .await?;
-                tracing::info!(
-                    table = %self.sql.table,
-                    from = v,
-                    to = SCHEMA_VERSION,
-                    "upgraded the job table's schema (added the run table)"
-                );
-                Ok(())
-            }
-            Some(_) => Ok(()),
-        }
+        Ok(())
     }
 
     async fn first_conflict(&self, jobs: &[JobRecord]) -> sundial_core::Error {

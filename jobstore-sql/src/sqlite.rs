@@ -11,7 +11,7 @@ use sundial_core::run::RunInsert;
 
 use crate::ledger::{interrupt_params, RunBatch};
 use crate::schema::{Row, RunRow, Sql};
-use crate::{Backend, Error, Param};
+use crate::{schema_statements, schema_step, Backend, Error, Param, SchemaStep};
 
 #[derive(Debug)]
 pub(crate) struct SqliteBackend {
@@ -148,19 +148,24 @@ impl Backend for SqliteBackend {
         .await;
     }
 
-    async fn lock_schema(&self, _sql: &Sql) -> Result<(), Error> {
-        // The write lock of the database file; statements until unlock run in
-        // this transaction, on the one connection.
-        self.with(|c| Ok(c.execute_batch("BEGIN IMMEDIATE")?)).await
-    }
-
-    async fn unlock_schema(&self, _sql: &Sql, commit: bool) {
-        let end = if commit { "COMMIT" } else { "ROLLBACK" };
-        let done = self.with(move |c| Ok(c.execute_batch(end)?)).await;
-        if let Err(e) = done {
-            tracing::warn!(error = %e, "could not end the schema transaction");
-            let _ = self.with(|c| Ok(c.execute_batch("ROLLBACK")?)).await;
-        }
+    async fn migrate(&self, sql: &Sql) -> Result<SchemaStep, Error> {
+        let sql = sql.clone();
+        // One transaction holding the file's write lock; it runs to its end on
+        // the blocking pool even if the caller goes away, and rolls back on error.
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute_batch(&sql.create_versions())?;
+            let found: Option<i64> = tx
+                .query_row(&sql.get_version(), [sql.table.as_str()], |r| r.get(0))
+                .optional()?;
+            let step = schema_step(&sql, found)?;
+            for (stmt, params) in schema_statements(&sql, step) {
+                tx.execute(&stmt, params_from_iter(params.iter()))?;
+            }
+            tx.commit()?;
+            Ok(step)
+        })
+        .await
     }
 
     async fn execute(&self, sql: String, params: Vec<Param>) -> Result<u64, Error> {

@@ -15,7 +15,9 @@ use tokio::sync::OnceCell;
 
 use crate::ledger::{interrupt_params, RunBatch};
 use crate::schema::{Dialect, Row, RunRow, Sql};
-use crate::{Backend, Error, Notices, Param, SCHEMA_LOCK_WAIT};
+use crate::{
+    schema_statements, schema_step, Backend, Error, Notices, Param, SchemaStep, SCHEMA_LOCK_WAIT,
+};
 
 /// How long `start` waits for the server to answer its first connection.
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -30,9 +32,65 @@ pub(crate) struct SqlxBackend {
     /// Whether the server has `INSERT ... RETURNING` (PostgreSQL, MariaDB; not
     /// MySQL), found out on first use.
     returning: OnceCell<bool>,
-    /// The connection holding the schema lock while `start` creates or
-    /// upgrades the schema (the lock belongs to that session).
-    schema_lock: tokio::sync::Mutex<Option<PoolConnection<Any>>>,
+}
+
+/// A pooled connection that may hold the schema lock: closed when dropped
+/// unless released, so that the server drops the lock with the session.
+struct SessionLock(Option<PoolConnection<Any>>);
+
+impl SessionLock {
+    fn conn(&mut self) -> Result<&mut PoolConnection<Any>, Error> {
+        self.0.as_mut().ok_or(Error::NotStarted)
+    }
+
+    /// Returns the connection to the pool (the lock was given back).
+    fn release(&mut self) {
+        self.0.take();
+    }
+}
+
+impl Drop for SessionLock {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0.take() {
+            drop(conn.detach());
+        }
+    }
+}
+
+/// Takes the schema lock on `conn`, waiting at most [`SCHEMA_LOCK_WAIT`].
+async fn lock_schema(conn: &mut PoolConnection<Any>, dialect: Dialect) -> Result<(), Error> {
+    let deadline = tokio::time::Instant::now() + SCHEMA_LOCK_WAIT;
+    loop {
+        let got = if dialect == Dialect::Postgres {
+            sqlx::query("SELECT pg_try_advisory_lock($1)")
+                .bind(PG_SCHEMA_LOCK)
+                .fetch_one(&mut **conn)
+                .await?
+                .try_get::<bool, _>(0)?
+        } else {
+            // Waits up to a second on the server; NULL means an error there.
+            sqlx::query("SELECT GET_LOCK(?, 1)")
+                .bind(MYSQL_SCHEMA_LOCK)
+                .fetch_one(&mut **conn)
+                .await?
+                .try_get::<Option<i64>, _>(0)?
+                == Some(1)
+        };
+        if got {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let name = if dialect == Dialect::Postgres {
+                "pg_advisory_lock(0x73756e6469616c)"
+            } else {
+                "GET_LOCK('sundial_schema')"
+            };
+            return Err(Error::SchemaLockTimeout(SCHEMA_LOCK_WAIT, name));
+        }
+        if dialect == Dialect::Postgres {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
 }
 
 /// The PostgreSQL advisory lock key serializing schema changes ("sundial" in ASCII).
@@ -175,7 +233,6 @@ impl SqlxBackend {
             name,
             pool: OnceCell::new(),
             returning: OnceCell::new(),
-            schema_lock: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -185,7 +242,6 @@ impl SqlxBackend {
             name,
             pool: OnceCell::new_with(Some(pool)),
             returning: OnceCell::new(),
-            schema_lock: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -267,57 +323,39 @@ impl Backend for SqlxBackend {
         }
     }
 
-    async fn lock_schema(&self, sql: &Sql) -> Result<(), Error> {
-        let mut conn = self.pool()?.acquire().await?;
-        let deadline = tokio::time::Instant::now() + SCHEMA_LOCK_WAIT;
-        loop {
-            let got = if sql.dialect == Dialect::Postgres {
-                sqlx::query("SELECT pg_try_advisory_lock($1)")
-                    .bind(PG_SCHEMA_LOCK)
-                    .fetch_one(&mut *conn)
-                    .await?
-                    .try_get::<bool, _>(0)?
-            } else {
-                // Waits up to a second on the server; NULL means an error there.
-                sqlx::query("SELECT GET_LOCK(?, 1)")
-                    .bind(MYSQL_SCHEMA_LOCK)
-                    .fetch_one(&mut *conn)
-                    .await?
-                    .try_get::<Option<i64>, _>(0)?
-                    == Some(1)
-            };
-            if got {
-                break;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                let name = if sql.dialect == Dialect::Postgres {
-                    "pg_advisory_lock(0x73756e6469616c)"
-                } else {
-                    "GET_LOCK('sundial_schema')"
-                };
-                return Err(Error::SchemaLockTimeout(SCHEMA_LOCK_WAIT, name));
-            }
-            if sql.dialect == Dialect::Postgres {
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            }
-        }
-        *self.schema_lock.lock().await = Some(conn);
-        Ok(())
-    }
-
-    async fn unlock_schema(&self, sql: &Sql, _commit: bool) {
-        let Some(mut conn) = self.schema_lock.lock().await.take() else {
-            return;
+    async fn migrate(&self, sql: &Sql) -> Result<SchemaStep, Error> {
+        // The lock belongs to this connection's session, and every statement
+        // runs on it (a pool of one connection works too). Dropped before the
+        // lock is given back (an error, a cancelled start), the connection is
+        // closed, which releases the lock.
+        let mut conn = SessionLock(Some(self.pool()?.acquire().await?));
+        let c = conn.conn()?;
+        lock_schema(c, sql.dialect).await?;
+        sqlx::query(&sql.create_versions())
+            .execute(&mut **c)
+            .await?;
+        let found: Option<i64> = match bind(
+            sqlx::query(&sql.get_version()),
+            &[Param::Text(sql.table.clone())],
+        )
+        .fetch_optional(&mut **c)
+        .await?
+        {
+            Some(r) => r.try_get::<Option<i64>, _>(0)?,
+            None => None,
         };
+        let step = schema_step(sql, found)?;
+        for (stmt, params) in schema_statements(sql, step) {
+            bind(sqlx::query(&stmt), &params).execute(&mut **c).await?;
+        }
         let unlock = if sql.dialect == Dialect::Postgres {
             sqlx::query("SELECT pg_advisory_unlock($1)").bind(PG_SCHEMA_LOCK)
         } else {
             sqlx::query("SELECT RELEASE_LOCK(?)").bind(MYSQL_SCHEMA_LOCK)
         };
-        if unlock.fetch_one(&mut *conn).await.is_err() {
-            // Closing the session releases its locks.
-            drop(conn.detach());
-        }
+        unlock.fetch_one(&mut **c).await?;
+        conn.release();
+        Ok(step)
     }
 
     async fn notify(&self, channel: &str, payload: &str) -> Result<(), Error> {

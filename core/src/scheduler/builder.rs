@@ -56,7 +56,9 @@ impl SchedulerBuilder {
     ///
     /// A cron, interval or calendar trigger without a zone takes this zone when
     /// its job is added, and keeps it when stored: changing the default later
-    /// does not move stored jobs. [`Scheduler::job_listing`] shows the default.
+    /// does not move stored jobs until they are declared again (with
+    /// `replace_existing`, a job whose trigger now resolves to another zone is
+    /// rescheduled). [`Scheduler::job_listing`] shows the default.
     ///
     /// # Errors
     /// [`Error::InvalidTrigger`] naming the zone when it is not an IANA name.

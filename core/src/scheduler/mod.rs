@@ -178,6 +178,8 @@ pub(crate) struct Inner {
     pub(crate) flush_lock: tokio::sync::Mutex<()>,
     /// Started runs whose job retries failures, by run id.
     pub(crate) retries: Mutex<HashMap<RunId, ledger::Retry>>,
+    /// The task watching each shared store for other processes' changes.
+    pub(crate) watchers: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
 }
 
 /// Schedules jobs and runs them through executors; cheap to clone (all clones
@@ -383,6 +385,7 @@ impl Scheduler {
                 finished: Mutex::new(HashMap::new()),
                 flush_lock: tokio::sync::Mutex::new(()),
                 retries: Mutex::new(HashMap::new()),
+                watchers: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -1067,8 +1070,13 @@ impl Scheduler {
     ) -> Result<Job> {
         let id = id.into();
         let (alias, mut rec, pending) = self.find_required(&id, store).await?;
+        // Only new arguments are checked: a job stored with arguments its task
+        // no longer accepts can still be paused, renamed or rescheduled.
+        let new_args = changes.args.is_some();
         changes.apply(&mut rec)?;
-        self.inner.check_args(&rec.task, &rec.args)?;
+        if new_args {
+            self.inner.check_args(&rec.task, &rec.args)?;
+        }
         if let Some(task) = self.inner.task(&rec.task).filter(|_| !self.is_client()) {
             self.inner.executor_for(&rec.options, &task)?;
         }
@@ -1296,7 +1304,14 @@ impl Scheduler {
         if self.is_running() {
             store.start().await?;
         }
-        write(&self.inner.stores).push((alias.clone(), Arc::new(store)));
+        let store: Arc<dyn JobStore> = Arc::new(store);
+        write(&self.inner.stores).push((alias.clone(), Arc::clone(&store)));
+        let stop = lock(&self.inner.run)
+            .as_ref()
+            .map(|(token, _)| token.clone());
+        if let Some(stop) = stop {
+            run_loop::spawn_watcher(&self.inner, alias.clone(), store, stop);
+        }
         self.inner.emit(Event::JobStoreAdded { alias });
         self.inner.wake.notify_one();
         Ok(())
@@ -1318,6 +1333,9 @@ impl Scheduler {
                 })?;
                 stores.remove(pos).1
             };
+        if let Some(w) = lock(&self.inner.watchers).remove(alias) {
+            w.abort();
+        }
         if self.is_running() {
             if let Err(e) = store.shutdown().await {
                 tracing::warn!(jobstore = %alias, error = %e, "job store shutdown failed");

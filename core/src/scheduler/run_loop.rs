@@ -26,16 +26,10 @@ pub(crate) fn after(now: DateTime<Utc>, d: std::time::Duration) -> DateTime<Utc>
 }
 
 pub(crate) async fn run(inner: Arc<Inner>, stop: CancellationToken) {
-    let _watchers = Watchers(
-        inner
-            .stores()
-            .into_iter()
-            .filter(|(_, s)| s.capabilities().shared)
-            .map(|(alias, store)| {
-                tokio::spawn(watch(Arc::clone(&inner), alias, store, stop.clone()))
-            })
-            .collect(),
-    );
+    for (alias, store) in inner.stores() {
+        spawn_watcher(&inner, alias, store, stop.clone());
+    }
+    let _watchers = Watchers(Arc::clone(&inner));
     loop {
         if stop.is_cancelled() {
             return;
@@ -54,14 +48,31 @@ pub(crate) async fn run(inner: Arc<Inner>, stop: CancellationToken) {
     }
 }
 
-/// Watcher tasks, stopped with the loop.
-struct Watchers(Vec<tokio::task::JoinHandle<()>>);
+/// Stops the watcher tasks when the loop ends.
+struct Watchers(Arc<Inner>);
 
 impl Drop for Watchers {
     fn drop(&mut self) {
-        for w in &self.0 {
+        for (_, w) in lock(&self.0.watchers).drain() {
             w.abort();
         }
+    }
+}
+
+/// Starts watching a shared store for other processes' changes (replacing a
+/// watcher of the same alias).
+pub(crate) fn spawn_watcher(
+    inner: &Arc<Inner>,
+    alias: String,
+    store: Arc<dyn crate::store::JobStore>,
+    stop: CancellationToken,
+) {
+    if !store.capabilities().shared {
+        return;
+    }
+    let task = tokio::spawn(watch(Arc::clone(inner), alias.clone(), store, stop));
+    if let Some(old) = lock(&inner.watchers).insert(alias, task) {
+        old.abort();
     }
 }
 
@@ -97,10 +108,10 @@ async fn watch(
                 tracing::debug!(jobstore = %alias, error = %e, "cannot subscribe to change notices; polling");
             }
         }
-        let pause = inner
-            .config
-            .retry_interval
-            .min(std::time::Duration::from_secs(1));
+        let pause = inner.config.retry_interval.clamp(
+            std::time::Duration::from_millis(200),
+            std::time::Duration::from_secs(1),
+        );
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(pause) => {}

@@ -216,7 +216,9 @@ impl JobSpec {
     /// restarting an application more often than a job's interval does not keep
     /// pushing the job back. A changed trigger, or an explicit
     /// [`next_run_time`](Self::next_run_time), reschedules it. When nothing
-    /// changed, nothing is written.
+    /// changed, nothing is written. A start time the caller computes from the
+    /// clock (`start_date(Utc::now())`) makes the trigger differ on every
+    /// start: leave the start out and the scheduler fills it in once.
     pub fn replace_existing(mut self, replace: bool) -> Self {
         self.on_conflict = if replace {
             OnConflict::Replace

@@ -2,10 +2,11 @@
 //! workers of a web application do: for the concurrent-start tests.
 //!
 //! ```text
-//! sundial-start <store-url> <start-at-unix-millis>
+//! sundial-start <store-url> <barrier-dir>
 //! ```
 //!
-//! Waits until the given instant, starts a paused scheduler on the store (which
+//! Writes `<barrier-dir>/ready-<pid>`, waits until `<barrier-dir>/go` exists
+//! (the test creates it once every process is ready), then starts a paused scheduler on the store (which
 //! creates the schema on an empty database), declares two jobs every worker
 //! declares (`shared` with `if_absent`, `cleanup` with `replace_existing`), and
 //! shuts down. Exits 0 when all of that worked, 1 with the error otherwise.
@@ -23,10 +24,10 @@ fn main() {
 
 fn run() -> std::result::Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
-    let [_, url, at] = &args[..] else {
-        return Err("usage: sundial-start <store-url> <start-at-unix-millis>".into());
+    let [_, url, barrier] = &args[..] else {
+        return Err("usage: sundial-start <store-url> <barrier-dir>".into());
     };
-    let at: i64 = at.parse()?;
+    let barrier = std::path::Path::new(barrier);
     let scheduler = Scheduler::builder()
         .jobstore_arc("default", store_from_url(url)?)
         .executor("default", AsyncExecutor::new())
@@ -37,11 +38,15 @@ fn run() -> std::result::Result<(), Box<dyn std::error::Error>> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    rt.block_on(async {
-        let wait = at - chrono::Utc::now().timestamp_millis();
-        if wait > 0 {
-            tokio::time::sleep(Duration::from_millis(wait.unsigned_abs())).await;
+    std::fs::write(barrier.join(format!("ready-{}", std::process::id())), b"")?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while !barrier.join("go").exists() {
+        if std::time::Instant::now() > deadline {
+            return Err("no go signal within 120 s".into());
         }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    rt.block_on(async {
         scheduler.start_paused().await?;
         let hourly = IntervalTrigger::every(Duration::from_secs(3600))?;
         scheduler
