@@ -62,6 +62,16 @@ pub enum Error {
         reason: String,
     },
 
+    /// A job was changed by another writer after the caller read it; nothing
+    /// was written.
+    #[error("job '{id}' was changed by another writer after it was read (version {read} is stale); nothing was written: read it again")]
+    JobChanged {
+        /// The job id.
+        id: String,
+        /// The version the caller read.
+        read: u64,
+    },
+
     /// A job's arguments do not fit its task's argument type.
     #[error("invalid arguments for task '{task}': {reason}")]
     InvalidArgs {

@@ -47,8 +47,11 @@ impl StoreCapabilities {
 /// - `add_jobs` inserts several records; it fails with `ConflictingId` if any id
 ///   exists (in the store or twice in the batch), and then inserts none of them.
 /// - `update_job` replaces task, trigger, args, options and `next_run_time` of an
-///   existing record, keeps its lease and increments its version; a missing id
-///   fails with [`Error::JobNotFound`](crate::Error::JobNotFound).
+///   existing record, keeps its lease and increments its version, when the
+///   stored version equals `job.version` (a compare-and-swap on the version the
+///   caller read); otherwise it fails with
+///   [`Error::JobChanged`](crate::Error::JobChanged) and changes nothing. A
+///   missing id fails with [`Error::JobNotFound`](crate::Error::JobNotFound).
 /// - `remove_job` deletes one record (`JobNotFound` if missing); `remove_all_jobs`
 ///   deletes every record.
 /// - `lookup_job` returns the record exactly as stored (every field, times to the
@@ -133,7 +136,8 @@ pub trait JobStore: Send + Sync + fmt::Debug + 'static {
     /// Inserts several new jobs, all or none.
     async fn add_jobs(&self, jobs: &[JobRecord]) -> Result<()>;
 
-    /// Replaces an existing job's content and schedule (lease kept, version bumped).
+    /// Replaces an existing job's content and schedule if its version is still
+    /// `job.version` (lease kept, version bumped).
     async fn update_job(&self, job: &JobRecord) -> Result<()>;
 
     /// Deletes one job.

@@ -92,6 +92,8 @@ pub fn cases() -> Vec<Case> {
         client_scheduler_manages_jobs_and_runs_none,
         one_off_slot_in_the_ledger_is_not_run_again,
         change_notices_reach_other_handles,
+        update_with_a_stale_version_changes_nothing,
+        concurrent_edits_lose_nothing,
     ]
 }
 
@@ -1635,5 +1637,88 @@ pub async fn change_notices_reach_other_handles(cx: &Ctx) -> Result<()> {
         "no notice of another handle's release"
     );
     other.shutdown().await?;
+    Ok(())
+}
+
+/// `update_job` is a compare-and-swap on the version read: a stale record
+/// changes nothing and fails with `JobChanged`.
+pub async fn update_with_a_stale_version_changes_nothing(cx: &Ctx) -> Result<()> {
+    cx.store.add_job(&job("cas", Some(mins(1)))).await?;
+    let read = cx
+        .store
+        .lookup_job(&JobId::new("cas"))
+        .await?
+        .context("added")?;
+    let mut first = read.clone();
+    first.args = json!("first");
+    cx.store.update_job(&first).await?;
+    let mut stale = read.clone();
+    stale.args = json!("stale");
+    stale.next_run_time = Some(mins(7));
+    for store in [Arc::clone(&cx.store), cx.another_handle().await?] {
+        let err = store
+            .update_job(&stale)
+            .await
+            .err()
+            .context("a stale update succeeded")?;
+        ensure!(
+            matches!(&err, Error::JobChanged { id, read } if id == "cas" && *read == stale.version),
+            "{err}"
+        );
+    }
+    let got = cx
+        .store
+        .lookup_job(&JobId::new("cas"))
+        .await?
+        .context("gone")?;
+    ensure!(
+        got.args == json!("first")
+            && got.next_run_time == Some(mins(1))
+            && got.version == read.version + 1,
+        "{got:?}"
+    );
+    Ok(())
+}
+
+/// Two processes editing one job at once lose neither edit: each edit reads,
+/// changes and writes back only if nobody wrote in between, else tries again.
+pub async fn concurrent_edits_lose_nothing(cx: &Ctx) -> Result<()> {
+    use sundial::{JobChanges, JobSpec};
+    let clock = Arc::new(HandClock(std::sync::Mutex::new(base())));
+    let a = client(Arc::clone(&cx.store), &clock).await?;
+    let b = client(cx.another_handle().await?, &clock).await?;
+    a.add_job(JobSpec::new("edited", every_minutes(5)?).id("e"))
+        .await?;
+    let n = 15;
+    let names = async {
+        for i in 0..n {
+            a.modify_job("e", None, JobChanges::new().name(format!("name{i}")))
+                .await?;
+        }
+        Ok::<_, Error>(())
+    };
+    let args = async {
+        for i in 0..n {
+            b.modify_job("e", None, JobChanges::new().args(i)).await?;
+        }
+        Ok::<_, Error>(())
+    };
+    let (r1, r2) = tokio::join!(names, args);
+    r1?;
+    r2?;
+    let got = cx
+        .store
+        .lookup_job(&JobId::new("e"))
+        .await?
+        .context("gone")?;
+    ensure!(
+        got.options.name.as_deref() == Some(&format!("name{}", n - 1)) && got.args == json!(n - 1),
+        "an edit was lost: {:?} {:?}",
+        got.options.name,
+        got.args
+    );
+    ensure!(got.version == 2 * n as u64, "version {}", got.version);
+    a.shutdown(false).await?;
+    b.shutdown(false).await?;
     Ok(())
 }

@@ -192,6 +192,12 @@ impl JobStore for MemoryJobStore {
                 id: job.id.to_string(),
             });
         };
+        if old.version != job.version {
+            return Err(Error::JobChanged {
+                id: job.id.to_string(),
+                read: job.version,
+            });
+        }
         s.unindex(&job.id, &old);
         let mut rec = Stored::from_record(job);
         rec.lease = old.lease;

@@ -552,14 +552,29 @@ impl JobStore for MongoJobStore {
             doc! { "$set": { "job": content }, "$inc": { "version": 1_i64 } },
             Self::schedule_update(job.next_run_time),
         );
+        let read = i64::try_from(job.version).unwrap_or(i64::MAX);
         let r = self
             .coll()?
-            .update_one(doc! { "_id": job.id.as_str() }, update)
+            .update_one(doc! { "_id": job.id.as_str(), "version": read }, update)
             .await
             .map_err(mongo)?;
         if r.matched_count == 0 {
-            return Err(sundial_core::Error::JobNotFound {
-                id: job.id.to_string(),
+            let exists = self
+                .coll()?
+                .find_one(doc! { "_id": job.id.as_str() })
+                .projection(doc! { "_id": 1 })
+                .await
+                .map_err(mongo)?
+                .is_some();
+            return Err(if exists {
+                sundial_core::Error::JobChanged {
+                    id: job.id.to_string(),
+                    read: job.version,
+                }
+            } else {
+                sundial_core::Error::JobNotFound {
+                    id: job.id.to_string(),
+                }
             });
         }
         Ok(())

@@ -731,12 +731,19 @@ impl JobStore for RedisJobStore {
         let mut inv = self.invoke(&self.scripts.update);
         inv.arg(job.id.as_str())
             .arg(job.content_json().to_string())
-            .arg(job.next_run_time.map(micros).unwrap_or_default());
+            .arg(job.next_run_time.map(micros).unwrap_or_default())
+            .arg(job.version.to_string());
         let mut conn = self.conn().await?;
         let n: i64 = self.check(inv.invoke_async(&mut conn).await).await?;
         if n == 0 {
             return Err(sundial_core::Error::JobNotFound {
                 id: job.id.to_string(),
+            });
+        }
+        if n < 0 {
+            return Err(sundial_core::Error::JobChanged {
+                id: job.id.to_string(),
+                read: job.version,
             });
         }
         self.changed();

@@ -758,14 +758,28 @@ impl JobStore for SqlJobStore {
                 vec![
                     Param::OptInt(row.next_run_time),
                     Param::Text(row.job),
-                    Param::Text(row.id),
+                    Param::Text(row.id.clone()),
+                    Param::Int(row.version),
                 ],
             )
             .await
             .map_err(|e| self.err(e))?;
         if n == 0 {
-            return Err(sundial_core::Error::JobNotFound {
-                id: job.id.to_string(),
+            let exists = self
+                .backend
+                .query_int(self.sql.exists(), vec![Param::Text(row.id)])
+                .await
+                .map_err(|e| self.err(e))?
+                .unwrap_or(0);
+            return Err(if exists > 0 {
+                sundial_core::Error::JobChanged {
+                    id: job.id.to_string(),
+                    read: job.version,
+                }
+            } else {
+                sundial_core::Error::JobNotFound {
+                    id: job.id.to_string(),
+                }
             });
         }
         self.changed();

@@ -285,11 +285,12 @@ impl Sql {
 
     pub(crate) fn update(&self) -> String {
         format!(
-            "UPDATE {} SET next_run_time = {}, job = {}, version = version + 1 WHERE id = {}",
+            "UPDATE {} SET next_run_time = {}, job = {}, version = version + 1 WHERE id = {} AND version = {}",
             self.table,
             self.p(1),
             self.p(2),
-            self.p(3)
+            self.p(3),
+            self.p(4)
         )
     }
 

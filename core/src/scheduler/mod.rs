@@ -87,6 +87,20 @@ struct Pending {
     upsert: Upsert,
 }
 
+/// How many times a job edit is read and tried again after another writer
+/// changed the job first (with a short random pause between tries).
+const EDIT_TRIES: u32 = 32;
+
+/// A pause of 0–`2^min(tries, 5)` ms before an edit is tried again, so that
+/// writers racing on one job spread out.
+async fn edit_backoff(tries: u32) {
+    let max = 1u64 << tries.min(5);
+    tokio::time::sleep(std::time::Duration::from_micros(fastrand::u64(
+        0..=max * 1000,
+    )))
+    .await;
+}
+
 /// The hint of an unknown-alias error: the aliases that are configured.
 fn configured<'a>(aliases: impl Iterator<Item = &'a String>) -> String {
     let list: Vec<String> = aliases.map(|a| format!("'{a}'")).collect();
@@ -771,7 +785,7 @@ impl Scheduler {
     ) -> Result<JobRecord> {
         let store = self.inner.store(alias)?;
         // A job removed between a failed insert and the lookup: insert again.
-        for _ in 0..3 {
+        for _ in 0..EDIT_TRIES {
             match store.add_job(record).await {
                 Ok(()) => {
                     self.announce_added(&record.id, alias);
@@ -803,14 +817,17 @@ impl Scheduler {
             new.version = stored.version;
             match store.update_job(&new).await {
                 Ok(()) => {}
-                Err(Error::JobNotFound { .. }) => continue,
+                // Removed or written meanwhile: look again.
+                Err(Error::JobNotFound { .. } | Error::JobChanged { .. }) => continue,
                 Err(e) => return Err(e),
             }
             self.announce_added(&record.id, alias);
             return Ok(new);
         }
-        Err(Error::ConflictingId {
+        // Every try met another writer in between.
+        Err(Error::JobChanged {
             id: record.id.to_string(),
+            read: 0,
         })
     }
 
@@ -1069,18 +1086,42 @@ impl Scheduler {
         changes: JobChanges,
     ) -> Result<Job> {
         let id = id.into();
-        let (alias, mut rec, pending) = self.find_required(&id, store).await?;
         // Only new arguments are checked: a job stored with arguments its task
         // no longer accepts can still be paused, renamed or rescheduled.
         let new_args = changes.args.is_some();
-        changes.apply(&mut rec)?;
-        if new_args {
-            self.inner.check_args(&rec.task, &rec.args)?;
+        self.edit(&id, store, &mut |rec| {
+            changes.clone().apply(rec)?;
+            if new_args {
+                self.inner.check_args(&rec.task, &rec.args)?;
+            }
+            if let Some(task) = self.inner.task(&rec.task).filter(|_| !self.is_client()) {
+                self.inner.executor_for(&rec.options, &task)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Reads a job, changes it with `change` and writes it back if nobody
+    /// wrote it meanwhile; otherwise reads it again and repeats.
+    async fn edit(
+        &self,
+        id: &JobId,
+        store: Option<&str>,
+        change: &mut (dyn FnMut(&mut JobRecord) -> Result<()> + Send),
+    ) -> Result<Job> {
+        let mut tries = 0;
+        loop {
+            let (alias, mut rec, pending) = self.find_required(id, store).await?;
+            change(&mut rec)?;
+            match self.write_back(&alias, rec, pending).await {
+                Err(Error::JobChanged { .. }) if tries < EDIT_TRIES => {
+                    tries += 1;
+                    edit_backoff(tries).await;
+                }
+                result => return result,
+            }
         }
-        if let Some(task) = self.inner.task(&rec.task).filter(|_| !self.is_client()) {
-            self.inner.executor_for(&rec.options, &task)?;
-        }
-        self.write_back(&alias, rec, pending).await
     }
 
     /// Replaces a job's trigger and recomputes its next run time from now.
@@ -1094,7 +1135,6 @@ impl Scheduler {
         trigger: impl Trigger,
     ) -> Result<Job> {
         let id = id.into();
-        let (alias, mut rec, pending) = self.find_required(&id, store).await?;
         let now = self.inner.clock.now();
         let mut trigger: Box<dyn Trigger> = Box::new(trigger);
         trigger.prepare(now, self.inner.timezone);
@@ -1107,9 +1147,13 @@ impl Scheduler {
                     trigger.describe()
                 ))
             })?;
-        rec.trigger = trigger.to_json();
-        rec.next_run_time = Some(next);
-        self.write_back(&alias, rec, pending).await
+        let json = trigger.to_json();
+        self.edit(&id, store, &mut |rec| {
+            rec.trigger = json.clone();
+            rec.next_run_time = Some(next);
+            Ok(())
+        })
+        .await
     }
 
     /// Pauses a job (it keeps its trigger; no runs until resumed).
@@ -1132,17 +1176,26 @@ impl Scheduler {
         store: Option<&str>,
     ) -> Result<Option<Job>> {
         let id = id.into();
-        let (alias, mut rec, pending) = self.find_required(&id, store).await?;
-        let now = self.inner.clock.now();
-        let trigger = self.inner.parse_trigger(&rec)?;
-        match trigger.try_next_fire_time(None, now)? {
-            Some(next) => {
-                rec.next_run_time = Some(trunc_micros(next));
-                Ok(Some(self.write_back(&alias, rec, pending).await?))
-            }
-            None => {
-                self.remove_job(id, Some(&alias)).await?;
-                Ok(None)
+        let mut tries = 0;
+        loop {
+            let (alias, mut rec, pending) = self.find_required(&id, store).await?;
+            let now = self.inner.clock.now();
+            let trigger = self.inner.parse_trigger(&rec)?;
+            match trigger.try_next_fire_time(None, now)? {
+                Some(next) => {
+                    rec.next_run_time = Some(trunc_micros(next));
+                    match self.write_back(&alias, rec, pending).await {
+                        Err(Error::JobChanged { .. }) if tries < EDIT_TRIES => {
+                            tries += 1;
+                            edit_backoff(tries).await;
+                        }
+                        result => return result.map(Some),
+                    }
+                }
+                None => {
+                    self.remove_job(id, Some(&alias)).await?;
+                    return Ok(None);
+                }
             }
         }
     }
