@@ -9,6 +9,11 @@
 //! single `O_APPEND` write, so several workers can share the file. Task `record`
 //! writes its line and returns; task `sleep` (args: seconds) writes its line when
 //! it starts and then sleeps.
+//!
+//! With `SUNDIAL_DECLARE=<intervals>,<one-offs>,<base-unix-millis>` the worker
+//! declares jobs at start as an application's workers do, each with
+//! `replace_existing`: interval jobs `i<n>` every 2 s from the base, and one-off
+//! jobs `o<n>` spread over the 10 s after the base (every 50 ms), never missed.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -91,9 +96,54 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
         .build()?;
     rt.block_on(async {
         scheduler.start().await?;
+        if let Ok(spec) = std::env::var("SUNDIAL_DECLARE") {
+            declare(&scheduler, &spec)
+                .await
+                .map_err(|e| sundial::Error::Config(format!("declaring jobs: {e}")))?;
+        }
         eprintln!("worker {owner} started");
         tokio::time::sleep(Duration::from_secs(seconds)).await;
         scheduler.shutdown(true).await
     })?;
+    Ok(())
+}
+
+/// Declares the jobs `SUNDIAL_DECLARE` asks for, as every worker does at start.
+async fn declare(
+    scheduler: &Scheduler,
+    spec: &str,
+) -> std::result::Result<(), Box<dyn std::error::Error>> {
+    let parts: Vec<i64> = spec
+        .split(',')
+        .map(str::parse)
+        .collect::<std::result::Result<_, _>>()?;
+    let [intervals, one_offs, base] = parts[..] else {
+        return Err("SUNDIAL_DECLARE=<intervals>,<one-offs>,<base-unix-millis>".into());
+    };
+    let base = sundial::chrono::DateTime::from_timestamp_millis(base).ok_or("bad base")?;
+    for i in 0..intervals {
+        let every = IntervalTrigger::builder()
+            .seconds(2)
+            .start_date(base)
+            .build()?;
+        scheduler
+            .add_job(
+                JobSpec::new("record", every)
+                    .id(format!("i{i}"))
+                    .replace_existing(true),
+            )
+            .await?;
+    }
+    for k in 0..one_offs {
+        let at = base + sundial::chrono::Duration::milliseconds(50 * k);
+        scheduler
+            .add_job(
+                JobSpec::new("record", DateTrigger::at(at))
+                    .id(format!("o{k}"))
+                    .misfire_grace_time(None)
+                    .replace_existing(true),
+            )
+            .await?;
+    }
     Ok(())
 }
