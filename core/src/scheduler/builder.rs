@@ -210,7 +210,9 @@ impl SchedulerBuilder {
     /// lists jobs and reads runs in the stores, but runs no jobs (no loop, no
     /// executors needed). For web workers that manage jobs which other
     /// processes run. Tasks need not be registered; registered ones are still
-    /// checked when a job names them.
+    /// checked when a job names them. Give a client its own store handle: a
+    /// handle does not notify itself, so a scheduler sharing the client's
+    /// handle sees its jobs at its next poll (or call its `wakeup`).
     ///
     /// # Errors
     /// As [`build`](Self::build), except that no executor is required.
