@@ -38,17 +38,36 @@ start_redis() {
 }
 
 MONGO_PORT=${SUNDIAL_MONGO_PORT:-27018}
+MONGO_RS_PORT=${SUNDIAL_MONGO_RS_PORT:-27019}
 
 port_open() { (echo > "/dev/tcp/127.0.0.1/$1") >/dev/null 2>&1; }
 
-# MongoDB-wire-compatible test server (SecantusDB from PyPI, pinned), in a venv
-# beside the repository; its PID goes to .venv-mongo/secantus.pid so that
-# scripts/test.sh can stop it at the end.
+# MongoDB-wire-compatible test servers (SecantusDB from PyPI, pinned), in a venv
+# beside the repository: a standalone server on $MONGO_PORT for the suites, and
+# one advertising a one-node replica set on $MONGO_RS_PORT for change streams.
+# Their PIDs go to .venv-mongo/*.pid so that scripts/test.sh can stop them.
 mongo_ping() {
-    .venv-mongo/bin/python - "$MONGO_PORT" >/dev/null 2>&1 <<'PY'
+    .venv-mongo/bin/python - "$1" >/dev/null 2>&1 <<'PY'
 import sys, pymongo
-pymongo.MongoClient(f"mongodb://127.0.0.1:{sys.argv[1]}", serverSelectionTimeoutMS=2000).admin.command("ping")
+pymongo.MongoClient(f"mongodb://127.0.0.1:{sys.argv[1]}/?directConnection=true", serverSelectionTimeoutMS=2000).admin.command("ping")
 PY
+}
+
+# start_secantus <port> <pid-file-name> [extra flags]
+start_secantus() {
+    local port=$1 pidfile=$2
+    shift 2
+    if port_open "$port"; then
+        if mongo_ping "$port"; then log "mongo (port $port) is up"; return 0; fi
+        # Something is closing or stuck on the port: give it time to go away.
+        for _ in $(seq 1 40); do port_open "$port" || break; sleep 0.5; done
+    fi
+    log "starting SecantusDB on 127.0.0.1:$port $*"
+    mkdir -p target
+    nohup .venv-mongo/bin/python -m secantus --host 127.0.0.1 --port "$port" \
+        --storage-path :memory: "$@" > "target/secantus-$port.log" 2>&1 &
+    echo $! > ".venv-mongo/$pidfile"
+    wait_for "mongo:$port" mongo_ping "$port"
 }
 
 start_mongo() {
@@ -57,17 +76,8 @@ start_mongo() {
         python3 -m venv .venv-mongo
         .venv-mongo/bin/pip install --quiet --disable-pip-version-check "secantusdb==0.7.0b3"
     fi
-    if port_open "$MONGO_PORT"; then
-        if mongo_ping; then log "mongo (port $MONGO_PORT) is up"; return 0; fi
-        # Something is closing or stuck on the port: give it time to go away.
-        for _ in $(seq 1 40); do port_open "$MONGO_PORT" || break; sleep 0.5; done
-    fi
-    log "starting SecantusDB on 127.0.0.1:$MONGO_PORT"
-    mkdir -p target
-    nohup .venv-mongo/bin/python -m secantus --host 127.0.0.1 --port "$MONGO_PORT" \
-        --storage-path :memory: --standalone > target/secantus.log 2>&1 &
-    echo $! > .venv-mongo/secantus.pid
-    wait_for mongo mongo_ping
+    start_secantus "$MONGO_PORT" secantus.pid --standalone
+    start_secantus "$MONGO_RS_PORT" secantus-rs.pid
 }
 
 for s in ${SUNDIAL_SERVICES:-postgres mariadb redis mongo}; do

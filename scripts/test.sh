@@ -10,16 +10,19 @@ export RUST_BACKTRACE=${RUST_BACKTRACE:-1}
 step() { echo; echo "==> $*"; }
 
 stop_mongo() {
-    if [ -f .venv-mongo/secantus.pid ]; then
-        kill "$(cat .venv-mongo/secantus.pid)" 2>/dev/null || true
-        rm -f .venv-mongo/secantus.pid
-    fi
+    for pidfile in .venv-mongo/secantus.pid .venv-mongo/secantus-rs.pid; do
+        if [ -f "$pidfile" ]; then
+            kill "$(cat "$pidfile")" 2>/dev/null || true
+            rm -f "$pidfile"
+        fi
+    done
 }
 trap stop_mongo EXIT
 
 step "services"
 bash scripts/services.sh
 export SUNDIAL_TEST_MONGO_URL=${SUNDIAL_TEST_MONGO_URL:-mongodb://127.0.0.1:${SUNDIAL_MONGO_PORT:-27018}/sundial_test}
+export SUNDIAL_TEST_MONGO_RS_URL=${SUNDIAL_TEST_MONGO_RS_URL:-mongodb://127.0.0.1:${SUNDIAL_MONGO_RS_PORT:-27019}/sundial_test}
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

@@ -1,8 +1,12 @@
 //! Change notices across processes: a job added through one store handle (a
 //! client-only scheduler, as a web worker would be) and due soon is run by a
 //! scheduler on another handle at once, not at that scheduler's next poll.
-//! PostgreSQL (`LISTEN/NOTIFY`) and Redis (pub/sub) have a channel; the runner
-//! here polls only once a minute, so a run within seconds proves the notice.
+//! PostgreSQL (`LISTEN/NOTIFY`), Redis (pub/sub) and MongoDB on a replica set
+//! (change streams) have a channel; the runner here polls only once a minute,
+//! so a run within seconds proves the notice. The MongoDB test server on
+//! `SUNDIAL_TEST_MONGO_RS_URL` (default `mongodb://127.0.0.1:27019/sundial_test`,
+//! a SecantusDB advertising a one-node replica set) is started by
+//! `scripts/services.sh`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -13,6 +17,11 @@ use chrono::{DateTime, Utc};
 use sundial::prelude::*;
 use sundial::JobStore;
 use sundial_integration_tests::support::{postgres_url, redis_url, Namespace};
+
+fn mongo_rs_url() -> String {
+    std::env::var("SUNDIAL_TEST_MONGO_RS_URL")
+        .unwrap_or_else(|_| "mongodb://127.0.0.1:27019/sundial_test".into())
+}
 
 type Starts = Arc<Mutex<Vec<(String, DateTime<Utc>, DateTime<Utc>)>>>;
 
@@ -98,4 +107,24 @@ async fn redis_notices_wake_other_schedulers() {
     let s = RedisJobStore::from_url(&url).unwrap().with_prefix(&ns.0);
     s.start().await.unwrap();
     s.purge().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mongo_change_streams_wake_other_schedulers() {
+    let ns = Namespace::new("wakeups");
+    let url = mongo_rs_url();
+    let open =
+        || -> Arc<dyn JobStore> { Arc::new(MongoJobStore::from_url(&url).with_collection(&ns.0)) };
+    let probe = open();
+    probe.start().await.unwrap();
+    assert!(
+        probe.watch_changes().await.unwrap().is_some(),
+        "the replica-set test server at {url} offers no change stream"
+    );
+    woken_by_another_handle(open).await;
+    MongoJobStore::from_url(&url)
+        .with_collection(&ns.0)
+        .drop_collection()
+        .await
+        .unwrap();
 }

@@ -57,7 +57,8 @@ use sundial_core::job::{JobId, JobRecord, Lease, OwnerId, Release, ReleaseOutcom
 use sundial_core::redact::redact_url;
 use sundial_core::run::{NewRun, RunFinish, RunId, RunInsert, RunQuery, RunRecord};
 use sundial_core::store::{
-    lease_duration, release_entry, sort_records, JobStore, ReleaseItem, StoreCapabilities,
+    lease_duration, release_entry, sort_records, ChangeStream, JobStore, ReleaseItem,
+    StoreCapabilities,
 };
 use tokio::sync::OnceCell;
 
@@ -196,6 +197,15 @@ fn core_err(e: Error) -> sundial_core::Error {
         sundial_core::Error::store_temporary("mongo", e)
     } else {
         sundial_core::Error::store("mongo", e)
+    }
+}
+
+/// Whether the server refused a change stream because it has none (a
+/// standalone server: change streams need a replica set).
+fn change_streams_unsupported(e: &mongodb::error::Error) -> bool {
+    match &*e.kind {
+        mongodb::error::ErrorKind::Command(c) => matches!(c.code, 40573 | 40324 | 20 | 115),
+        _ => false,
     }
 }
 
@@ -460,6 +470,28 @@ impl JobStore for MongoJobStore {
             .await
             .map_err(core_err)?;
         Ok(())
+    }
+
+    async fn watch_changes(&self) -> sundial_core::Result<Option<ChangeStream>> {
+        use futures::StreamExt as _;
+        // Inserts, and updates that set a next run time or drop a lease:
+        // claims (which only set a lease) wake nobody.
+        let pipeline = [doc! { "$match": { "$or": [
+            { "operationType": { "$in": ["insert", "replace"] } },
+            { "updateDescription.updatedFields.next_run_time_us": { "$exists": true } },
+            { "updateDescription.removedFields": "lease_owner" },
+        ] } }];
+        match self.coll()?.watch().pipeline(pipeline).await {
+            Ok(events) => Ok(Some(
+                events
+                    .take_while(|e| std::future::ready(e.is_ok()))
+                    .map(|_| ())
+                    .boxed(),
+            )),
+            // A standalone server has no change streams: the scheduler polls.
+            Err(e) if change_streams_unsupported(&e) => Ok(None),
+            Err(e) => Err(mongo(e)),
+        }
     }
 
     async fn add_job(&self, job: &JobRecord) -> sundial_core::Result<()> {
