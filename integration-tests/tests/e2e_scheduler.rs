@@ -1245,3 +1245,54 @@ async fn arguments_that_do_not_fit_the_task_are_refused_when_added() {
 fn json_args() -> serde_json::Value {
     serde_json::json!({"seconds": 10})
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_or_kept_inline_job_keeps_the_stored_closure() {
+    let h = harness("2026-01-01T00:00:00Z");
+    h.scheduler.start().await.unwrap();
+    let first = Arc::new(AtomicUsize::new(0));
+    let second = Arc::new(AtomicUsize::new(0));
+    let every = || IntervalTrigger::every(Duration::from_secs(60)).unwrap();
+    let counter = |c: &Arc<AtomicUsize>| {
+        let c = Arc::clone(c);
+        move |_ctx: JobContext| {
+            c.fetch_add(1, Ordering::SeqCst);
+            async { Ok::<_, std::io::Error>(()) }
+        }
+    };
+    h.scheduler
+        .add_job(JobSpec::inline(every(), counter(&first)).id("x"))
+        .await
+        .unwrap();
+    // A duplicate id is refused, and an if_absent declaration keeps the job:
+    // neither replaces nor removes the closure the stored job runs.
+    assert!(h
+        .scheduler
+        .add_job(JobSpec::inline(every(), counter(&second)).id("x"))
+        .await
+        .is_err());
+    h.scheduler
+        .add_job(
+            JobSpec::inline(every(), counter(&second))
+                .id("x")
+                .if_absent(),
+        )
+        .await
+        .unwrap();
+    h.sleep(Duration::from_secs(130)).await;
+    assert_eq!(first.load(Ordering::SeqCst), 2);
+    assert_eq!(second.load(Ordering::SeqCst), 0);
+    // replace_existing does replace it.
+    h.scheduler
+        .add_job(
+            JobSpec::inline(every(), counter(&second))
+                .id("x")
+                .replace_existing(true),
+        )
+        .await
+        .unwrap();
+    h.sleep(Duration::from_secs(60)).await;
+    assert_eq!(first.load(Ordering::SeqCst), 2);
+    assert!(second.load(Ordering::SeqCst) >= 1);
+    h.scheduler.shutdown(true).await.unwrap();
+}

@@ -122,6 +122,8 @@ struct Upsert {
     /// interval's start), so a stored trigger may differ there and still be
     /// the same schedule. `None` when the trigger cannot be re-read.
     later_trigger: Option<serde_json::Value>,
+    /// The job's inline closure, registered once the job is written.
+    inline: Option<TaskFn>,
 }
 
 /// Whether `stored` is the schedule `new` describes, where `later` marks (by
@@ -342,6 +344,19 @@ impl Inner {
 
     pub(crate) fn emit(&self, e: Event) {
         self.events.emit(e);
+    }
+
+    /// Puts `f` (or nothing) under the task name `task`; returns what was there.
+    pub(crate) fn swap_task(&self, task: &str, f: Option<TaskFn>) -> Option<TaskFn> {
+        let mut tasks = write(&self.tasks);
+        let before = tasks.get(task).cloned();
+        match f {
+            Some(f) => tasks.insert(task, f),
+            None => {
+                tasks.remove(task);
+            }
+        }
+        before
     }
 
     pub(crate) fn forget_inline(&self, task: &str) {
@@ -763,14 +778,13 @@ impl Scheduler {
             },
         };
         let next = next.map(trunc_micros);
-        if let Some(f) = task_fn.filter(|_| task_name.starts_with(INLINE_PREFIX)) {
-            write(&self.inner.tasks).insert(task_name.clone(), f);
-        }
+        let inline = task_fn.filter(|_| task_name.starts_with(INLINE_PREFIX));
         let record = JobRecord::new(id, task_name, trigger.to_json(), args, options, next);
         let upsert = Upsert {
             on_conflict,
             explicit_next,
             later_trigger,
+            inline,
         };
         Ok((record, jobstore, upsert))
     }
@@ -783,13 +797,36 @@ impl Scheduler {
         alias: &str,
         upsert: &Upsert,
     ) -> Result<JobRecord> {
+        // An inline closure is in place before the job can be claimed, and
+        // the one before it comes back when the job was not written.
+        let previous = upsert
+            .inline
+            .as_ref()
+            .map(|f| self.inner.swap_task(&record.task, Some(f.clone())));
+        let result = self.write_job(record, alias, upsert).await;
+        if let Some(previous) = previous {
+            if !matches!(result, Ok((_, true))) {
+                self.inner.swap_task(&record.task, previous);
+            }
+        }
+        result.map(|(stored, _)| stored)
+    }
+
+    /// Writes a prepared job as `upsert` says; returns the job as stored and
+    /// whether this call's job took effect (added or replaced, not kept).
+    async fn write_job(
+        &self,
+        record: &JobRecord,
+        alias: &str,
+        upsert: &Upsert,
+    ) -> Result<(JobRecord, bool)> {
         let store = self.inner.store(alias)?;
         // A job removed between a failed insert and the lookup: insert again.
         for _ in 0..EDIT_TRIES {
             match store.add_job(record).await {
                 Ok(()) => {
                     self.announce_added(&record.id, alias);
-                    return Ok(record.clone());
+                    return Ok((record.clone(), true));
                 }
                 Err(Error::ConflictingId { .. }) if upsert.on_conflict != OnConflict::Fail => {}
                 Err(e) => return Err(e),
@@ -798,7 +835,7 @@ impl Scheduler {
                 continue;
             };
             if upsert.on_conflict == OnConflict::Keep {
-                return Ok(stored);
+                return Ok((stored, false));
             }
             let mut new = record.clone();
             let same = !upsert.explicit_next
@@ -810,7 +847,8 @@ impl Scheduler {
                 new.trigger = stored.trigger.clone();
                 new.next_run_time = stored.next_run_time;
                 if new.content_json() == stored.content_json() {
-                    return Ok(stored);
+                    // Nothing to write; the replacement (an inline closure) applies.
+                    return Ok((stored, true));
                 }
             }
             new.lease = stored.lease.clone();
@@ -822,7 +860,7 @@ impl Scheduler {
                 Err(e) => return Err(e),
             }
             self.announce_added(&record.id, alias);
-            return Ok(new);
+            return Ok((new, true));
         }
         // Every try met another writer in between.
         Err(Error::JobChanged {
@@ -885,18 +923,8 @@ impl Scheduler {
             drop(pending);
             return Ok(self.inner.job_view(record, &alias, true));
         }
-        match self.store_job(&record, &alias, &upsert).await {
-            Ok(stored) => {
-                if stored.task != record.task {
-                    self.inner.forget_inline(&record.task);
-                }
-                Ok(self.inner.job_view(stored, &alias, false))
-            }
-            Err(e) => {
-                self.inner.forget_inline(&record.task);
-                Err(e)
-            }
-        }
+        let stored = self.store_job(&record, &alias, &upsert).await?;
+        Ok(self.inner.job_view(stored, &alias, false))
     }
 
     /// Adds many jobs to one store in one batch (all or none).
@@ -907,6 +935,7 @@ impl Scheduler {
     pub async fn add_jobs(&self, specs: Vec<JobSpec>) -> Result<Vec<JobId>> {
         let now = self.inner.clock.now();
         let mut records = Vec::with_capacity(specs.len());
+        let mut inlines = Vec::with_capacity(specs.len());
         let mut alias: Option<String> = None;
         for spec in specs {
             let a = spec
@@ -928,6 +957,7 @@ impl Scheduler {
                     "add_jobs does not support replace_existing or if_absent; use add_job".into(),
                 ));
             }
+            inlines.push(upsert.inline.map(|f| (record.task.clone(), f)));
             records.push(record);
         }
         let Some(alias) = alias else {
@@ -936,17 +966,35 @@ impl Scheduler {
         let ids: Vec<JobId> = records.iter().map(|r| r.id.clone()).collect();
         if self.state() == SchedulerState::Stopped {
             let mut pending = lock(&self.inner.pending);
-            for record in records {
+            for (record, inline) in records.into_iter().zip(inlines) {
                 pending.push(Pending {
                     record,
                     jobstore: alias.clone(),
-                    upsert: Upsert::default(),
+                    upsert: Upsert {
+                        inline: inline.map(|(_, f)| f),
+                        ..Upsert::default()
+                    },
                 });
             }
             return Ok(ids);
         }
         let store = self.inner.store(&alias)?;
-        store.add_jobs(&records).await?;
+        // Closures are in place before the jobs can be claimed; the ones
+        // before them come back if the batch is refused.
+        let previous: Vec<(String, Option<TaskFn>)> = inlines
+            .into_iter()
+            .flatten()
+            .map(|(task, f)| {
+                let before = self.inner.swap_task(&task, Some(f));
+                (task, before)
+            })
+            .collect();
+        if let Err(e) = store.add_jobs(&records).await {
+            for (task, before) in previous {
+                self.inner.swap_task(&task, before);
+            }
+            return Err(e);
+        }
         if self.inner.events.wants(EventMask::JOB_ADDED) {
             for id in &ids {
                 self.inner.emit(Event::JobAdded {
