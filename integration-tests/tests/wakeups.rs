@@ -128,3 +128,74 @@ async fn mongo_change_streams_wake_other_schedulers() {
         .await
         .unwrap();
 }
+
+/// Without change notices (MariaDB), a scheduler left at its defaults looks
+/// again every second: jobs added elsewhere start at most about a second late.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_without_notices_is_polled_every_second_by_default() {
+    let ns = Namespace::new("polled");
+    let url = sundial_integration_tests::support::mysql_url();
+    let open = || -> Arc<dyn JobStore> {
+        Arc::new(
+            SqlJobStore::from_url(&url)
+                .unwrap()
+                .with_table(&ns.0)
+                .unwrap(),
+        )
+    };
+    let starts: Starts = Arc::default();
+    let seen = Arc::clone(&starts);
+    let runner = Scheduler::builder()
+        .jobstore_arc("default", open())
+        .executor("default", AsyncExecutor::new())
+        .task("note", move |ctx: JobContext, _: ()| {
+            seen.lock().unwrap().push((
+                ctx.job_id().to_string(),
+                ctx.scheduled_run_time(),
+                Utc::now(),
+            ));
+            async { Ok::<_, sundial::BoxError>(()) }
+        })
+        .build()
+        .unwrap();
+    runner.start().await.unwrap();
+    let client = Scheduler::builder()
+        .jobstore_arc("default", open())
+        .build_client()
+        .unwrap();
+    client.start().await.unwrap();
+    for i in 0..5 {
+        let at = Utc::now() + chrono::Duration::milliseconds(100);
+        client
+            .add_job(
+                JobSpec::new("note", DateTrigger::at(at))
+                    .id(format!("p{i}"))
+                    .misfire_grace_time(None),
+            )
+            .await
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while starts.lock().unwrap().len() <= i {
+            assert!(std::time::Instant::now() < deadline, "job p{i} never ran");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    client.shutdown(false).await.unwrap();
+    runner.shutdown(true).await.unwrap();
+    let late: Vec<i64> = starts
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, scheduled, started)| (*started - *scheduled).num_milliseconds())
+        .collect();
+    eprintln!("lateness on a polled store (ms): {late:?}");
+    // Polled every second: none waits for the old 5 s poll.
+    assert!(late.iter().all(|ms| *ms < 2500), "{late:?}");
+    SqlJobStore::from_url(&url)
+        .unwrap()
+        .with_table(&ns.0)
+        .unwrap()
+        .drop_table()
+        .await
+        .unwrap();
+}

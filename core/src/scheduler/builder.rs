@@ -173,9 +173,13 @@ impl SchedulerBuilder {
     }
 
     /// The longest the loop sleeps when a store is shared with other processes,
-    /// so that jobs they add are noticed (default 5 s). Unshared stores never poll.
+    /// so that jobs they add are noticed. By default 5 s for stores that send
+    /// change notices (PostgreSQL, Redis, MongoDB replica sets: the poll is only
+    /// a safety net) and 1 s for those that do not (SQLite, MySQL/MariaDB,
+    /// standalone MongoDB); setting it applies to all. Unshared stores never poll.
     pub fn max_idle_sleep(mut self, d: Duration) -> Self {
         self.config.max_idle_sleep = d;
+        self.config.idle_sleep_set = true;
         self
     }
 

@@ -48,6 +48,9 @@ const INLINE_PREFIX: &str = "__inline__:";
 pub(crate) struct Config {
     pub(crate) lease: Duration,
     pub(crate) max_idle_sleep: Duration,
+    /// Whether the application set `max_idle_sleep` (else stores without
+    /// change notices are polled more often).
+    pub(crate) idle_sleep_set: bool,
     pub(crate) batch_size: usize,
     pub(crate) retry_interval: Duration,
     pub(crate) heartbeat: Duration,
@@ -61,6 +64,7 @@ impl Default for Config {
         Config {
             lease: Duration::from_secs(60),
             max_idle_sleep: Duration::from_secs(5),
+            idle_sleep_set: false,
             batch_size: 500,
             retry_interval: Duration::from_secs(10),
             heartbeat: Duration::from_secs(20),
@@ -196,6 +200,8 @@ pub(crate) struct Inner {
     pub(crate) retries: Mutex<HashMap<RunId, ledger::Retry>>,
     /// The task watching each shared store for other processes' changes.
     pub(crate) watchers: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
+    /// The stores whose change notices are being received.
+    pub(crate) watched: Mutex<std::collections::HashSet<String>>,
 }
 
 /// Schedules jobs and runs them through executors; cheap to clone (all clones
@@ -415,6 +421,7 @@ impl Scheduler {
                 flush_lock: tokio::sync::Mutex::new(()),
                 retries: Mutex::new(HashMap::new()),
                 watchers: Mutex::new(HashMap::new()),
+                watched: Mutex::new(std::collections::HashSet::new()),
             }),
         }
     }
@@ -1437,6 +1444,7 @@ impl Scheduler {
         if let Some(w) = lock(&self.inner.watchers).remove(alias) {
             w.abort();
         }
+        lock(&self.inner.watched).remove(alias);
         if self.is_running() {
             if let Err(e) = store.shutdown().await {
                 tracing::warn!(jobstore = %alias, error = %e, "job store shutdown failed");

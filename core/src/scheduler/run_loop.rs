@@ -91,6 +91,7 @@ async fn watch(
             Ok(None) => return,
             Ok(Some(mut changes)) => {
                 tracing::debug!(jobstore = %alias, "watching for changes by other processes");
+                lock(&inner.watched).insert(alias.clone());
                 // What changed while not subscribed is found by looking now.
                 inner.wake.notify_one();
                 loop {
@@ -102,6 +103,7 @@ async fn watch(
                         },
                     }
                 }
+                lock(&inner.watched).remove(&alias);
                 tracing::debug!(jobstore = %alias, "change notices lost; polling until subscribed again");
             }
             Err(e) => {
@@ -177,7 +179,20 @@ enum Step {
     Plan(Box<Plan>),
 }
 
+/// How long the loop may sleep on a shared store without change notices, by
+/// default.
+const POLL_WITHOUT_NOTICES: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl Inner {
+    /// The longest sleep before looking at shared store `alias` again.
+    fn idle_poll(&self, alias: &str) -> std::time::Duration {
+        if self.config.idle_sleep_set || lock(&self.watched).contains(alias) {
+            self.config.max_idle_sleep
+        } else {
+            self.config.max_idle_sleep.min(POLL_WITHOUT_NOTICES)
+        }
+    }
+
     /// Processes every store once; returns when the loop should wake next.
     pub(crate) async fn process_due(&self) -> Option<DateTime<Utc>> {
         let now = self.clock.now();
@@ -202,7 +217,7 @@ impl Inner {
                         next = earliest(next, t);
                     }
                     if store.capabilities().shared {
-                        next = earliest(next, after(now, self.config.max_idle_sleep));
+                        next = earliest(next, after(now, self.idle_poll(&alias)));
                     }
                 }
                 Err(e) => {
