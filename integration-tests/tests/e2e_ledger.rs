@@ -642,3 +642,55 @@ async fn busy_nodes_keep_heartbeating_their_long_runs() {
     );
     s.shutdown(false).await.unwrap();
 }
+
+/// A coalesced backlog runs once, and the slots folded into that run are in
+/// the history too (`missed`, "coalesced"), without a `JobMissed` each.
+#[tokio::test(start_paused = true)]
+async fn coalesced_slots_are_recorded() {
+    let clock = Arc::new(VirtualClock::new(at("2026-01-01T00:00:00Z")));
+    let seen = Seen::default();
+    let store = Arc::new(MemoryJobStore::new());
+    let s = builder(&clock, store, &seen).build().unwrap();
+    let mut events = s.subscribe();
+    s.start_paused().await.unwrap();
+    let every = IntervalTrigger::builder()
+        .seconds(10)
+        .start_date(at("2026-01-01T00:00:10Z"))
+        .build()
+        .unwrap();
+    s.add_job(
+        JobSpec::new("record", every)
+            .id("c")
+            .coalesce(true)
+            .misfire_grace_time(None),
+    )
+    .await
+    .unwrap();
+    // Down (paused) over five slots, then back.
+    tokio::time::sleep(Duration::from_secs(55)).await;
+    s.resume().unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let ran: Vec<DateTime<Utc>> = seen.lock().unwrap().iter().map(|e| e.1).collect();
+    assert_eq!(ran, vec![at("2026-01-01T00:00:50Z")]);
+    let runs = runs_of(&s, "c").await;
+    let states: Vec<(DateTime<Utc>, RunState)> =
+        runs.iter().map(|r| (r.scheduled_time, r.state)).collect();
+    assert_eq!(
+        states,
+        vec![
+            (at("2026-01-01T00:00:10Z"), RunState::Missed),
+            (at("2026-01-01T00:00:20Z"), RunState::Missed),
+            (at("2026-01-01T00:00:30Z"), RunState::Missed),
+            (at("2026-01-01T00:00:40Z"), RunState::Missed),
+            (at("2026-01-01T00:00:50Z"), RunState::Succeeded),
+        ]
+    );
+    assert!(runs[0]
+        .error
+        .as_deref()
+        .is_some_and(|e| e.starts_with("coalesced")));
+    assert!(!drain(&mut events)
+        .iter()
+        .any(|e| matches!(e, Event::JobMissed { .. })));
+    s.shutdown(true).await.unwrap();
+}

@@ -169,6 +169,8 @@ pub(crate) struct Plan {
     pub(crate) due: Vec<DateTime<Utc>>,
     /// Slots that missed their grace time, with how late they are.
     pub(crate) missed: Vec<(DateTime<Utc>, std::time::Duration)>,
+    /// Earlier slots of a coalesced backlog: recorded, not run.
+    pub(crate) coalesced: Vec<DateTime<Utc>>,
     pub(crate) outcome: Release,
 }
 
@@ -347,6 +349,24 @@ impl Inner {
                     max_instances: None,
                 });
             }
+            if let Some(last) = p.due.last().or(p.missed.last().map(|(t, _)| t)) {
+                for t in &p.coalesced {
+                    new_runs.push(NewRun {
+                        record: RunRecord::terminal(
+                            p.id.clone(),
+                            *t,
+                            1,
+                            RunState::Missed,
+                            self.owner.clone(),
+                            now,
+                            Some(format!(
+                                "coalesced: the job coalesces its backlog into one run, at {last}"
+                            )),
+                        ),
+                        max_instances: None,
+                    });
+                }
+            }
         }
         if new_runs.is_empty() {
             return Ok(());
@@ -377,6 +397,11 @@ impl Inner {
                     }
                 }
             }
+            let coalesced = if p.due.is_empty() && p.missed.is_empty() {
+                0
+            } else {
+                p.coalesced.len()
+            };
             for (result, new) in outcomes.by_ref().take(p.missed.len()) {
                 if result == RunInsert::Inserted(RunState::Missed) {
                     let t = new.record.scheduled_time;
@@ -388,6 +413,8 @@ impl Inner {
                     });
                 }
             }
+            // Coalesced slots are history only: no event.
+            outcomes.by_ref().take(coalesced).for_each(drop);
             if !skipped.is_empty() {
                 tracing::warn!(job_id = %p.id, max = p.max_instances, "maximum running instances reached; run skipped");
                 self.emit(Event::JobMaxInstances {
@@ -571,10 +598,11 @@ impl Inner {
             };
         }
 
-        let candidates: Vec<DateTime<Utc>> = match (rec.options.coalesce, run_times.last()) {
-            (true, Some(last)) => vec![*last],
-            _ => run_times,
-        };
+        let (candidates, coalesced): (Vec<DateTime<Utc>>, Vec<DateTime<Utc>>) =
+            match (rec.options.coalesce, run_times.split_last()) {
+                (true, Some((last, earlier))) => (vec![*last], earlier.to_vec()),
+                _ => (run_times, Vec::new()),
+            };
         let mut due = Vec::with_capacity(candidates.len());
         let mut missed = Vec::new();
         for t in candidates {
@@ -606,6 +634,7 @@ impl Inner {
             attempt: 1,
             due,
             missed,
+            coalesced,
             outcome,
         })))
     }
