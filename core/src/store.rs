@@ -224,29 +224,47 @@ pub trait JobStore: Send + Sync + fmt::Debug + 'static {
     }
 }
 
+/// The error of an `update_job` that wrote nothing: [`Error::JobChanged`]
+/// when the job exists (its version moved on), else [`Error::JobNotFound`].
+pub fn update_refused(job: &JobRecord, exists: bool) -> crate::Error {
+    if exists {
+        crate::Error::JobChanged {
+            id: job.id.to_string(),
+            read: job.version,
+        }
+    } else {
+        crate::Error::JobNotFound {
+            id: job.id.to_string(),
+        }
+    }
+}
+
 /// Notices that a store's jobs changed (see [`JobStore::watch_changes`]).
 pub type ChangeStream = futures::stream::BoxStream<'static, ()>;
 
-/// Sends a store's change notices off the write path: [`signal`](Self::signal)
-/// costs an atomic operation and coalesces with notices not yet sent; one
-/// background task sends them, one at a time.
-#[derive(Debug)]
+/// Sends a store's change notices off the write path while started:
+/// [`signal`](Self::signal) costs a lock and an atomic operation and coalesces
+/// with notices not yet sent; one background task sends them, one at a time.
+#[derive(Debug, Default)]
 pub struct ChangeNotifier {
-    pending: Arc<tokio::sync::Notify>,
-    task: tokio::task::JoinHandle<()>,
+    running: std::sync::Mutex<Option<(Arc<tokio::sync::Notify>, tokio::task::JoinHandle<()>)>>,
 }
 
 impl ChangeNotifier {
-    /// Starts the sending task on the current tokio runtime; `send` publishes
-    /// one notice (its errors are the store's to log).
+    /// Starts the sending task on the current tokio runtime, unless it runs;
+    /// `send` publishes one notice (its errors are the store's to log).
     ///
     /// # Panics
     /// Outside a tokio runtime.
-    pub fn spawn<F, Fut>(send: F) -> ChangeNotifier
+    pub fn start<F, Fut>(&self, send: F)
     where
         F: Fn() -> Fut + Send + Sync + 'static,
         Fut: std::future::Future<Output = ()> + Send + 'static,
     {
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        if running.is_some() {
+            return;
+        }
         let pending = Arc::new(tokio::sync::Notify::new());
         let wait = Arc::clone(&pending);
         let task = tokio::spawn(async move {
@@ -255,18 +273,37 @@ impl ChangeNotifier {
                 send().await;
             }
         });
-        ChangeNotifier { pending, task }
+        *running = Some((pending, task));
     }
 
-    /// Asks for a notice to be sent soon.
+    /// Asks for a notice to be sent soon (nothing when not started).
     pub fn signal(&self) {
-        self.pending.notify_one();
+        if let Some((pending, _)) = self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            pending.notify_one();
+        }
+    }
+
+    /// Stops the sending task.
+    pub fn stop(&self) {
+        if let Some((_, task)) = self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            task.abort();
+        }
     }
 }
 
 impl Drop for ChangeNotifier {
     fn drop(&mut self) {
-        self.task.abort();
+        self.stop();
     }
 }
 

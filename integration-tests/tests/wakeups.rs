@@ -25,13 +25,20 @@ fn mongo_rs_url() -> String {
 
 type Starts = Arc<Mutex<Vec<(String, DateTime<Utc>, DateTime<Utc>)>>>;
 
-async fn woken_by_another_handle(open: impl Fn() -> Arc<dyn JobStore>) {
+/// A runner on one handle (polling at most every `idle`, or at its default)
+/// and a client on another; the client adds five jobs one after another, each
+/// due 100 ms later, and waits up to `wait` for the runner to start it.
+/// Returns how late each started, in milliseconds.
+async fn run_jobs_added_elsewhere(
+    open: impl Fn() -> Arc<dyn JobStore>,
+    idle: Option<Duration>,
+    wait: Duration,
+) -> Vec<i64> {
     let starts: Starts = Arc::default();
     let seen = Arc::clone(&starts);
-    let runner = Scheduler::builder()
+    let mut builder = Scheduler::builder()
         .jobstore_arc("default", open())
         .executor("default", AsyncExecutor::new())
-        .max_idle_sleep(Duration::from_secs(60))
         .task("note", move |ctx: JobContext, _: ()| {
             seen.lock().unwrap().push((
                 ctx.job_id().to_string(),
@@ -39,9 +46,11 @@ async fn woken_by_another_handle(open: impl Fn() -> Arc<dyn JobStore>) {
                 Utc::now(),
             ));
             async { Ok::<_, sundial::BoxError>(()) }
-        })
-        .build()
-        .unwrap();
+        });
+    if let Some(idle) = idle {
+        builder = builder.max_idle_sleep(idle);
+    }
+    let runner = builder.build().unwrap();
     runner.start().await.unwrap();
     let client = Scheduler::builder()
         .jobstore_arc("default", open())
@@ -53,14 +62,18 @@ async fn woken_by_another_handle(open: impl Fn() -> Arc<dyn JobStore>) {
     for i in 0..5 {
         let at = Utc::now() + chrono::Duration::milliseconds(100);
         client
-            .add_job(JobSpec::new("note", DateTrigger::at(at)).id(format!("j{i}")))
+            .add_job(
+                JobSpec::new("note", DateTrigger::at(at))
+                    .id(format!("j{i}"))
+                    .misfire_grace_time(None),
+            )
             .await
             .unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let deadline = std::time::Instant::now() + wait;
         while starts.lock().unwrap().len() <= i {
             assert!(
                 std::time::Instant::now() < deadline,
-                "job j{i}, added elsewhere, was not run within 10 s: the runner did not hear of it"
+                "job j{i}, added elsewhere, was not run within {wait:?}: the runner did not hear of it"
             );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -68,12 +81,18 @@ async fn woken_by_another_handle(open: impl Fn() -> Arc<dyn JobStore>) {
     client.shutdown(false).await.unwrap();
     runner.shutdown(true).await.unwrap();
     let starts = starts.lock().unwrap();
-    let lateness: Vec<i64> = starts
+    assert_eq!(starts.len(), 5);
+    starts
         .iter()
         .map(|(_, scheduled, started)| (*started - *scheduled).num_milliseconds())
-        .collect();
+        .collect()
+}
+
+async fn woken_by_another_handle(open: impl Fn() -> Arc<dyn JobStore>) {
+    let lateness =
+        run_jobs_added_elsewhere(open, Some(Duration::from_secs(60)), Duration::from_secs(10))
+            .await;
     eprintln!("lateness of jobs added through another handle (ms): {lateness:?}");
-    assert_eq!(starts.len(), 5);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -143,51 +162,7 @@ async fn mariadb_without_notices_is_polled_every_second_by_default() {
                 .unwrap(),
         )
     };
-    let starts: Starts = Arc::default();
-    let seen = Arc::clone(&starts);
-    let runner = Scheduler::builder()
-        .jobstore_arc("default", open())
-        .executor("default", AsyncExecutor::new())
-        .task("note", move |ctx: JobContext, _: ()| {
-            seen.lock().unwrap().push((
-                ctx.job_id().to_string(),
-                ctx.scheduled_run_time(),
-                Utc::now(),
-            ));
-            async { Ok::<_, sundial::BoxError>(()) }
-        })
-        .build()
-        .unwrap();
-    runner.start().await.unwrap();
-    let client = Scheduler::builder()
-        .jobstore_arc("default", open())
-        .build_client()
-        .unwrap();
-    client.start().await.unwrap();
-    for i in 0..5 {
-        let at = Utc::now() + chrono::Duration::milliseconds(100);
-        client
-            .add_job(
-                JobSpec::new("note", DateTrigger::at(at))
-                    .id(format!("p{i}"))
-                    .misfire_grace_time(None),
-            )
-            .await
-            .unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(15);
-        while starts.lock().unwrap().len() <= i {
-            assert!(std::time::Instant::now() < deadline, "job p{i} never ran");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
-    client.shutdown(false).await.unwrap();
-    runner.shutdown(true).await.unwrap();
-    let late: Vec<i64> = starts
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(_, scheduled, started)| (*started - *scheduled).num_milliseconds())
-        .collect();
+    let late = run_jobs_added_elsewhere(open, None, Duration::from_secs(15)).await;
     eprintln!("lateness on a polled store (ms): {late:?}");
     // Polled every second: none waits for the old 5 s poll.
     assert!(late.iter().all(|ms| *ms < 2500), "{late:?}");

@@ -19,7 +19,9 @@ use sundial_core::run::{
     sort_runs, NewRun, RunFinish, RunId, RunInsert, RunQuery, RunRecord, RunState,
     INTERRUPTED_ERROR,
 };
-use sundial_core::store::{lease_duration, sort_records, JobStore, StoreCapabilities};
+use sundial_core::store::{
+    lease_duration, sort_records, update_refused, JobStore, StoreCapabilities,
+};
 use sundial_core::{Error, Result};
 
 /// A job as kept in memory: trigger and arguments as compact JSON text (a
@@ -187,17 +189,10 @@ impl JobStore for MemoryJobStore {
 
     async fn update_job(&self, job: &JobRecord) -> Result<()> {
         let mut s = self.lock();
-        let Some(old) = s.jobs.get(&job.id).cloned() else {
-            return Err(Error::JobNotFound {
-                id: job.id.to_string(),
-            });
+        let old = match s.jobs.get(&job.id) {
+            Some(old) if old.version == job.version => old.clone(),
+            found => return Err(update_refused(job, found.is_some())),
         };
-        if old.version != job.version {
-            return Err(Error::JobChanged {
-                id: job.id.to_string(),
-                read: job.version,
-            });
-        }
         s.unindex(&job.id, &old);
         let mut rec = Stored::from_record(job);
         rec.lease = old.lease;

@@ -57,8 +57,8 @@ use sundial_core::job::{JobId, JobRecord, Lease, OwnerId, Release, ReleaseOutcom
 use sundial_core::redact::redact_url;
 use sundial_core::run::{NewRun, RunFinish, RunId, RunInsert, RunQuery, RunRecord};
 use sundial_core::store::{
-    lease_duration, release_entry, sort_records, ChangeStream, JobStore, ReleaseItem,
-    StoreCapabilities,
+    lease_duration, release_entry, sort_records, update_refused, ChangeStream, JobStore,
+    ReleaseItem, StoreCapabilities,
 };
 use tokio::sync::OnceCell;
 
@@ -598,16 +598,7 @@ impl JobStore for MongoJobStore {
                 .await
                 .map_err(mongo)?
                 .is_some();
-            return Err(if exists {
-                sundial_core::Error::JobChanged {
-                    id: job.id.to_string(),
-                    read: job.version,
-                }
-            } else {
-                sundial_core::Error::JobNotFound {
-                    id: job.id.to_string(),
-                }
-            });
+            return Err(update_refused(job, exists));
         }
         Ok(())
     }

@@ -70,8 +70,8 @@ use sundial_core::run::{
     INTERRUPTED_ERROR,
 };
 use sundial_core::store::{
-    lease_duration, sort_records, ChangeNotifier, ChangeStream, JobStore, ReleaseItem,
-    StoreCapabilities,
+    lease_duration, sort_records, update_refused, ChangeNotifier, ChangeStream, JobStore,
+    ReleaseItem, StoreCapabilities,
 };
 use tokio::sync::Mutex;
 
@@ -254,7 +254,7 @@ pub struct RedisJobStore {
     /// Identifies this handle's change notices, so that it skips its own.
     token: String,
     /// Publishes change notices while started.
-    notifier: std::sync::Mutex<Option<ChangeNotifier>>,
+    notifier: ChangeNotifier,
 }
 
 impl std::fmt::Debug for RedisJobStore {
@@ -449,7 +449,7 @@ impl RedisJobStore {
             started: std::sync::atomic::AtomicBool::new(false),
             scripts: Scripts::new(),
             token: OwnerId::random().to_string(),
-            notifier: std::sync::Mutex::new(None),
+            notifier: ChangeNotifier::default(),
         }
     }
 
@@ -460,27 +460,16 @@ impl RedisJobStore {
 
     /// Asks for a change notice to the other handles.
     fn changed(&self) {
-        if let Some(n) = self
-            .notifier
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-        {
-            n.signal();
-        }
+        self.notifier.signal();
     }
 
     /// Starts publishing change notices on a connection of their own.
     fn start_notifier(&self) {
-        let mut notifier = self.notifier.lock().unwrap_or_else(|p| p.into_inner());
-        if notifier.is_some() {
-            return;
-        }
         let client = self.client.clone();
         let channel = self.channel();
         let token = self.token.clone();
         let conn: std::sync::Arc<Mutex<Option<MultiplexedConnection>>> = std::sync::Arc::default();
-        *notifier = Some(ChangeNotifier::spawn(move || {
+        self.notifier.start(move || {
             let (client, channel, token, conn) = (
                 client.clone(),
                 channel.clone(),
@@ -510,7 +499,7 @@ impl RedisJobStore {
                     }
                 }
             }
-        }));
+        });
     }
 
     /// Keeps this store's keys under `prefix` (several job sets can share one database).
@@ -688,10 +677,7 @@ impl JobStore for RedisJobStore {
     }
 
     async fn shutdown(&self) -> sundial_core::Result<()> {
-        self.notifier
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        self.notifier.stop();
         self.conn.lock().await.take();
         Ok(())
     }
@@ -735,16 +721,9 @@ impl JobStore for RedisJobStore {
             .arg(job.version.to_string());
         let mut conn = self.conn().await?;
         let n: i64 = self.check(inv.invoke_async(&mut conn).await).await?;
-        if n == 0 {
-            return Err(sundial_core::Error::JobNotFound {
-                id: job.id.to_string(),
-            });
-        }
-        if n < 0 {
-            return Err(sundial_core::Error::JobChanged {
-                id: job.id.to_string(),
-                read: job.version,
-            });
+        if n <= 0 {
+            // 0: no such job; -1: its version moved on.
+            return Err(update_refused(job, n < 0));
         }
         self.changed();
         Ok(())

@@ -49,8 +49,8 @@ use sundial_core::job::{JobId, JobRecord, OwnerId, Release, ReleaseOutcome};
 use sundial_core::redact::redact_url;
 use sundial_core::run::{NewRun, RunFinish, RunId, RunInsert, RunQuery, RunRecord};
 use sundial_core::store::{
-    lease_duration, release_entry, sort_records, ChangeNotifier, ChangeStream, JobStore,
-    ReleaseItem, StoreCapabilities,
+    lease_duration, release_entry, sort_records, update_refused, ChangeNotifier, ChangeStream,
+    JobStore, ReleaseItem, StoreCapabilities,
 };
 
 use ledger::RunBatch;
@@ -382,7 +382,7 @@ pub struct SqlJobStore {
     /// Identifies this handle's change notices, so that it skips its own.
     token: String,
     /// Sends change notices while started, where the database has a channel.
-    notifier: std::sync::Mutex<Option<ChangeNotifier>>,
+    notifier: ChangeNotifier,
 }
 
 impl SqlJobStore {
@@ -486,7 +486,7 @@ impl SqlJobStore {
         SqlJobStore {
             backend: Arc::from(backend),
             token: uuid_token(),
-            notifier: std::sync::Mutex::new(None),
+            notifier: ChangeNotifier::default(),
             sql: Sql {
                 dialect,
                 table: DEFAULT_TABLE.to_string(),
@@ -513,14 +513,7 @@ impl SqlJobStore {
 
     /// Asks for a change notice to the other handles.
     fn changed(&self) {
-        if let Some(n) = self
-            .notifier
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-        {
-            n.signal();
-        }
+        self.notifier.signal();
     }
 
     /// The job table's name.
@@ -663,31 +656,25 @@ impl JobStore for SqlJobStore {
         self.backend.connect().await.map_err(|e| self.err(e))?;
         self.migrate().await.map_err(|e| self.err(e))?;
         if self.sql.dialect == Dialect::Postgres {
-            let mut notifier = self.notifier.lock().unwrap_or_else(|p| p.into_inner());
-            if notifier.is_none() {
-                let backend = Arc::clone(&self.backend);
-                let channel = self.channel();
-                let token = self.token.clone();
-                *notifier = Some(ChangeNotifier::spawn(move || {
-                    let backend = Arc::clone(&backend);
-                    let channel = channel.clone();
-                    let token = token.clone();
-                    async move {
-                        if let Err(e) = backend.notify(&channel, &token).await {
-                            tracing::debug!(error = %e, "could not send a change notice");
-                        }
+            let backend = Arc::clone(&self.backend);
+            let channel = self.channel();
+            let token = self.token.clone();
+            self.notifier.start(move || {
+                let backend = Arc::clone(&backend);
+                let channel = channel.clone();
+                let token = token.clone();
+                async move {
+                    if let Err(e) = backend.notify(&channel, &token).await {
+                        tracing::debug!(error = %e, "could not send a change notice");
                     }
-                }));
-            }
+                }
+            });
         }
         Ok(())
     }
 
     async fn shutdown(&self) -> sundial_core::Result<()> {
-        self.notifier
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        self.notifier.stop();
         self.backend.close().await;
         Ok(())
     }
@@ -771,16 +758,7 @@ impl JobStore for SqlJobStore {
                 .await
                 .map_err(|e| self.err(e))?
                 .unwrap_or(0);
-            return Err(if exists > 0 {
-                sundial_core::Error::JobChanged {
-                    id: job.id.to_string(),
-                    read: job.version,
-                }
-            } else {
-                sundial_core::Error::JobNotFound {
-                    id: job.id.to_string(),
-                }
-            });
+            return Err(update_refused(job, exists > 0));
         }
         self.changed();
         Ok(())

@@ -333,38 +333,30 @@ impl Inner {
                     max_instances: Some(p.max_instances),
                 });
             }
+            let missed = |t: DateTime<Utc>, why: String| NewRun {
+                record: RunRecord::terminal(
+                    p.id.clone(),
+                    t,
+                    1,
+                    RunState::Missed,
+                    self.owner.clone(),
+                    now,
+                    Some(why),
+                ),
+                max_instances: None,
+            };
             for (t, late) in &p.missed {
-                new_runs.push(NewRun {
-                    record: RunRecord::terminal(
-                        p.id.clone(),
-                        *t,
-                        1,
-                        RunState::Missed,
-                        self.owner.clone(),
-                        now,
-                        Some(format!(
-                            "started {late:?} late, past the job's misfire grace time"
-                        )),
-                    ),
-                    max_instances: None,
-                });
+                new_runs.push(missed(
+                    *t,
+                    format!("started {late:?} late, past the job's misfire grace time"),
+                ));
             }
             if let Some(last) = p.due.last().or(p.missed.last().map(|(t, _)| t)) {
                 for t in &p.coalesced {
-                    new_runs.push(NewRun {
-                        record: RunRecord::terminal(
-                            p.id.clone(),
-                            *t,
-                            1,
-                            RunState::Missed,
-                            self.owner.clone(),
-                            now,
-                            Some(format!(
-                                "coalesced: the job coalesces its backlog into one run, at {last}"
-                            )),
-                        ),
-                        max_instances: None,
-                    });
+                    new_runs.push(missed(
+                        *t,
+                        format!("coalesced: the job coalesces its backlog into one run, at {last}"),
+                    ));
                 }
             }
         }
