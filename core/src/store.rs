@@ -224,8 +224,8 @@ pub trait JobStore: Send + Sync + fmt::Debug + 'static {
     }
 }
 
-/// The error of an `update_job` that wrote nothing: [`Error::JobChanged`]
-/// when the job exists (its version moved on), else [`Error::JobNotFound`].
+/// The error of an `update_job` that wrote nothing: [`Error::JobChanged`](crate::Error::JobChanged)
+/// when the job exists (its version moved on), else [`Error::JobNotFound`](crate::Error::JobNotFound).
 pub fn update_refused(job: &JobRecord, exists: bool) -> crate::Error {
     if exists {
         crate::Error::JobChanged {
