@@ -4,12 +4,15 @@
 use std::sync::Arc;
 
 pub use sundial_core::{
-    chrono, chrono_tz, clock, error, event, executor, job, run, scheduler, store, task, trigger,
-    BoxError, Error, Result,
+    chrono, chrono_tz, clock, error, event, executor, job, node, run, scheduler, store, task,
+    trigger, BoxError, Error, Result,
 };
 
 pub use sundial_core::event::{Event, EventMask};
-pub use sundial_core::job::{JobDefaults, JobId, JobOptions, JobRecord, RetryPolicy};
+pub use sundial_core::job::{
+    JobDefaults, JobId, JobOptions, JobRecord, OnInterrupted, RetryPolicy,
+};
+pub use sundial_core::node::NodeRecord;
 pub use sundial_core::run::{RunQuery, RunRecord, RunState};
 pub use sundial_core::scheduler::{
     BackgroundScheduler, Job, JobChanges, JobListing, JobSpec, OnConflict, Scheduler,
@@ -65,7 +68,7 @@ pub mod prelude {
     pub use crate::ThreadPoolExecutor;
     pub use crate::{
         store_from_url, BackgroundScheduler, Error, Event, EventMask, Job, JobChanges, JobContext,
-        JobDefaults, JobSpec, MemoryJobStore, Result, Scheduler,
+        JobDefaults, JobSpec, MemoryJobStore, OnInterrupted, Result, RetryPolicy, Scheduler,
     };
     pub use serde::{Deserialize, Serialize};
     pub use sundial_core::trigger::{

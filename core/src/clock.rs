@@ -16,6 +16,12 @@ pub trait Clock: Send + Sync + fmt::Debug + 'static {
 
     /// Completes at (or just after) `deadline`.
     fn sleep_until(&self, deadline: DateTime<Utc>) -> BoxFuture<'static, ()>;
+
+    /// Whether the clock follows real time (possibly skewed), so that its
+    /// offset to a store server's clock means something.
+    fn is_real_time(&self) -> bool {
+        true
+    }
 }
 
 /// Wall-clock time; sleeps on tokio's timer and finishes the last stretch
@@ -87,5 +93,9 @@ impl Clock for VirtualClock {
         let offset = (deadline - self.origin).to_std().unwrap_or_default();
         let at = self.base + offset;
         Box::pin(tokio::time::sleep_until(at))
+    }
+
+    fn is_real_time(&self) -> bool {
+        false
     }
 }

@@ -123,6 +123,21 @@ pub enum Error {
         max: u32,
     },
 
+    /// Another live scheduler is registered in a store under this scheduler's owner id.
+    #[error("owner id '{owner}' is taken in job store '{jobstore}' by a live scheduler ({host}, pid {pid}, registration valid until {expires_at}); give each scheduler its own owner_id(), or wait until that registration lapses")]
+    DuplicateOwner {
+        /// The owner id.
+        owner: String,
+        /// The store alias.
+        jobstore: String,
+        /// Host of the scheduler holding the id.
+        host: String,
+        /// Its process id.
+        pid: u32,
+        /// When its registration lapses unless renewed.
+        expires_at: chrono::DateTime<chrono::Utc>,
+    },
+
     /// The operation needs a running scheduler.
     #[error("scheduler is not running")]
     NotRunning,

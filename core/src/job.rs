@@ -53,6 +53,15 @@ impl From<&JobId> for JobId {
     }
 }
 
+/// `t` plus `d`, saturating at the latest representable instant (a lease or
+/// timeout of `Duration::MAX` must not overflow).
+pub fn add_saturating(t: DateTime<Utc>, d: std::time::Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(d)
+        .ok()
+        .and_then(|d| t.checked_add_signed(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
 /// Cuts an instant to whole microseconds, the precision every store keeps.
 pub fn trunc_micros(t: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
@@ -134,7 +143,35 @@ pub struct JobOptions {
     /// How failed and timed-out runs are retried (`None`: not retried).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetryPolicy>,
+    /// What happens to a slot whose run was interrupted.
+    #[serde(default, skip_serializing_if = "OnInterrupted::is_skip")]
+    pub on_interrupted: OnInterrupted,
 }
+
+/// What happens to a slot whose run was interrupted: its node was killed,
+/// froze or lost the store past the run's heartbeat.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnInterrupted {
+    /// The run stays recorded as `interrupted` and the slot does not run
+    /// again (the task may have done part of its work).
+    #[default]
+    Skip,
+    /// The scheduler that finds the interrupted run starts the slot again as
+    /// its next attempt, if it has the job's task; at most the retry policy's
+    /// `max_attempts` attempts in all (3 without a policy).
+    Rerun,
+}
+
+impl OnInterrupted {
+    /// Whether this is the default, [`OnInterrupted::Skip`].
+    pub fn is_skip(&self) -> bool {
+        *self == OnInterrupted::Skip
+    }
+}
+
+/// Attempts in all of a slot rerun after interruptions, for a job without a retry policy.
+pub const DEFAULT_RERUN_ATTEMPTS: u32 = 3;
 
 mod secs {
     use std::time::Duration;
@@ -233,6 +270,7 @@ impl Default for JobOptions {
             max_instances: d.max_instances,
             timeout: d.timeout,
             retry: None,
+            on_interrupted: OnInterrupted::Skip,
         }
     }
 }
@@ -295,6 +333,18 @@ pub struct JobRecord {
 #[cfg(test)]
 mod retry_tests {
     use super::*;
+
+    #[test]
+    fn adding_a_huge_duration_saturates_instead_of_panicking() {
+        let t = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        assert_eq!(add_saturating(t, Duration::MAX), DateTime::<Utc>::MAX_UTC);
+        assert_eq!(
+            add_saturating(t, Duration::from_secs(60)),
+            DateTime::from_timestamp(1_800_000_060, 0).unwrap()
+        );
+        let n = crate::node::NodeRecord::new(OwnerId::new("n"), t, Duration::MAX);
+        assert_eq!(n.expires_at, DateTime::<Utc>::MAX_UTC);
+    }
 
     #[test]
     fn backoff_doubles_up_to_the_cap() {

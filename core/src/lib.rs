@@ -8,6 +8,7 @@ pub mod error;
 pub mod event;
 pub mod executor;
 pub mod job;
+pub mod node;
 pub mod redact;
 pub mod run;
 pub mod scheduler;

@@ -326,6 +326,15 @@ pub fn truncate_error(mut s: String) -> String {
     s
 }
 
+/// This process's host name and pid.
+pub(crate) fn host_and_pid() -> (&'static str, u32) {
+    let name = node_name();
+    match name.rsplit_once(':') {
+        Some((host, pid)) => (host, pid.parse().unwrap_or(0)),
+        None => (name, 0),
+    }
+}
+
 /// This process as `host:pid`.
 pub fn node_name() -> &'static str {
     static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();

@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 
 use crate::error::Result;
 use crate::job::{JobId, JobRecord, OwnerId, Release, ReleaseOutcome};
+use crate::node::NodeRecord;
 use crate::run::{NewRun, RunFinish, RunId, RunInsert, RunQuery, RunRecord};
 
 /// What a store can promise.
@@ -106,7 +107,22 @@ impl StoreCapabilities {
 ///   first, then highest attempt, at most `limit`.
 /// - `prune_runs(before)` deletes runs scheduled before `before` that are not
 ///   `running`, and returns how many it deleted.
+/// - `prune_job_runs(keep, before)` deletes, for each job, the runs that are
+///   not `running`, are scheduled before `before`, and are not among the job's
+///   `keep` newest runs (by scheduled time, then attempt; running runs count
+///   among the newest); it returns how many it deleted.
 /// - Removing jobs never removes their runs.
+///
+/// ## Node registry
+/// - `upsert_node(node, now)` stores `node` under its owner id when no record
+///   of that owner exists, when the stored record has the same `instance`, or
+///   when the stored record's `expires_at` is not after `now`; otherwise it
+///   writes nothing and returns the stored record. Of two concurrent callers
+///   with different instances for one free owner id, exactly one succeeds.
+/// - `list_nodes` returns every stored node record, ordered by owner id.
+/// - `remove_node(owner, instance)` deletes the owner's record if its
+///   instance matches; `prune_nodes(before)` deletes records whose `expires_at`
+///   is before `before`.
 ///
 /// # Errors
 /// Backend failures are [`Error::Store`](crate::Error::Store) with
@@ -195,6 +211,34 @@ pub trait JobStore: Send + Sync + fmt::Debug + 'static {
 
     /// Deletes finished runs scheduled before `before`.
     async fn prune_runs(&self, before: DateTime<Utc>) -> Result<u64>;
+
+    /// Deletes each job's finished runs scheduled before `before` beyond its
+    /// `keep` newest runs.
+    async fn prune_job_runs(&self, keep: usize, before: DateTime<Utc>) -> Result<u64>;
+
+    /// Registers `node`, or renews its registration. When another instance
+    /// holds a live registration under the same owner id (its `expires_at` is
+    /// after `now`), writes nothing and returns that registration.
+    async fn upsert_node(
+        &self,
+        node: &NodeRecord,
+        now: DateTime<Utc>,
+    ) -> Result<Option<NodeRecord>>;
+
+    /// Every registered node, live or lapsed, ordered by owner id.
+    async fn list_nodes(&self) -> Result<Vec<NodeRecord>>;
+
+    /// Deletes the registration of `owner` if `instance` holds it.
+    async fn remove_node(&self, owner: &OwnerId, instance: &str) -> Result<()>;
+
+    /// Deletes registrations that lapsed before `before`; returns how many.
+    async fn prune_nodes(&self, before: DateTime<Utc>) -> Result<u64>;
+
+    /// The store server's clock, for measuring this process's offset to it;
+    /// `None` when the store has no clock of its own (in-process stores).
+    async fn server_time(&self) -> Result<Option<DateTime<Utc>>> {
+        Ok(None)
+    }
 
     /// Hands several claimed jobs back at once (one round trip where the backend
     /// allows); the result has one entry per item, in order, each as `release`
@@ -413,6 +457,28 @@ macro_rules! forward_store {
             }
             async fn prune_runs(&self, before: DateTime<Utc>) -> Result<u64> {
                 (**self).prune_runs(before).await
+            }
+            async fn prune_job_runs(&self, keep: usize, before: DateTime<Utc>) -> Result<u64> {
+                (**self).prune_job_runs(keep, before).await
+            }
+            async fn upsert_node(
+                &self,
+                node: &NodeRecord,
+                now: DateTime<Utc>,
+            ) -> Result<Option<NodeRecord>> {
+                (**self).upsert_node(node, now).await
+            }
+            async fn list_nodes(&self) -> Result<Vec<NodeRecord>> {
+                (**self).list_nodes().await
+            }
+            async fn remove_node(&self, owner: &OwnerId, instance: &str) -> Result<()> {
+                (**self).remove_node(owner, instance).await
+            }
+            async fn prune_nodes(&self, before: DateTime<Utc>) -> Result<u64> {
+                (**self).prune_nodes(before).await
+            }
+            async fn server_time(&self) -> Result<Option<DateTime<Utc>>> {
+                (**self).server_time().await
             }
         }
     };

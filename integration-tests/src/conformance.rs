@@ -88,12 +88,19 @@ pub fn cases() -> Vec<Case> {
         lapsed_heartbeats_are_interrupted_once,
         query_runs_filters_orders_and_limits,
         prune_deletes_old_finished_runs_only,
+        prune_job_runs_keeps_each_jobs_newest,
         upserts_keep_the_stored_schedule,
         client_scheduler_manages_jobs_and_runs_none,
         one_off_slot_in_the_ledger_is_not_run_again,
         change_notices_reach_other_handles,
         update_with_a_stale_version_changes_nothing,
         concurrent_edits_lose_nothing,
+        node_registry_refuses_a_live_owner_id_only,
+        node_registration_race_has_one_winner,
+        server_clock_is_the_stores_own,
+        a_live_owner_id_refuses_a_second_scheduler,
+        a_scheduler_starts_again_after_shutdown,
+        a_skewed_clock_runs_jobs_on_the_stores_time,
     ]
 }
 
@@ -148,6 +155,7 @@ pub async fn add_and_lookup_round_trip_every_field(cx: &Ctx) -> Result<()> {
                 .max_backoff(Duration::from_secs(60))
                 .jitter(0.25),
         ),
+        on_interrupted: sundial::OnInterrupted::Rerun,
     };
     cx.store.add_job(&j).await?;
     let got = cx
@@ -815,6 +823,11 @@ pub async fn every_trigger_type_and_option_round_trips(cx: &Ctx) -> Result<()> {
             timeout: (i % 3 == 1).then(|| Duration::from_millis(250)),
             retry: (i % 4 == 0)
                 .then(|| sundial::job::RetryPolicy::new(i as u32 + 2, Duration::from_secs(1))),
+            on_interrupted: if i % 2 == 0 {
+                sundial::OnInterrupted::Skip
+            } else {
+                sundial::OnInterrupted::Rerun
+            },
         };
         cx.store.add_job(&j).await?;
         let got = cx.store.lookup_job(&j.id).await?.context("gone")?;
@@ -863,6 +876,64 @@ fn secs(n: i64) -> chrono::Duration {
 }
 
 /// A `running` record for job `job` at slot `slot`, attempt `attempt`, held by `who`.
+/// Per-job pruning deletes a job's finished runs past its newest ones, only
+/// those scheduled before the limit, never running ones, and frees their
+/// slots; jobs with few runs keep them all.
+pub async fn prune_job_runs_keeps_each_jobs_newest(cx: &Ctx) -> Result<()> {
+    let mut busy: Vec<RunRecord> = (0..10).map(|m| running("busy", mins(m), 1, "o")).collect();
+    busy.push(running("busy", mins(3), 2, "o"));
+    let still_running = running("busy", mins(-5), 1, "o");
+    let quiet: Vec<RunRecord> = (0..2).map(|m| running("quiet", mins(m), 1, "o")).collect();
+    let all: Vec<NewRun> = busy
+        .iter()
+        .chain(&quiet)
+        .chain([&still_running])
+        .map(|r| new_run(r.clone(), None))
+        .collect();
+    cx.store.insert_runs(&all).await?;
+    let done: Vec<RunFinish> = busy
+        .iter()
+        .chain(&quiet)
+        .map(|r| RunFinish {
+            id: r.id.clone(),
+            state: RunState::Succeeded,
+            finished_at: mins(20),
+            error: None,
+        })
+        .collect();
+    cx.store.finish_runs(&owner("o"), &done).await?;
+    // Keep 2 per job: busy's 09:00 and 08:00 runs; 07:00 and 06:00 are past
+    // the two but not before the limit; the running one is never deleted.
+    let n = cx.store.prune_job_runs(2, mins(6)).await?;
+    ensure!(n == 7, "pruned {n}, expected 7");
+    let left: Vec<(DateTime<Utc>, RunState)> = cx
+        .store
+        .query_runs(&RunQuery::job("busy"))
+        .await?
+        .iter()
+        .map(|r| (r.scheduled_time, r.state))
+        .collect();
+    let expected: Vec<(DateTime<Utc>, RunState)> = [9, 8, 7, 6]
+        .into_iter()
+        .map(|m| (mins(m), RunState::Succeeded))
+        .chain([(mins(-5), RunState::Running)])
+        .collect();
+    ensure!(left == expected, "left {left:?}");
+    let quiet_left = cx.store.query_runs(&RunQuery::job("quiet")).await?.len();
+    ensure!(quiet_left == 2, "quiet kept {quiet_left}");
+    let again = running("busy", mins(0), 1, "o");
+    let got = cx.store.insert_runs(&[new_run(again, None)]).await?;
+    ensure!(
+        got == vec![RunInsert::Inserted(RunState::Running)],
+        "slot not freed: {got:?}"
+    );
+    ensure!(
+        cx.store.prune_job_runs(2, mins(6)).await? == 0,
+        "a second pass pruned more"
+    );
+    Ok(())
+}
+
 fn running(job: &str, slot: DateTime<Utc>, attempt: u32, who: &str) -> RunRecord {
     RunRecord::running(
         JobId::new(job),
@@ -1720,5 +1791,315 @@ pub async fn concurrent_edits_lose_nothing(cx: &Ctx) -> Result<()> {
     ensure!(got.version == 2 * n as u64, "version {}", got.version);
     a.shutdown(false).await?;
     b.shutdown(false).await?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Node registry
+// ---------------------------------------------------------------------------
+
+fn node(owner_id: &str, now: DateTime<Utc>) -> sundial::node::NodeRecord {
+    sundial::node::NodeRecord::new(owner(owner_id), now, Duration::from_secs(30))
+}
+
+/// A live registration is refused to another instance of the same owner id
+/// and returned as stored; its own instance renews it; once it lapses another
+/// instance takes it over; removal and pruning touch only what they should.
+pub async fn node_registry_refuses_a_live_owner_id_only(cx: &Ctx) -> Result<()> {
+    let t0 = trunc(Utc::now());
+    let a = node("n1", t0);
+    ensure!(
+        cx.store.upsert_node(&a, t0).await?.is_none(),
+        "first registration refused"
+    );
+    ensure!(
+        cx.store.list_nodes().await? == vec![a.clone()],
+        "not stored as given"
+    );
+
+    let other = cx.another_handle().await?;
+    let b = node("n1", t0 + secs(1));
+    let held = other.upsert_node(&b, t0 + secs(1)).await?;
+    ensure!(
+        held.as_ref() == Some(&a),
+        "a live owner id was not refused: {held:?}"
+    );
+    ensure!(
+        cx.store.list_nodes().await? == vec![a.clone()],
+        "a refused registration wrote"
+    );
+
+    let mut renewed = a.clone();
+    renewed.renew(t0 + secs(10), Duration::from_secs(30));
+    renewed.clock_offset_ms = Some(-12);
+    renewed.running = 3;
+    ensure!(
+        cx.store
+            .upsert_node(&renewed, t0 + secs(10))
+            .await?
+            .is_none(),
+        "own renewal refused"
+    );
+    ensure!(
+        other.list_nodes().await? == vec![renewed.clone()],
+        "renewal not stored"
+    );
+
+    // Lapsed at t0 + 40 s: another instance takes the id over.
+    ensure!(
+        other.upsert_node(&b, t0 + secs(39)).await?.is_some(),
+        "taken over before it lapsed"
+    );
+    ensure!(
+        other.upsert_node(&b, t0 + secs(40)).await?.is_none(),
+        "a lapsed registration was kept"
+    );
+    ensure!(cx.store.list_nodes().await? == vec![b.clone()]);
+
+    cx.store.remove_node(&a.owner, &a.instance).await?;
+    ensure!(
+        cx.store.list_nodes().await? == vec![b.clone()],
+        "removed by a stale instance"
+    );
+    cx.store.remove_node(&b.owner, &b.instance).await?;
+    ensure!(cx.store.list_nodes().await?.is_empty(), "not removed");
+
+    let old = node("n2", t0 - secs(3600));
+    let live = node("n3", t0);
+    cx.store.upsert_node(&old, t0 - secs(3600)).await?;
+    cx.store.upsert_node(&live, t0).await?;
+    let listed: Vec<String> = cx
+        .store
+        .list_nodes()
+        .await?
+        .iter()
+        .map(|n| n.owner.to_string())
+        .collect();
+    ensure!(listed == ["n2", "n3"], "not ordered by owner: {listed:?}");
+    let pruned = cx.store.prune_nodes(t0 - secs(60)).await?;
+    ensure!(pruned == 1, "pruned {pruned}");
+    ensure!(
+        cx.store.list_nodes().await? == vec![live],
+        "pruned the wrong node"
+    );
+    Ok(())
+}
+
+/// Of eight handles registering one free owner id at once, exactly one wins.
+pub async fn node_registration_race_has_one_winner(cx: &Ctx) -> Result<()> {
+    let now = trunc(Utc::now());
+    let mut handles = Vec::new();
+    for _ in 0..8 {
+        handles.push(cx.another_handle().await?);
+    }
+    let attempts = handles.iter().map(|h| {
+        let n = node("contended", now);
+        async move { h.upsert_node(&n, now).await.map(|held| (n, held)) }
+    });
+    let results = futures::future::try_join_all(attempts).await?;
+    let winners: Vec<_> = results.iter().filter(|(_, held)| held.is_none()).collect();
+    ensure!(winners.len() == 1, "{} registrations won", winners.len());
+    let winner = &winners[0].0;
+    for (_, held) in &results {
+        if let Some(h) = held {
+            ensure!(h == winner, "a loser was shown {h:?}, not the winner");
+        }
+    }
+    ensure!(cx.store.list_nodes().await? == vec![winner.clone()]);
+    Ok(())
+}
+
+/// Stores on a server read that server's clock (this machine's clock here,
+/// so within a few seconds of it); in-process stores have none.
+pub async fn server_clock_is_the_stores_own(cx: &Ctx) -> Result<()> {
+    let backend = cx.store.backend();
+    let before = Utc::now();
+    let server = cx.store.server_time().await?;
+    let after = Utc::now();
+    match backend {
+        "memory" | "sqlite" => ensure!(server.is_none(), "{backend} reported a server clock"),
+        _ => {
+            let t = server.with_context(|| format!("{backend} has no server clock"))?;
+            ensure!(
+                t > before - secs(5) && t < after + secs(5),
+                "{backend} server time {t} is not near {before}"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A clock running ahead of real time by a fixed amount.
+#[derive(Debug)]
+struct SkewedClock(chrono::Duration);
+
+impl sundial::clock::Clock for SkewedClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now() + self.0
+    }
+    fn sleep_until(&self, deadline: DateTime<Utc>) -> BoxFuture<'static, ()> {
+        let d = (deadline - self.now()).to_std().unwrap_or_default();
+        Box::pin(tokio::time::sleep(d))
+    }
+}
+
+fn runner(store: Arc<dyn JobStore>, owner_id: &str) -> Result<sundial::Scheduler> {
+    Ok(sundial::Scheduler::builder()
+        .jobstore_arc("default", store)
+        .executor("default", sundial::AsyncExecutor::new())
+        .owner_id(owner_id)
+        .build()?)
+}
+
+/// A started scheduler registers itself; a second one with the same owner id
+/// (on another handle, as another process would) is refused with an error
+/// naming the holder, until the first shuts down. A skewed clock shows as
+/// the node's offset to the store.
+pub async fn a_live_owner_id_refuses_a_second_scheduler(cx: &Ctx) -> Result<()> {
+    let first = sundial::Scheduler::builder()
+        .jobstore_arc("default", cx.another_handle().await?)
+        .executor("default", sundial::AsyncExecutor::new())
+        .owner_id("node-1")
+        .clock(Arc::new(SkewedClock(secs(3))) as Arc<dyn sundial::clock::Clock>)
+        .build()?;
+    first.start().await?;
+    let nodes = first.nodes().await?;
+    ensure!(nodes.len() == 1, "{nodes:?}");
+    let me = &nodes[0];
+    ensure!(
+        me.owner.as_str() == "node-1" && me.pid == std::process::id(),
+        "{me:?}"
+    );
+    if cx.store.server_time().await?.is_some() {
+        let offset = me.clock_offset_ms.context("offset not measured")?;
+        ensure!(
+            (2000..4000).contains(&offset),
+            "a +3 s clock measured {offset} ms off"
+        );
+    } else {
+        ensure!(me.clock_offset_ms.is_none(), "{me:?}");
+    }
+
+    let second = runner(cx.another_handle().await?, "node-1")?;
+    match second.start().await {
+        Err(Error::DuplicateOwner {
+            owner, host, pid, ..
+        }) => {
+            ensure!(
+                owner == "node-1" && pid == me.pid && host == me.host,
+                "{owner} {host} {pid}"
+            );
+        }
+        other => anyhow::bail!("a second live node-1 was not refused: {other:?}"),
+    }
+    ensure!(!second.is_running(), "the refused scheduler runs");
+    ensure!(
+        first.nodes().await?.len() == 1,
+        "the refused scheduler is registered"
+    );
+
+    first.shutdown(true).await?;
+    ensure!(
+        cx.store.list_nodes().await?.is_empty(),
+        "shutdown left the registration"
+    );
+    second.start().await?;
+    let nodes = second.nodes().await?;
+    ensure!(
+        nodes.len() == 1 && nodes[0].instance != me.instance,
+        "{nodes:?}"
+    );
+    second.shutdown(true).await?;
+    Ok(())
+}
+
+/// A scheduler shut down and started again on the same store handle (which
+/// the shutdown closed) reconnects and runs jobs.
+pub async fn a_scheduler_starts_again_after_shutdown(cx: &Ctx) -> Result<()> {
+    use sundial::JobSpec;
+    let s = sundial::Scheduler::builder()
+        .jobstore_arc("default", cx.another_handle().await?)
+        .executor("default", sundial::AsyncExecutor::new())
+        .max_idle_sleep(Duration::from_millis(50))
+        .task("noop", |_: sundial::JobContext, _: Value| async {
+            Ok::<_, sundial::BoxError>(())
+        })
+        .build()?;
+    s.start().await?;
+    s.shutdown(true).await?;
+    s.start().await.context("second start")?;
+    let due = sundial::trigger::DateTrigger::at(Utc::now());
+    s.add_job(JobSpec::new("noop", due).id("again")).await?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let runs = s.runs(&RunQuery::job("again"), None).await?;
+        if runs.first().map(|r| r.state) == Some(RunState::Succeeded) {
+            break;
+        }
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "the job never ran: {runs:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    ensure!(s.nodes().await?.len() == 1, "registered once");
+    s.shutdown(true).await?;
+    Ok(())
+}
+
+/// A scheduler whose clock is 5 s ahead or behind runs a job at its time by
+/// the store server's clock (where the store has one): it measures its
+/// offset to the server and compares due times in the server's time.
+pub async fn a_skewed_clock_runs_jobs_on_the_stores_time(cx: &Ctx) -> Result<()> {
+    if cx.store.server_time().await?.is_none() {
+        // In-process stores share this process's clock: nothing to correct.
+        return Ok(());
+    }
+    for skew in [5, -5] {
+        let started: Arc<std::sync::Mutex<Vec<DateTime<Utc>>>> = Arc::default();
+        let seen = Arc::clone(&started);
+        let s = sundial::Scheduler::builder()
+            .jobstore_arc("default", cx.another_handle().await?)
+            .executor("default", sundial::AsyncExecutor::new())
+            .clock(Arc::new(SkewedClock(secs(skew))) as Arc<dyn sundial::clock::Clock>)
+            .max_idle_sleep(Duration::from_millis(200))
+            .task("stamp", move |_: sundial::JobContext, _: Value| {
+                seen.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(Utc::now());
+                async { Ok::<_, sundial::BoxError>(()) }
+            })
+            .build()?;
+        let due = trunc(Utc::now() + chrono::Duration::milliseconds(1500));
+        let id = format!("skew{skew}");
+        let trigger = sundial::trigger::DateTrigger::at(due);
+        let rec = JobRecord::new(
+            JobId::new(id.as_str()),
+            "stamp",
+            sundial::trigger::Trigger::to_json(&trigger),
+            Value::Null,
+            JobOptions::default(),
+            Some(due),
+        );
+        cx.store.add_job(&rec).await?;
+        s.start().await?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(12);
+        let at = loop {
+            if let Some(t) = started.lock().unwrap_or_else(|p| p.into_inner()).first() {
+                break *t;
+            }
+            ensure!(
+                std::time::Instant::now() < deadline,
+                "skew {skew} s: the job never ran"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        s.shutdown(true).await?;
+        let late = (at - due).num_milliseconds();
+        ensure!(
+            (-50..1000).contains(&late),
+            "a clock {skew} s off ran the job {late} ms after its time"
+        );
+    }
     Ok(())
 }

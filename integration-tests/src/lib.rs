@@ -4,4 +4,5 @@
 //! [`support::stores`] every store; `tests/conformance.rs` runs their cross product.
 
 pub mod conformance;
+pub mod faults;
 pub mod support;

@@ -111,6 +111,28 @@ pub fn postgres_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
+/// A PostgreSQL store on the test server whose table is the namespace.
+///
+/// # Panics
+/// When the namespace is not a valid table name.
+#[allow(clippy::expect_used)]
+pub fn postgres_store(ns: &Namespace) -> SqlJobStore {
+    SqlJobStore::from_url(&postgres_url())
+        .and_then(|s| s.with_table(&ns.0))
+        .expect("postgres store")
+}
+
+/// A Redis store on the test server whose key prefix is the namespace.
+///
+/// # Panics
+/// When the test URL is malformed.
+#[allow(clippy::expect_used)]
+pub fn redis_store(ns: &Namespace) -> sundial::RedisJobStore {
+    sundial::RedisJobStore::from_url(&redis_url())
+        .expect("redis store")
+        .with_prefix(&ns.0)
+}
+
 /// The MySQL/MariaDB URL the tests use (`SUNDIAL_TEST_MYSQL_URL`).
 pub fn mysql_url() -> String {
     std::env::var("SUNDIAL_TEST_MYSQL_URL")

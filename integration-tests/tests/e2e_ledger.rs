@@ -351,6 +351,138 @@ async fn a_run_whose_owner_died_is_marked_interrupted_by_a_peer() {
     s.shutdown(true).await.unwrap();
 }
 
+/// A job with `OnInterrupted::Rerun` has its interrupted slot started again
+/// as the next attempt by the scheduler that finds the interruption; jobs
+/// with the default (`Skip`) are not rerun, and neither are slots that used
+/// up their attempts.
+#[tokio::test(start_paused = true)]
+async fn interrupted_slots_are_rerun_when_the_job_asks_for_it() {
+    let clock = Arc::new(VirtualClock::new(at("2026-01-01T00:00:00Z")));
+    let seen = Seen::default();
+    let store = sqlite_store("rerun");
+    store.start().await.unwrap();
+    let slot = at("2025-12-31T23:59:00Z");
+    let dead = |job: &str, attempt: u32| {
+        RunRecord::running(
+            JobId::new(job),
+            slot,
+            attempt,
+            OwnerId::new("dead-node"),
+            slot,
+            at("2026-01-01T00:00:30Z"),
+        )
+    };
+    let runs: Vec<NewRun> = [("rerun", 1), ("skip", 1), ("used_up", 3)]
+        .into_iter()
+        .map(|(j, a)| NewRun {
+            record: dead(j, a),
+            max_instances: None,
+        })
+        .collect();
+    store.insert_runs(&runs).await.unwrap();
+    let s = builder(&clock, Arc::clone(&store), &seen)
+        .lease_duration(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let mut events = s.subscribe();
+    s.start().await.unwrap();
+    let later = || DateTrigger::at(at("2027-01-01T00:00:00Z"));
+    for (id, policy) in [
+        ("rerun", OnInterrupted::Rerun),
+        ("skip", OnInterrupted::Skip),
+        ("used_up", OnInterrupted::Rerun),
+    ] {
+        s.add_job(
+            JobSpec::new("record", later())
+                .id(id)
+                .on_interrupted(policy),
+        )
+        .await
+        .unwrap();
+    }
+    // A one-off job asking for reruns is kept, paused, while its run may
+    // still be interrupted, and removed when the run ends.
+    s.add_job(
+        JobSpec::new("sleep", DateTrigger::at(at("2026-01-01T00:00:10Z")))
+            .id("once")
+            .args(5)
+            .on_interrupted(OnInterrupted::Rerun),
+    )
+    .await
+    .unwrap();
+    // One whose run ends at once (before its job is even released).
+    s.add_job(
+        JobSpec::new("record", DateTrigger::at(at("2026-01-01T00:00:05Z")))
+            .id("quick")
+            .on_interrupted(OnInterrupted::Rerun),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert!(
+        s.get_job("quick", None).await.unwrap().is_none(),
+        "a quick one-off was kept"
+    );
+    let once = s
+        .get_job("once", None)
+        .await
+        .unwrap()
+        .expect("kept while running");
+    assert!(once.is_paused());
+    assert_eq!(runs_of(&s, "once").await[0].state, RunState::Running);
+    tokio::time::sleep(Duration::from_secs(33)).await;
+    assert!(
+        s.get_job("once", None).await.unwrap().is_none(),
+        "not removed after its run"
+    );
+    assert_eq!(runs_of(&s, "once").await[0].state, RunState::Succeeded);
+    let rerun = runs_of(&s, "rerun").await;
+    assert_eq!(rerun.len(), 2, "{rerun:?}");
+    assert_eq!(
+        (rerun[0].attempt, rerun[0].state),
+        (1, RunState::Interrupted)
+    );
+    assert_eq!((rerun[1].attempt, rerun[1].state), (2, RunState::Succeeded));
+    assert_eq!(rerun[1].scheduled_time, slot);
+    assert_eq!(rerun[1].owner.as_ref(), Some(s.owner_id()));
+    for job in ["skip", "used_up"] {
+        let r = runs_of(&s, job).await;
+        assert_eq!(r.len(), 1, "{job}: {r:?}");
+        assert_eq!(r[0].state, RunState::Interrupted, "{job}");
+    }
+    let mut executed: Vec<(String, u32)> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|e| (e.0.clone(), e.3))
+        .collect();
+    executed.sort();
+    assert_eq!(
+        executed,
+        [
+            ("once".to_string(), 1),
+            ("quick".to_string(), 1),
+            ("rerun".to_string(), 2)
+        ]
+    );
+    let events = drain(&mut events);
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::JobRemoved { job_id, .. } if job_id.as_str() == "once")),
+        "{events:?}"
+    );
+    let retries: Vec<&Event> = events
+        .iter()
+        .filter(|e| matches!(e, Event::JobRetry { .. }))
+        .collect();
+    assert!(
+        matches!(&retries[..], [Event::JobRetry { job_id, attempt: 2, .. }] if job_id.as_str() == "rerun"),
+        "{retries:?}"
+    );
+    s.shutdown(true).await.unwrap();
+}
+
 #[tokio::test(start_paused = true)]
 async fn max_instances_holds_across_schedulers_on_one_store() {
     let clock = Arc::new(VirtualClock::new(at("2026-01-01T00:00:00Z")));
@@ -692,5 +824,43 @@ async fn coalesced_slots_are_recorded() {
     assert!(!drain(&mut events)
         .iter()
         .any(|e| matches!(e, Event::JobMissed { .. })));
+    s.shutdown(true).await.unwrap();
+}
+
+/// The hourly prune keeps at most `run_retention_per_job` runs of a job past
+/// the safety floor (an hour here), and every run of the last hour.
+#[tokio::test(start_paused = true)]
+async fn each_jobs_history_is_cut_to_its_limit_past_the_last_hour() {
+    let clock = Arc::new(VirtualClock::new(at("2026-01-01T00:00:00Z")));
+    let seen = Seen::default();
+    let s = builder(&clock, sqlite_store("per-job"), &seen)
+        .lease_duration(Duration::from_secs(30))
+        .run_retention_per_job(10)
+        .build()
+        .unwrap();
+    s.start().await.unwrap();
+    s.add_job(
+        JobSpec::new(
+            "record",
+            IntervalTrigger::every(Duration::from_secs(60)).unwrap(),
+        )
+        .id("minutely"),
+    )
+    .await
+    .unwrap();
+    // Prunes run at start and every hour: at 03:00 the runs before 02:00 go.
+    tokio::time::sleep(Duration::from_secs(3 * 3600 + 30)).await;
+    let runs = runs_of(&s, "minutely").await;
+    assert!(
+        (60..=62).contains(&runs.len()),
+        "{} runs kept; expected the last hour's",
+        runs.len()
+    );
+    assert!(
+        runs[0].scheduled_time >= at("2026-01-01T02:00:00Z"),
+        "{:?}",
+        runs[0]
+    );
+    assert!(seen.lock().unwrap().len() >= 180, "the job stopped running");
     s.shutdown(true).await.unwrap();
 }

@@ -1242,6 +1242,36 @@ async fn arguments_that_do_not_fit_the_task_are_refused_when_added() {
     );
 }
 
+#[tokio::test(start_paused = true)]
+async fn arguments_above_the_size_limit_are_refused_with_their_size() {
+    let h = harness_with("2026-01-01T00:00:00Z", |b| b.max_args_size(1000));
+    h.scheduler.start().await.unwrap();
+    let every = || IntervalTrigger::every(Duration::from_secs(60)).unwrap();
+    // 998 characters: 1000 bytes of JSON with the quotes, at the limit.
+    h.scheduler
+        .add_job(JobSpec::new("fail", every()).id("f").args("x".repeat(998)))
+        .await
+        .unwrap();
+    let err = h
+        .scheduler
+        .add_job(JobSpec::new("fail", every()).id("g").args("x".repeat(999)))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidArgs { task, reason } if task == "fail" && reason.contains("1001 bytes") && reason.contains("limit of 1000 bytes")),
+        "{err}"
+    );
+    assert!(h.scheduler.get_job("g", None).await.unwrap().is_none());
+    let err = h
+        .scheduler
+        .modify_job("f", None, JobChanges::new().args("y".repeat(2000)))
+        .await
+        .unwrap_err();
+    assert!(matches!(&err, Error::InvalidArgs { .. }), "{err}");
+    let kept = h.scheduler.get_job("f", None).await.unwrap().unwrap();
+    assert_eq!(kept.args(), &serde_json::json!("x".repeat(998)));
+}
+
 fn json_args() -> serde_json::Value {
     serde_json::json!({"seconds": 10})
 }

@@ -191,23 +191,26 @@ async fn frozen_worker_never_starts_a_slot_twice(base: &str) {
 }
 
 /// A worker is killed while it runs a 10 s job; the live peer marks the run
-/// interrupted within one lease plus one heartbeat (plus polling slack).
-async fn killed_run_is_interrupted_by_a_peer(base: &str) {
+/// interrupted within one lease plus one heartbeat (plus polling slack). With
+/// `rerun`, the job asks for `OnInterrupted::Rerun` and the peer then runs the
+/// slot again as attempt 2; without, the slot is not run again.
+async fn killed_run_is_interrupted_by_a_peer(base: &str, rerun: bool) {
     let ns = Namespace::new("sigkill");
     let url = url_for(base, &ns);
     let store = sundial::store_from_url(&url).unwrap();
     store.start().await.unwrap();
     let t0 = whole_second(Utc::now()) + chrono::Duration::seconds(3);
-    store
-        .add_job(&job(
-            "long",
-            "sleep",
-            &DateTrigger::at(t0),
-            t0,
-            serde_json::json!(10),
-        ))
-        .await
-        .unwrap();
+    let mut long = job(
+        "long",
+        "sleep",
+        &DateTrigger::at(t0),
+        t0,
+        serde_json::json!(10),
+    );
+    if rerun {
+        long.options.on_interrupted = sundial::OnInterrupted::Rerun;
+    }
+    store.add_job(&long).await.unwrap();
     let runs = runs_file(&ns);
     let mut workers = HashMap::new();
     workers.insert("a".to_string(), worker(&url, &runs, 40, "a"));
@@ -231,8 +234,9 @@ async fn killed_run_is_interrupted_by_a_peer(base: &str) {
     let limit = Duration::from_secs(LEASE_SECS) + Duration::from_secs(LEASE_SECS) / 3;
     let rec = loop {
         let r = store.query_runs(&RunQuery::job("long")).await.unwrap();
-        if r[0].state != RunState::Running {
-            break r[0].clone();
+        let first = r.iter().find(|x| x.attempt == 1).unwrap();
+        if first.state != RunState::Running {
+            break first.clone();
         }
         assert!(
             killed.elapsed() < limit + Duration::from_secs(3),
@@ -247,9 +251,63 @@ async fn killed_run_is_interrupted_by_a_peer(base: &str) {
         took <= limit + Duration::from_millis(1500),
         "interrupted after {took:?}; expected within lease + heartbeat ({limit:?})"
     );
-    // The one-off slot was not run again by the survivor.
-    let got = read_runs(&runs);
-    assert_eq!(got.len(), 1, "{got:?}");
+    if rerun {
+        // The survivor runs the slot again as attempt 2.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let r = store.query_runs(&RunQuery::job("long")).await.unwrap();
+            if r.len() == 2 {
+                assert_eq!((r[0].attempt, r[0].state), (2, RunState::Running), "{r:?}");
+                assert_ne!(
+                    r[0].owner.as_ref().map(|o| o.as_str()),
+                    Some(holder.as_str())
+                );
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the interrupted slot was not rerun: {r:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while read_runs(&runs).len() < 2 {
+            assert!(Instant::now() < deadline, "the rerun never executed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let got = read_runs(&runs);
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert_ne!(got[0].2, got[1].2, "rerun by the killed worker? {got:?}");
+        // The one-off job is kept, paused, until its rerun ends; then removed.
+        let kept = store.lookup_job(&JobId::new("long")).await.unwrap();
+        assert!(
+            kept.is_some_and(|j| j.next_run_time.is_none()),
+            "not kept while rerunning"
+        );
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while store
+            .lookup_job(&JobId::new("long"))
+            .await
+            .unwrap()
+            .is_some()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the finished one-off job was never removed"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let r = store.query_runs(&RunQuery::job("long")).await.unwrap();
+        assert_eq!(
+            (r[0].attempt, r[0].state),
+            (2, RunState::Succeeded),
+            "{r:?}"
+        );
+    } else {
+        // The one-off slot was not run again by the survivor.
+        let got = read_runs(&runs);
+        assert_eq!(got.len(), 1, "{got:?}");
+    }
     for (_, mut w) in workers {
         let _ = w.kill();
         let _ = w.wait();
@@ -288,20 +346,30 @@ async fn frozen_worker_on_sqlite_never_starts_a_slot_twice() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_run_on_postgres_is_interrupted_by_a_peer() {
-    killed_run_is_interrupted_by_a_peer(&postgres_url()).await;
+    killed_run_is_interrupted_by_a_peer(&postgres_url(), false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_run_on_mariadb_is_interrupted_by_a_peer() {
-    killed_run_is_interrupted_by_a_peer(&mysql_url()).await;
+    killed_run_is_interrupted_by_a_peer(&mysql_url(), false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_run_on_redis_is_interrupted_by_a_peer() {
-    killed_run_is_interrupted_by_a_peer(&redis_url()).await;
+    killed_run_is_interrupted_by_a_peer(&redis_url(), false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_run_on_mongo_is_interrupted_by_a_peer() {
-    killed_run_is_interrupted_by_a_peer(&mongo_url()).await;
+    killed_run_is_interrupted_by_a_peer(&mongo_url(), false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_run_on_postgres_is_rerun_by_a_peer_when_asked() {
+    killed_run_is_interrupted_by_a_peer(&postgres_url(), true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_run_on_redis_is_rerun_by_a_peer_when_asked() {
+    killed_run_is_interrupted_by_a_peer(&redis_url(), true).await;
 }

@@ -11,10 +11,11 @@ use std::collections::HashMap;
 use std::process::{Child, Command};
 
 use chrono::{DateTime, Utc};
-use sundial::prelude::*;
 use sundial::run::RunQuery;
 use sundial::JobStore;
-use sundial_integration_tests::support::{postgres_url, redis_url, Namespace};
+use sundial_integration_tests::support::{
+    postgres_store, postgres_url, redis_store, redis_url, Namespace,
+};
 
 const INTERVALS: i64 = 20;
 const ONE_OFFS: i64 = 200;
@@ -146,29 +147,137 @@ async fn workers_declare_and_survive_a_kill(url: &str, store: impl JobStore) {
 async fn four_workers_on_postgres_declare_jobs_and_survive_a_kill() {
     let ns = Namespace::new("workers");
     let url = format!("{}#table={}", postgres_url(), ns.0);
-    let store = SqlJobStore::from_url(&postgres_url())
-        .unwrap()
-        .with_table(&ns.0)
-        .unwrap();
-    workers_declare_and_survive_a_kill(&url, store).await;
-    let s = SqlJobStore::from_url(&postgres_url())
-        .unwrap()
-        .with_table(&ns.0)
-        .unwrap();
-    s.drop_table().await.unwrap();
+    workers_declare_and_survive_a_kill(&url, postgres_store(&ns)).await;
+    postgres_store(&ns).drop_table().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_workers_on_redis_declare_jobs_and_survive_a_kill() {
     let ns = Namespace::new("workers");
     let url = format!("{}#prefix={}", redis_url(), ns.0);
-    let store = RedisJobStore::from_url(&redis_url())
-        .unwrap()
-        .with_prefix(&ns.0);
-    workers_declare_and_survive_a_kill(&url, store).await;
-    let s = RedisJobStore::from_url(&redis_url())
-        .unwrap()
-        .with_prefix(&ns.0);
+    workers_declare_and_survive_a_kill(&url, redis_store(&ns)).await;
+    let s = redis_store(&ns);
     s.start().await.unwrap();
     s.purge().await.unwrap();
+}
+
+/// Starts a worker whose stderr is captured.
+fn quiet_worker(url: &str, runs: &std::path::Path, owner: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_sundial-worker"))
+        .args([url, runs.to_str().unwrap(), "60"])
+        .env("SUNDIAL_OWNER", owner)
+        .env("SUNDIAL_LEASE_SECS", "3")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn worker")
+}
+
+/// Waits until `worker` is the one registered node of `store`.
+async fn wait_registered(store: &sundial::SqlJobStore, worker: &mut Child) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let nodes = store.list_nodes().await.unwrap();
+        if nodes.len() == 1 && nodes[0].pid == worker.id() {
+            return;
+        }
+        assert!(
+            worker.try_wait().unwrap().is_none(),
+            "the worker was refused: {nodes:?}"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never registered: {nodes:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits for a worker that should refuse to start; returns its stderr.
+fn refused(mut child: Child) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+            assert!(
+                !status.success(),
+                "the duplicate worker exited cleanly: {err}"
+            );
+            return err;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("a worker with a live owner id was not refused");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// The node registry across real processes: a second worker started with the
+/// owner id of a live one is refused with an error naming the holder; once the
+/// holder is killed with SIGKILL, the id is taken over at once (the holder was
+/// a process of this host that is gone); a registration from another host is
+/// refused until it lapses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_id_is_refused_while_its_holder_lives() {
+    let ns = Namespace::new("owners");
+    let url = format!("{}#table={}", postgres_url(), ns.0);
+    let store = postgres_store(&ns);
+    store.start().await.unwrap();
+    let runs = std::env::temp_dir().join(format!("sundial-owners-{}.txt", ns.0));
+    let mut first = quiet_worker(&url, &runs, "same");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let holder = loop {
+        if let Some(n) = store.list_nodes().await.unwrap().into_iter().next() {
+            break n;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first worker never registered"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(holder.pid, first.id());
+
+    let err = refused(quiet_worker(&url, &runs, "same"));
+    assert!(
+        err.contains("owner id 'same' is taken") && err.contains(&format!("pid {}", first.id())),
+        "{err}"
+    );
+
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let mut next = quiet_worker(&url, &runs, "same");
+    wait_registered(&store, &mut next).await;
+    next.kill().unwrap();
+    next.wait().unwrap();
+
+    // A live registration of a process on another host: refused until it lapses.
+    let now = Utc::now();
+    let mut elsewhere = sundial::NodeRecord::new(
+        sundial::job::OwnerId::new("same"),
+        now,
+        std::time::Duration::from_secs(3),
+    );
+    elsewhere.host = "elsewhere".into();
+    store
+        .remove_node(
+            &holder.owner,
+            &store.list_nodes().await.unwrap()[0].instance,
+        )
+        .await
+        .unwrap();
+    assert!(store.upsert_node(&elsewhere, now).await.unwrap().is_none());
+    let err = refused(quiet_worker(&url, &runs, "same"));
+    assert!(
+        err.contains("owner id 'same' is taken") && err.contains("elsewhere"),
+        "{err}"
+    );
+    sleep_until(elsewhere.expires_at + chrono::Duration::milliseconds(200)).await;
+    let mut next = quiet_worker(&url, &runs, "same");
+    wait_registered(&store, &mut next).await;
+    next.kill().unwrap();
+    next.wait().unwrap();
+    let _ = std::fs::remove_file(&runs);
+    store.drop_table().await.unwrap();
 }

@@ -87,6 +87,113 @@ async fn corrupted_job_is_reported_and_skipped() {
     store.purge().await.unwrap();
 }
 
+/// Corrupted fields that made the claim script fail (a next run time or a
+/// version that is not a number, job JSON deleted) are quarantined instead:
+/// the other jobs of the same claim batch run, each bad job is reported once
+/// and never claimed again, and updating the job lifts the quarantine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupted_fields_are_quarantined_and_the_store_keeps_working() {
+    let ns = Namespace::new("quarantine");
+    let store = Arc::new(
+        RedisJobStore::from_url(&redis_url())
+            .unwrap()
+            .with_prefix(&ns.0),
+    );
+    let runs: Runs = Arc::default();
+    let s = scheduler(Arc::clone(&store) as Arc<dyn JobStore>, Arc::clone(&runs));
+    let mut events = s.subscribe();
+    s.start_paused().await.unwrap();
+    let soon = Utc::now() + chrono::Duration::milliseconds(300);
+    for id in ["a", "bad_nrt", "bad_ver", "no_json", "z"] {
+        s.add_job(
+            JobSpec::new(
+                "record",
+                IntervalTrigger::every(Duration::from_secs(3600)).unwrap(),
+            )
+            .id(id)
+            .next_run_time(soon),
+        )
+        .await
+        .unwrap();
+    }
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let [jobs, nrt, _, ver, _] = store.keys();
+    for (key, field, value) in [(&nrt, "bad_nrt", "soon"), (&ver, "bad_ver", "1.5")] {
+        let _: () = redis::cmd("HSET")
+            .arg(key)
+            .arg(field)
+            .arg(value)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    let _: () = redis::cmd("HDEL")
+        .arg(&jobs)
+        .arg("no_json")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    s.resume().unwrap();
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let mut errors = Vec::new();
+    while let Some(Some(e)) = events.next().now_or_never() {
+        if let Event::JobError { job_id, error, .. } = e {
+            errors.push((job_id.to_string(), error));
+        }
+    }
+    let mut ran: Vec<String> = runs.lock().unwrap().iter().map(|r| r.0.clone()).collect();
+    ran.sort();
+    assert_eq!(
+        ran,
+        ["a", "z"],
+        "the healthy jobs of the batch ran, once each"
+    );
+    errors.sort();
+    let ids: Vec<&str> = errors.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["bad_nrt", "bad_ver", "no_json"],
+        "each reported once: {errors:?}"
+    );
+    assert!(
+        errors[0]
+            .1
+            .contains(r#"next run time "soon" is not an integer"#),
+        "{errors:?}"
+    );
+    assert!(
+        errors[1].1.contains(r#"version "1.5" is not an integer"#),
+        "{errors:?}"
+    );
+    assert!(errors[2].1.contains("job JSON is missing"), "{errors:?}");
+    assert!(
+        store.get_next_run_time().await.unwrap().unwrap()
+            > Utc::now() + chrono::Duration::minutes(50),
+        "a quarantined job is still due"
+    );
+
+    // Rescheduling the job with a bad version rewrites its fields: it runs.
+    s.modify_job(
+        "bad_ver",
+        None,
+        JobChanges::new().next_run_time(Some(Utc::now())),
+    )
+    .await
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !runs.lock().unwrap().iter().any(|r| r.0 == "bad_ver") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the repaired job never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    s.shutdown(true).await.unwrap();
+    store.start().await.unwrap();
+    store.purge().await.unwrap();
+}
+
 struct Server {
     child: Child,
 }

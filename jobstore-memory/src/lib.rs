@@ -7,7 +7,7 @@
 //! | persistent | no |
 //! | shared across processes | no |
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -15,6 +15,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sundial_core::job::{JobId, JobOptions, JobRecord, Lease, OwnerId, Release, ReleaseOutcome};
+use sundial_core::node::NodeRecord;
 use sundial_core::run::{
     sort_runs, NewRun, RunFinish, RunId, RunInsert, RunQuery, RunRecord, RunState,
     INTERRUPTED_ERROR,
@@ -121,6 +122,7 @@ impl Ledger {
 pub struct MemoryJobStore {
     state: Mutex<State>,
     ledger: Mutex<Ledger>,
+    nodes: Mutex<BTreeMap<String, NodeRecord>>,
 }
 
 impl MemoryJobStore {
@@ -135,6 +137,10 @@ impl MemoryJobStore {
 
     fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
         self.ledger.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn nodes(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, NodeRecord>> {
+        self.nodes.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -475,5 +481,67 @@ impl JobStore for MemoryJobStore {
             }
         }
         Ok(old.len() as u64)
+    }
+
+    async fn prune_job_runs(&self, keep: usize, before: DateTime<Utc>) -> Result<u64> {
+        let mut guard = self.ledger();
+        let Ledger { runs, slots, .. } = &mut *guard;
+        let mut by_job: HashMap<&JobId, Vec<&RunRecord>> = HashMap::new();
+        for r in runs.values() {
+            by_job.entry(&r.job_id).or_default().push(r);
+        }
+        let mut old = Vec::new();
+        for list in by_job.values_mut().filter(|l| l.len() > keep) {
+            list.sort_by_key(|r| std::cmp::Reverse((r.scheduled_time, r.attempt)));
+            old.extend(
+                list[keep..]
+                    .iter()
+                    .filter(|r| r.scheduled_time < before && r.state != RunState::Running)
+                    .map(|r| r.id.clone()),
+            );
+        }
+        for id in &old {
+            if let Some(r) = runs.remove(id) {
+                slots.remove(&(r.job_id, r.scheduled_time, r.attempt));
+            }
+        }
+        Ok(old.len() as u64)
+    }
+
+    async fn upsert_node(
+        &self,
+        node: &NodeRecord,
+        now: DateTime<Utc>,
+    ) -> Result<Option<NodeRecord>> {
+        let mut nodes = self.nodes();
+        match nodes.get(node.owner.as_str()) {
+            Some(cur) if !cur.yields_to(node, now) => Ok(Some(cur.clone())),
+            _ => {
+                nodes.insert(node.owner.to_string(), node.clone());
+                Ok(None)
+            }
+        }
+    }
+
+    async fn list_nodes(&self) -> Result<Vec<NodeRecord>> {
+        Ok(self.nodes().values().cloned().collect())
+    }
+
+    async fn remove_node(&self, owner: &OwnerId, instance: &str) -> Result<()> {
+        let mut nodes = self.nodes();
+        if nodes
+            .get(owner.as_str())
+            .is_some_and(|n| n.instance == instance)
+        {
+            nodes.remove(owner.as_str());
+        }
+        Ok(())
+    }
+
+    async fn prune_nodes(&self, before: DateTime<Utc>) -> Result<u64> {
+        let mut nodes = self.nodes();
+        let n = nodes.len();
+        nodes.retain(|_, v| v.expires_at >= before);
+        Ok((n - nodes.len()) as u64)
     }
 }

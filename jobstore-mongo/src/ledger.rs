@@ -219,13 +219,123 @@ fn limit_i64(n: usize) -> i64 {
 }
 
 /// See [`JobStore::insert_runs`](sundial_core::store::JobStore::insert_runs).
+/// How long a run lock is honoured: a holder that died is taken over after
+/// this. Long against the milliseconds a lock is held, and against clock
+/// differences between processes (expiry is compared with each caller's clock).
+const LOCK_TTL: chrono::Duration = chrono::Duration::seconds(60);
+
+/// How long `insert_runs` waits for another caller's lock on a job.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Locks `jobs` for this call (one document per job, `_id` = job id, unique
+/// by nature), all or none: taken in one unordered insert; locks whose holder
+/// let them lapse are taken over; when any is held by another caller, the
+/// ones taken are given back and all are tried again after a short, jittered
+/// pause (holding some while waiting for others could deadlock two callers).
+async fn lock_jobs(
+    locks: &Collection<Document>,
+    jobs: &[&str],
+    token: &str,
+) -> sundial_core::Result<()> {
+    let started = std::time::Instant::now();
+    let pending: Vec<&str> = jobs.to_vec();
+    let mut pause = 1;
+    loop {
+        let until = micros(Utc::now() + LOCK_TTL);
+        let docs = pending
+            .iter()
+            .map(|j| doc! { "_id": *j, "token": token, "until": until });
+        let contended: Vec<usize> = match locks.insert_many(docs).ordered(false).await {
+            Ok(_) => Vec::new(),
+            Err(e) => match &*e.kind {
+                ErrorKind::InsertMany(f) if f.write_concern_error.is_none() => {
+                    let ws = f.write_errors.as_deref().unwrap_or_default();
+                    if ws.iter().any(|w| w.code != DUPLICATE_KEY) {
+                        return Err(mongo(e));
+                    }
+                    ws.iter().map(|w| w.index).collect()
+                }
+                _ => return Err(mongo(e)),
+            },
+        };
+        let mut still = Vec::new();
+        for i in contended {
+            let Some(job) = pending.get(i) else { continue };
+            // A lapsed lock (its holder died mid-call) is taken over.
+            let taken = locks
+                .update_one(
+                    doc! { "_id": *job, "until": { "$lt": micros(Utc::now()) } },
+                    doc! { "$set": { "token": token, "until": until } },
+                )
+                .await
+                .map_err(mongo)?;
+            if taken.modified_count == 0 {
+                still.push(*job);
+            }
+        }
+        if still.is_empty() {
+            return Ok(());
+        }
+        unlock_jobs(locks, jobs, token).await;
+        if started.elapsed() > LOCK_WAIT {
+            return Err(sundial_core::Error::Store {
+                store: "mongodb",
+                temporary: true,
+                source: format!(
+                    "waited {LOCK_WAIT:?} for another scheduler's run lock on job '{}'",
+                    still[0]
+                )
+                .into(),
+            });
+        }
+        let jitter = fastrand::u64(0..=pause);
+        tokio::time::sleep(std::time::Duration::from_millis(pause + jitter)).await;
+        pause = (pause * 2).min(50);
+    }
+}
+
+/// Releases this call's locks (a lock left behind lapses on its own).
+async fn unlock_jobs(locks: &Collection<Document>, jobs: &[&str], token: &str) {
+    if let Err(e) = locks
+        .delete_many(doc! { "_id": { "$in": jobs }, "token": token })
+        .await
+    {
+        tracing::warn!(error = %e, "cannot release run locks; they lapse on their own");
+    }
+}
+
 pub(crate) async fn insert_runs(
     runs: &Collection<Document>,
+    locks: &Collection<Document>,
     batch: &[NewRun],
 ) -> sundial_core::Result<Vec<RunInsert>> {
     if batch.is_empty() {
         return Ok(Vec::new());
     }
+    // Jobs whose running runs limit this call: locked, so that concurrent
+    // callers count and insert runs of one job one at a time.
+    let limited: BTreeSet<&str> = batch
+        .iter()
+        .filter(|r| r.record.state == RunState::Running && r.max_instances.is_some())
+        .map(|r| r.record.job_id.as_str())
+        .collect();
+    if limited.is_empty() {
+        return insert_counted(runs, batch).await;
+    }
+    let jobs: Vec<&str> = limited.into_iter().collect();
+    let token = uuid::Uuid::new_v4().simple().to_string();
+    lock_jobs(locks, &jobs, &token).await?;
+    let result = insert_counted(runs, batch).await;
+    unlock_jobs(locks, &jobs, &token).await;
+    result
+}
+
+/// Counts the limited jobs' running runs, then inserts the batch (runs over
+/// a job's limit as `skipped`).
+async fn insert_counted(
+    runs: &Collection<Document>,
+    batch: &[NewRun],
+) -> sundial_core::Result<Vec<RunInsert>> {
     // Running runs per limited job, counted once before this call's inserts.
     let limited: BTreeSet<&str> = batch
         .iter()
@@ -479,6 +589,58 @@ pub(crate) async fn query_runs(
 }
 
 /// See [`JobStore::prune_runs`](sundial_core::store::JobStore::prune_runs).
+pub(crate) async fn prune_job_runs(
+    runs: &Collection<Document>,
+    keep: usize,
+    before: DateTime<Utc>,
+) -> sundial_core::Result<u64> {
+    // Jobs with more than `keep` runs, then, per job, the runs past its newest `keep`.
+    let crowded: Vec<Document> = runs
+        .aggregate(vec![
+            doc! { "$group": { "_id": "$job_id", "n": { "$sum": 1 } } },
+            doc! { "$match": { "n": { "$gt": limit_i64(keep) } } },
+        ])
+        .await
+        .map_err(mongo)?
+        .try_collect()
+        .await
+        .map_err(mongo)?;
+    let mut deleted = 0;
+    for job in crowded {
+        let Ok(job_id) = job.get_str("_id") else {
+            continue;
+        };
+        let old: Vec<Document> = runs
+            .find(doc! { "job_id": job_id })
+            .sort(doc! { "scheduled_us": -1, "attempt": -1 })
+            .skip(u64::try_from(keep).unwrap_or(u64::MAX))
+            .projection(doc! { "_id": 1, "scheduled_us": 1, "state": 1 })
+            .await
+            .map_err(mongo)?
+            .try_collect()
+            .await
+            .map_err(mongo)?;
+        let ids: Vec<Bson> = old
+            .iter()
+            .filter(|d| {
+                d.get_str("state") != Ok(RunState::Running.as_str())
+                    && d.get("scheduled_us")
+                        .and_then(integer)
+                        .is_some_and(|t| t < micros(before))
+            })
+            .filter_map(|d| d.get("_id").cloned())
+            .collect();
+        for chunk in ids.chunks(1000) {
+            let r = runs
+                .delete_many(doc! { "_id": { "$in": chunk.to_vec() } })
+                .await
+                .map_err(mongo)?;
+            deleted += r.deleted_count;
+        }
+    }
+    Ok(deleted)
+}
+
 pub(crate) async fn prune_runs(
     runs: &Collection<Document>,
     before: DateTime<Utc>,

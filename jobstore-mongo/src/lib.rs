@@ -54,6 +54,7 @@ use mongodb::bson::{self, doc, Bson, Document};
 use mongodb::options::{ClientOptions, IndexOptions};
 use mongodb::{Client, Collection, Database, IndexModel};
 use sundial_core::job::{JobId, JobRecord, Lease, OwnerId, Release, ReleaseOutcome};
+use sundial_core::node::NodeRecord;
 use sundial_core::redact::redact_url;
 use sundial_core::run::{NewRun, RunFinish, RunId, RunInsert, RunQuery, RunRecord};
 use sundial_core::store::{
@@ -65,6 +66,12 @@ use tokio::sync::OnceCell;
 mod ledger;
 
 use ledger::{create_run_indexes, RUNS_SUFFIX};
+
+/// The node registry collection is the jobs collection's name plus this.
+const NODES_SUFFIX: &str = "_nodes";
+
+/// The collection of per-job run locks is the jobs collection's name plus this.
+const LOCKS_SUFFIX: &str = "_runlocks";
 
 /// The default database name (when the URL names none).
 pub const DEFAULT_DATABASE: &str = "sundial";
@@ -247,6 +254,9 @@ struct Collections {
     db: Database,
     jobs: Collection<Document>,
     runs: Collection<Document>,
+    nodes: Collection<Document>,
+    /// Short-lived per-job locks that serialise counting and inserting runs.
+    locks: Collection<Document>,
 }
 
 enum Source {
@@ -294,19 +304,23 @@ impl MongoJobStore {
     }
 
     /// Uses collection `name` (several job sets can share one database); the
-    /// run ledger goes to `<name>_runs`.
+    /// run ledger goes to `<name>_runs`, the node registry to `<name>_nodes`
+    /// and the short-lived locks that serialise run starts of one job to
+    /// `<name>_runlocks`.
     pub fn with_collection(mut self, name: impl Into<String>) -> Self {
         self.collection = name.into();
         self
     }
 
-    /// Drops the jobs collection and its run ledger (tests and tools).
+    /// Drops the jobs collection, its run ledger and node registry (tests and tools).
     ///
     /// # Errors
     /// Driver errors.
     pub async fn drop_collection(&self) -> sundial_core::Result<()> {
         self.start().await?;
         self.coll()?.drop().await.map_err(mongo)?;
+        self.colls()?.nodes.drop().await.map_err(mongo)?;
+        self.colls()?.locks.drop().await.map_err(mongo)?;
         self.runs()?.drop().await.map_err(mongo)
     }
 
@@ -367,10 +381,14 @@ impl MongoJobStore {
         coll.create_index(lease_index).await?;
         let runs = db.collection::<Document>(&format!("{}{RUNS_SUFFIX}", self.collection));
         create_run_indexes(&runs).await?;
+        let nodes = db.collection::<Document>(&format!("{}{NODES_SUFFIX}", self.collection));
+        let locks = db.collection::<Document>(&format!("{}{LOCKS_SUFFIX}", self.collection));
         Ok(Collections {
             db,
             jobs: coll,
             runs,
+            nodes,
+            locks,
         })
     }
 
@@ -829,7 +847,8 @@ impl JobStore for MongoJobStore {
     }
 
     async fn insert_runs(&self, runs: &[NewRun]) -> sundial_core::Result<Vec<RunInsert>> {
-        ledger::insert_runs(self.runs()?, runs).await
+        let colls = self.colls()?;
+        ledger::insert_runs(&colls.runs, &colls.locks, runs).await
     }
 
     async fn finish_runs(&self, owner: &OwnerId, runs: &[RunFinish]) -> sundial_core::Result<u64> {
@@ -863,5 +882,116 @@ impl JobStore for MongoJobStore {
 
     async fn prune_runs(&self, before: DateTime<Utc>) -> sundial_core::Result<u64> {
         ledger::prune_runs(self.runs()?, before).await
+    }
+
+    async fn prune_job_runs(
+        &self,
+        keep: usize,
+        before: DateTime<Utc>,
+    ) -> sundial_core::Result<u64> {
+        ledger::prune_job_runs(self.runs()?, keep, before).await
+    }
+
+    async fn upsert_node(
+        &self,
+        node: &NodeRecord,
+        now: DateTime<Utc>,
+    ) -> sundial_core::Result<Option<NodeRecord>> {
+        let nodes = &self.colls()?.nodes;
+        let json = node.to_stored()?;
+        let owner = node.owner.as_str();
+        // Our own or a lapsed registration matches and is replaced; a live one
+        // of another instance does not, so the upsert's insert of the same
+        // `_id` fails with a duplicate key.
+        for _ in 0..3 {
+            let written = nodes
+                .update_one(
+                    doc! {
+                        "_id": owner,
+                        "$or": [
+                            { "instance": &node.instance },
+                            { "expires": { "$lte": micros(now) } },
+                        ],
+                    },
+                    doc! { "$set": {
+                        "instance": &node.instance,
+                        "expires": micros(node.expires_at),
+                        "node": &json,
+                    } },
+                )
+                .upsert(true)
+                .await;
+            match written {
+                Ok(_) => return Ok(None),
+                Err(e) if Error::Mongo(e.clone()).is_duplicate_key() => {}
+                Err(e) => return Err(mongo(e)),
+            }
+            let held = nodes.find_one(doc! { "_id": owner }).await.map_err(mongo)?;
+            if let Some(cur) = held
+                .as_ref()
+                .and_then(|d| d.get_str("node").ok())
+                .and_then(NodeRecord::from_stored)
+            {
+                if !cur.yields_to(node, now) {
+                    return Ok(Some(cur));
+                }
+            }
+        }
+        Err(sundial_core::Error::Store {
+            store: "mongodb",
+            temporary: true,
+            source: format!("node registration of owner '{owner}' kept changing under this call")
+                .into(),
+        })
+    }
+
+    async fn list_nodes(&self) -> sundial_core::Result<Vec<NodeRecord>> {
+        let docs: Vec<Document> = self
+            .colls()?
+            .nodes
+            .find(doc! {})
+            .sort(doc! { "_id": 1 })
+            .await
+            .map_err(mongo)?
+            .try_collect()
+            .await
+            .map_err(mongo)?;
+        Ok(docs
+            .iter()
+            .filter_map(|d| d.get_str("node").ok().and_then(NodeRecord::from_stored))
+            .collect())
+    }
+
+    async fn remove_node(&self, owner: &OwnerId, instance: &str) -> sundial_core::Result<()> {
+        self.colls()?
+            .nodes
+            .delete_one(doc! { "_id": owner.as_str(), "instance": instance })
+            .await
+            .map_err(mongo)?;
+        Ok(())
+    }
+
+    async fn prune_nodes(&self, before: DateTime<Utc>) -> sundial_core::Result<u64> {
+        let r = self
+            .colls()?
+            .nodes
+            .delete_many(doc! { "expires": { "$lt": micros(before) } })
+            .await
+            .map_err(mongo)?;
+        Ok(r.deleted_count)
+    }
+
+    async fn server_time(&self) -> sundial_core::Result<Option<DateTime<Utc>>> {
+        let reply = self
+            .colls()?
+            .db
+            .run_command(doc! { "hello": 1 })
+            .await
+            .map_err(mongo)?;
+        // `localTime` has millisecond precision; servers without it have no clock to compare.
+        Ok(reply
+            .get_datetime("localTime")
+            .ok()
+            .and_then(|t| DateTime::from_timestamp_millis(t.timestamp_millis())))
     }
 }

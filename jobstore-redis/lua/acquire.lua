@@ -1,19 +1,30 @@
 -- ARGV: now, owner, lease until, limit (times in microseconds).
--- Claims due, unleased (or lease-expired) jobs; returns id, job, nrt, version per job.
+-- Claims due, unleased (or lease-expired) jobs. Every field is checked before
+-- anything is written: a job with a corrupted field is quarantined instead of
+-- claimed, so that one bad record cannot stop the others. Returns two lists:
+-- id, job, nrt, version per claimed job; id, reason per quarantined job.
 local now, owner, untl, limit = tonumber(ARGV[1]), ARGV[2], ARGV[3], tonumber(ARGV[4])
 local ids = redis.call('ZRANGEBYSCORE', K_DUE, '-inf', now, 'LIMIT', 0, limit)
 local out = {}
+local bad = {}
 for _, id in ipairs(ids) do
-  local nrt = redis.call('HGET', K_NRT, id)
-  local u = lease_of(id)
-  if nrt and tonumber(nrt) <= now and (not u or u <= now) then
-    redis.call('HSET', K_LEASE, id, untl .. '|' .. owner)
-    local v = redis.call('HINCRBY', K_VER, id, 1)
-    redis.call('ZADD', K_DUE, tonumber(untl), id)
-    table.insert(out, id)
-    table.insert(out, redis.call('HGET', K_JOBS, id))
-    table.insert(out, nrt)
-    table.insert(out, tostring(v))
+  local why = corruption(id)
+  if why then
+    quarantine(id, why)
+    table.insert(bad, id)
+    table.insert(bad, why)
+  else
+    local nrt = redis.call('HGET', K_NRT, id)
+    local u = lease_of(id)
+    if nrt and tonumber(nrt) <= now and (not u or u <= now) then
+      redis.call('HSET', K_LEASE, id, untl .. '|' .. owner)
+      local v = redis.call('HINCRBY', K_VER, id, 1)
+      redis.call('ZADD', K_DUE, tonumber(untl), id)
+      table.insert(out, id)
+      table.insert(out, redis.call('HGET', K_JOBS, id))
+      table.insert(out, nrt)
+      table.insert(out, tostring(v))
+    end
   end
 end
-return out
+return {out, bad}

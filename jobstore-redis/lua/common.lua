@@ -2,6 +2,9 @@
 -- microseconds; absent when paused), 3 lease (id -> "until|owner"),
 -- 4 ver (id -> version), 5 due (sorted set: id scored by when it can be claimed).
 local K_JOBS, K_NRT, K_LEASE, K_VER, K_DUE = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+-- Jobs taken out of the due set because a field was corrupted: id -> why.
+-- Built from the jobs key ('{P}:jobs'), so it shares its hash tag.
+local K_QUARANTINE = string.sub(K_JOBS, 1, -5) .. 'quarantine'
 
 local function lease_of(id)
   local l = redis.call('HGET', K_LEASE, id)
@@ -24,9 +27,34 @@ local function rescore(id)
 end
 
 local function delete_job(id)
+  redis.call('HDEL', K_QUARANTINE, id)
   redis.call('HDEL', K_JOBS, id)
   redis.call('HDEL', K_NRT, id)
   redis.call('HDEL', K_LEASE, id)
   redis.call('HDEL', K_VER, id)
   redis.call('ZREM', K_DUE, id)
+end
+
+-- Why a job's stored fields cannot be used (nil when they can): the next run
+-- time and version must be integers and the job JSON present.
+local function corruption(id)
+  local nrt = redis.call('HGET', K_NRT, id)
+  if nrt and not string.match(nrt, '^%-?%d+$') then
+    return 'next run time ' .. string.format('%q', nrt) .. ' is not an integer'
+  end
+  local v = redis.call('HGET', K_VER, id)
+  if v and not string.match(v, '^%d+$') then
+    return 'version ' .. string.format('%q', v) .. ' is not an integer'
+  end
+  if redis.call('HEXISTS', K_JOBS, id) == 0 then
+    return 'job JSON is missing'
+  end
+  return nil
+end
+
+-- Takes a corrupted job out of the due set (its fields stay for inspection);
+-- updating or removing the job clears it.
+local function quarantine(id, why)
+  redis.call('ZREM', K_DUE, id)
+  redis.call('HSET', K_QUARANTINE, id, why)
 end

@@ -44,3 +44,22 @@ end
 local function run_entry(id)
   return {id, redis.call('HGETALL', run_key(id))}
 end
+
+-- Deletes a run that is not running, with its slot key and index entries;
+-- returns 1 if it deleted it.
+local function delete_finished_run(id)
+  local key = run_key(id)
+  local cur = redis.call('HMGET', key, 'state', 'job_id', 'scheduled', 'attempt')
+  if cur[1] == 'running' then return 0 end
+  if cur[2] then
+    redis.call('ZREM', jobruns_key(cur[2]), id)
+    redis.call('SREM', running_key(cur[2]), id)
+    if cur[3] and cur[4] then
+      local slot = slot_key(cur[2], cur[3], cur[4])
+      if redis.call('GET', slot) == id then redis.call('DEL', slot) end
+    end
+  end
+  redis.call('ZREM', K_HEARTBEATS, id)
+  redis.call('ZREM', K_RUNS, id)
+  return redis.call('DEL', key)
+end

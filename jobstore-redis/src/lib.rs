@@ -9,7 +9,8 @@
 //! | `{P}:nrt` | hash | job id → next run time, microseconds since the epoch (absent: paused) |
 //! | `{P}:lease` | hash | job id → `until|owner` |
 //! | `{P}:ver` | hash | job id → version |
-//! | `{P}:due` | sorted set | job id scored by when it can be claimed (next run time, or lease expiry if later); paused jobs are absent |
+//! | `{P}:due` | sorted set | job id scored by when it can be claimed (next run time, or lease expiry if later); paused and quarantined jobs are absent |
+//! | `{P}:quarantine` | hash | job id → why the job was taken out of `due`: a field `acquire_due` found corrupted (a next run time or version that is not an integer, missing job JSON); `update_job` and removal lift it |
 //!
 //!
 //! The run ledger (one record per started slot) lives next to the jobs, under the
@@ -23,6 +24,13 @@
 //! | `{P}:heartbeats` | sorted set | ids of `running` runs that have a heartbeat, scored by `heartbeat` (for `interrupt_lapsed`) |
 //! | `{P}:runs` | sorted set | every run id, scored by scheduled time (for `query_runs` and `prune_runs`) |
 //! | `{P}:jobruns:<job id>` | sorted set | the job's run ids, scored by scheduled time (for `query_runs` by job) |
+//!
+//! The node registry (the schedulers using the store):
+//!
+//! | key | type | content |
+//! |---|---|---|
+//! | `{P}:nodes` | hash | owner id → node record JSON |
+//! | `{P}:node_leases` | hash | owner id → `expires|instance` (expiry in microseconds), read by the scripts that register and remove nodes |
 //!
 //! The per-run, per-slot and per-job keys are built inside the scripts from the
 //! prefix, so they are not declared as script keys; they share the `{P}` hash tag
@@ -64,6 +72,7 @@ use chrono::{DateTime, Utc};
 use redis::aio::MultiplexedConnection;
 use redis::Script;
 use sundial_core::job::{JobId, JobRecord, Lease, OwnerId, Release, ReleaseOutcome};
+use sundial_core::node::NodeRecord;
 use sundial_core::redact::redact_url;
 use sundial_core::run::{
     sort_runs, NewRun, RunFinish, RunId, RunInsert, RunQuery, RunRecord, RunState,
@@ -81,6 +90,9 @@ const LEDGER: &str = include_str!("../lua/ledger.lua");
 /// Limits passed to scripts are capped here (Lua numbers are doubles, and no
 /// reply holds this many runs anyway).
 const MAX_SCRIPT_LIMIT: usize = i32::MAX as usize;
+
+/// How many runs of one job one pruning script looks at.
+const PRUNE_SLICE: usize = 1000;
 
 /// The default key prefix.
 pub const DEFAULT_PREFIX: &str = "sundial";
@@ -214,6 +226,10 @@ struct Scripts {
     interrupt_lapsed: Script,
     query_runs: Script,
     prune_runs: Script,
+    prune_job_runs: Script,
+    upsert_node: Script,
+    remove_node: Script,
+    prune_nodes: Script,
 }
 
 impl Scripts {
@@ -232,6 +248,10 @@ impl Scripts {
             interrupt_lapsed: l(include_str!("../lua/interrupt_lapsed.lua")),
             query_runs: l(include_str!("../lua/query_runs.lua")),
             prune_runs: l(include_str!("../lua/prune_runs.lua")),
+            prune_job_runs: l(include_str!("../lua/prune_job_runs.lua")),
+            upsert_node: Script::new(include_str!("../lua/upsert_node.lua")),
+            remove_node: Script::new(include_str!("../lua/remove_node.lua")),
+            prune_nodes: Script::new(include_str!("../lua/prune_nodes.lua")),
         }
     }
 }
@@ -540,18 +560,7 @@ impl RedisJobStore {
         let mut cursor: u64 = 0;
         let mut deleted = 0;
         loop {
-            let (next, keys): (u64, Vec<Vec<u8>>) = self
-                .check(
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(&pattern)
-                        .arg("COUNT")
-                        .arg(1000)
-                        .query_async(&mut conn)
-                        .await,
-                )
-                .await?;
+            let (next, keys) = self.scan(&mut conn, cursor, &pattern).await?;
             if !keys.is_empty() {
                 let n: u64 = self
                     .check(redis::cmd("DEL").arg(&keys).query_async(&mut conn).await)
@@ -624,6 +633,34 @@ impl RedisJobStore {
         inv.key(format!("{p}runs"))
             .key(format!("{p}heartbeats"))
             .arg(p);
+        inv
+    }
+
+    /// One `SCAN` step over the keys matching `pattern`.
+    async fn scan(
+        &self,
+        conn: &mut MultiplexedConnection,
+        cursor: u64,
+        pattern: &str,
+    ) -> sundial_core::Result<(u64, Vec<Vec<u8>>)> {
+        self.check(
+            redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(conn)
+                .await,
+        )
+        .await
+    }
+
+    /// A node registry script call: keys nodes and node leases.
+    fn invoke_nodes<'a>(&self, script: &'a Script) -> redis::ScriptInvocation<'a> {
+        let p = self.key_prefix();
+        let mut inv = script.prepare_invoke();
+        inv.key(format!("{p}nodes")).key(format!("{p}node_leases"));
         inv
     }
 
@@ -746,6 +783,7 @@ impl JobStore for RedisJobStore {
             .check(
                 redis::cmd("DEL")
                     .arg(&self.keys()[..])
+                    .arg(format!("{}quarantine", self.key_prefix()))
                     .query_async(&mut conn)
                     .await,
             )
@@ -848,7 +886,8 @@ impl JobStore for RedisJobStore {
             .arg(micros(until))
             .arg(limit);
         let mut conn = self.conn().await?;
-        let flat: Vec<String> = self.check(inv.invoke_async(&mut conn).await).await?;
+        let (flat, bad): (Vec<String>, Vec<String>) =
+            self.check(inv.invoke_async(&mut conn).await).await?;
         let lease_text = format!("{}|{}", micros(until), owner.as_str());
         let mut out: Vec<JobRecord> = flat
             .chunks(4)
@@ -863,6 +902,18 @@ impl JobStore for RedisJobStore {
                 )
             })
             .collect();
+        // Quarantined records come back unreadable (and unclaimed), so that
+        // the scheduler reports them.
+        for c in bad.chunks(2).filter(|c| c.len() == 2) {
+            tracing::error!(job_id = %c[0], reason = %c[1], "corrupted job quarantined: it is not claimed until updated or removed");
+            out.push(JobRecord::from_content_lenient(
+                JobId::new(c[0].as_str()),
+                Err(format!("quarantined: {}; update or remove the job", c[1])),
+                None,
+                None,
+                0,
+            ));
+        }
         sort_records(&mut out);
         Ok(out)
     }
@@ -1054,6 +1105,106 @@ impl JobStore for RedisJobStore {
         let mut conn = self.conn().await?;
         let n: u64 = self.check(inv.invoke_async(&mut conn).await).await?;
         Ok(n)
+    }
+
+    async fn prune_job_runs(
+        &self,
+        keep: usize,
+        before: DateTime<Utc>,
+    ) -> sundial_core::Result<u64> {
+        // The jobs with runs are the `jobruns:<job id>` indexes.
+        let index = format!("{}jobruns:", self.key_prefix());
+        let pattern = format!("{}*", glob_escape(&index));
+        let mut conn = self.conn().await?;
+        let mut cursor: u64 = 0;
+        let mut deleted = 0;
+        loop {
+            let (next, keys) = self.scan(&mut conn, cursor, &pattern).await?;
+            for key in keys {
+                let Some(job) = key.strip_prefix(index.as_bytes()) else {
+                    continue;
+                };
+                // Past the `keep` newest, a bounded slice per call; what a
+                // call keeps (running, too recent) shifts the next slice.
+                let mut start = keep;
+                loop {
+                    let mut inv = self.invoke_ledger(&self.scripts.prune_job_runs);
+                    inv.arg(job).arg(start).arg(PRUNE_SLICE).arg(micros(before));
+                    let (n, seen): (u64, usize) =
+                        self.check(inv.invoke_async(&mut conn).await).await?;
+                    deleted += n;
+                    start += seen - usize::try_from(n).unwrap_or(seen);
+                    if seen < PRUNE_SLICE {
+                        break;
+                    }
+                }
+            }
+            if next == 0 {
+                return Ok(deleted);
+            }
+            cursor = next;
+        }
+    }
+
+    async fn upsert_node(
+        &self,
+        node: &NodeRecord,
+        now: DateTime<Utc>,
+    ) -> sundial_core::Result<Option<NodeRecord>> {
+        let json = node.to_stored()?;
+        let mut inv = self.invoke_nodes(&self.scripts.upsert_node);
+        inv.arg(node.owner.as_str())
+            .arg(&node.instance)
+            .arg(micros(node.expires_at))
+            .arg(micros(now))
+            .arg(json);
+        let mut conn = self.conn().await?;
+        let held: Option<String> = self.check(inv.invoke_async(&mut conn).await).await?;
+        Ok(held.and_then(|j| NodeRecord::from_stored(&j)))
+    }
+
+    async fn list_nodes(&self) -> sundial_core::Result<Vec<NodeRecord>> {
+        let mut conn = self.conn().await?;
+        let all: Vec<(String, String)> = self
+            .check(
+                redis::cmd("HGETALL")
+                    .arg(format!("{}nodes", self.key_prefix()))
+                    .query_async(&mut conn)
+                    .await,
+            )
+            .await?;
+        let mut nodes: Vec<NodeRecord> = all
+            .iter()
+            .filter_map(|(_, j)| NodeRecord::from_stored(j))
+            .collect();
+        nodes.sort_by(|a, b| a.owner.as_str().cmp(b.owner.as_str()));
+        Ok(nodes)
+    }
+
+    async fn remove_node(&self, owner: &OwnerId, instance: &str) -> sundial_core::Result<()> {
+        let mut inv = self.invoke_nodes(&self.scripts.remove_node);
+        inv.arg(owner.as_str()).arg(instance);
+        let mut conn = self.conn().await?;
+        let _: i64 = self.check(inv.invoke_async(&mut conn).await).await?;
+        Ok(())
+    }
+
+    async fn prune_nodes(&self, before: DateTime<Utc>) -> sundial_core::Result<u64> {
+        let mut inv = self.invoke_nodes(&self.scripts.prune_nodes);
+        inv.arg(micros(before));
+        let mut conn = self.conn().await?;
+        let n: u64 = self.check(inv.invoke_async(&mut conn).await).await?;
+        Ok(n)
+    }
+
+    async fn server_time(&self) -> sundial_core::Result<Option<DateTime<Utc>>> {
+        let mut conn = self.conn().await?;
+        let (secs, us): (i64, i64) = self
+            .check(redis::cmd("TIME").query_async(&mut conn).await)
+            .await?;
+        Ok(DateTime::from_timestamp_micros(
+            secs.saturating_mul(1_000_000).saturating_add(us),
+        ))
     }
 }
 

@@ -46,6 +46,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::StreamExt as _;
 use sundial_core::job::{JobId, JobRecord, OwnerId, Release, ReleaseOutcome};
+use sundial_core::node::NodeRecord;
 use sundial_core::redact::redact_url;
 use sundial_core::run::{NewRun, RunFinish, RunId, RunInsert, RunQuery, RunRecord};
 use sundial_core::store::{
@@ -526,8 +527,8 @@ impl SqlJobStore {
         self.sql.dialect
     }
 
-    /// Drops the job table, its run table and its schema-version row; for tests
-    /// and tools.
+    /// Drops the job table, its run and node tables and its schema-version row;
+    /// for tests and tools.
     ///
     /// # Errors
     /// Database errors.
@@ -537,6 +538,7 @@ impl SqlJobStore {
         self.backend
             .execute_all(vec![
                 (format!("DROP TABLE IF EXISTS {}", self.sql.runs()), vec![]),
+                (format!("DROP TABLE IF EXISTS {}", self.sql.nodes()), vec![]),
                 (format!("DROP TABLE IF EXISTS {}", self.sql.table), vec![]),
                 (
                     format!("DELETE FROM sundial_schema_versions WHERE table_name = {p}"),
@@ -579,7 +581,7 @@ impl SqlJobStore {
                 table = %self.sql.table,
                 from,
                 to = SCHEMA_VERSION,
-                "upgraded the job table's schema (added the run table)"
+                "upgraded the job table's schema (added the run ledger and node registry tables where missing)"
             );
         }
         Ok(())
@@ -1040,6 +1042,133 @@ impl JobStore for SqlJobStore {
             .await
             .map_err(|e| self.err(e))
     }
+
+    async fn prune_job_runs(
+        &self,
+        keep: usize,
+        before: DateTime<Utc>,
+    ) -> sundial_core::Result<u64> {
+        self.backend
+            .execute(
+                self.sql.prune_job_runs(),
+                vec![
+                    Param::Int(i64::try_from(keep).unwrap_or(i64::MAX)),
+                    Param::Int(to_micros(before)),
+                ],
+            )
+            .await
+            .map_err(|e| self.err(e))
+    }
+
+    async fn upsert_node(
+        &self,
+        node: &NodeRecord,
+        now: DateTime<Utc>,
+    ) -> sundial_core::Result<Option<NodeRecord>> {
+        let json = node.to_stored()?;
+        let owner = node.owner.to_string();
+        let expires = to_micros(node.expires_at);
+        // Renew our own (or a lapsed) row; else insert; a row that appeared
+        // meanwhile is another live instance's, unless it lapsed in between.
+        for _ in 0..3 {
+            let renewed = self
+                .backend
+                .execute(
+                    self.sql.renew_node(),
+                    vec![
+                        Param::Text(node.instance.clone()),
+                        Param::Int(expires),
+                        Param::Text(json.clone()),
+                        Param::Text(owner.clone()),
+                        Param::Text(node.instance.clone()),
+                        Param::Int(to_micros(now)),
+                    ],
+                )
+                .await
+                .map_err(|e| self.err(e))?;
+            if renewed > 0 {
+                return Ok(None);
+            }
+            let inserted = self
+                .backend
+                .execute(
+                    self.sql.insert_node(),
+                    vec![
+                        Param::Text(owner.clone()),
+                        Param::Text(node.instance.clone()),
+                        Param::Int(expires),
+                        Param::Text(json.clone()),
+                    ],
+                )
+                .await;
+            match inserted {
+                Ok(_) => return Ok(None),
+                Err(e) if e.is_unique_violation() => {}
+                Err(e) => return Err(self.err(e)),
+            }
+            let held = self
+                .backend
+                .query_ids(self.sql.select_node(), vec![Param::Text(owner.clone())])
+                .await
+                .map_err(|e| self.err(e))?;
+            if let Some(cur) = held.first().and_then(|j| NodeRecord::from_stored(j)) {
+                if !cur.yields_to(node, now) {
+                    return Ok(Some(cur));
+                }
+            }
+        }
+        Err(sundial_core::Error::Store {
+            store: self.backend.name(),
+            temporary: true,
+            source: format!("node registration of owner '{owner}' kept changing under this call")
+                .into(),
+        })
+    }
+
+    async fn list_nodes(&self) -> sundial_core::Result<Vec<NodeRecord>> {
+        let rows = self
+            .backend
+            .query_ids(self.sql.select_nodes(), Vec::new())
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(rows
+            .iter()
+            .filter_map(|j| NodeRecord::from_stored(j))
+            .collect())
+    }
+
+    async fn remove_node(&self, owner: &OwnerId, instance: &str) -> sundial_core::Result<()> {
+        self.backend
+            .execute(
+                self.sql.delete_node(),
+                vec![
+                    Param::Text(owner.to_string()),
+                    Param::Text(instance.to_string()),
+                ],
+            )
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    async fn prune_nodes(&self, before: DateTime<Utc>) -> sundial_core::Result<u64> {
+        self.backend
+            .execute(self.sql.prune_nodes(), vec![Param::Int(to_micros(before))])
+            .await
+            .map_err(|e| self.err(e))
+    }
+
+    async fn server_time(&self) -> sundial_core::Result<Option<DateTime<Utc>>> {
+        let Some(sql) = self.sql.server_time() else {
+            return Ok(None);
+        };
+        let us = self
+            .backend
+            .query_int(sql.to_string(), Vec::new())
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(us.map(from_micros))
+    }
 }
 
 impl SqlJobStore {
@@ -1269,7 +1398,7 @@ mod tests {
 
     #[cfg(feature = "sqlite")]
     #[test]
-    fn version_one_tables_are_upgraded_in_place() {
+    fn older_tables_are_upgraded_in_place() {
         block_on(async {
             let store = SqlJobStore::sqlite_in_memory();
             store.start().await.unwrap();
@@ -1285,6 +1414,10 @@ mod tests {
             // What a version-1 build left behind: the job table only.
             store
                 .execute_raw("DROP TABLE sundial_jobs_runs")
+                .await
+                .unwrap();
+            store
+                .execute_raw("DROP TABLE sundial_jobs_nodes")
                 .await
                 .unwrap();
             store
@@ -1307,6 +1440,23 @@ mod tests {
                 got,
                 vec![RunInsert::Inserted(sundial_core::run::RunState::Running)]
             );
+            assert!(store.list_nodes().await.unwrap().is_empty());
+
+            // Version 2 had the run table but no node registry.
+            store
+                .execute_raw("DROP TABLE sundial_jobs_nodes")
+                .await
+                .unwrap();
+            store
+                .execute_raw("UPDATE sundial_schema_versions SET version = 2")
+                .await
+                .unwrap();
+            store.start().await.unwrap();
+            assert_eq!(
+                store.query_runs(&RunQuery::default()).await.unwrap().len(),
+                1
+            );
+            assert!(store.list_nodes().await.unwrap().is_empty());
 
             // A newer version is refused before anything is created.
             store
@@ -1314,11 +1464,11 @@ mod tests {
                 .await
                 .unwrap();
             store
-                .execute_raw("UPDATE sundial_schema_versions SET version = 3")
+                .execute_raw("UPDATE sundial_schema_versions SET version = 4")
                 .await
                 .unwrap();
             let err = store.start().await.unwrap_err().to_string();
-            assert!(err.contains("schema version 3"), "{err}");
+            assert!(err.contains("schema version 4"), "{err}");
             assert!(
                 store.query_runs(&RunQuery::default()).await.is_err(),
                 "the run table was created"

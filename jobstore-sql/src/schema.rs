@@ -7,8 +7,9 @@ use sundial_core::run::{RunId, RunRecord, RunState};
 use crate::Param;
 
 /// The schema version this build writes and reads: 1 had the job table only, 2
-/// added the run ledger table (`<table>_runs`).
-pub(crate) const SCHEMA_VERSION: i64 = 2;
+/// added the run ledger table (`<table>_runs`), 3 the node registry
+/// (`<table>_nodes`).
+pub(crate) const SCHEMA_VERSION: i64 = 3;
 
 /// The SQL dialect a store speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -206,7 +207,92 @@ impl Sql {
             ],
         };
         statements.extend(self.create_runs());
+        statements.push(self.create_nodes());
         statements
+    }
+
+    /// The node registry table of this job table.
+    pub(crate) fn nodes(&self) -> String {
+        format!("{}_nodes", self.table)
+    }
+
+    /// Creates the node registry table (idempotent): one row per owner id, the
+    /// record as JSON beside the two columns that decide a takeover.
+    pub(crate) fn create_nodes(&self) -> String {
+        let n = self.nodes();
+        match self.dialect {
+            Dialect::MySql => format!(
+                "CREATE TABLE IF NOT EXISTS {n} (owner VARCHAR(191) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL PRIMARY KEY, instance VARCHAR(64) NOT NULL, expires BIGINT NOT NULL, node TEXT NOT NULL) CHARACTER SET utf8mb4"
+            ),
+            _ => format!(
+                "CREATE TABLE IF NOT EXISTS {n} (owner VARCHAR(191) NOT NULL PRIMARY KEY, instance VARCHAR(64) NOT NULL, expires BIGINT NOT NULL, node TEXT NOT NULL)"
+            ),
+        }
+    }
+
+    /// Renews a node's own or lapsed registration: parameters instance,
+    /// expires, node, owner, instance, now.
+    pub(crate) fn renew_node(&self) -> String {
+        format!(
+            "UPDATE {} SET instance = {}, expires = {}, node = {} WHERE owner = {} AND (instance = {} OR expires <= {})",
+            self.nodes(),
+            self.p(1),
+            self.p(2),
+            self.p(3),
+            self.p(4),
+            self.p(5),
+            self.p(6)
+        )
+    }
+
+    /// Registers a node: parameters owner, instance, expires, node.
+    pub(crate) fn insert_node(&self) -> String {
+        format!(
+            "INSERT INTO {} (owner, instance, expires, node) VALUES ({})",
+            self.nodes(),
+            self.list(1, 4)
+        )
+    }
+
+    /// One node's record: parameter owner.
+    pub(crate) fn select_node(&self) -> String {
+        format!(
+            "SELECT node FROM {} WHERE owner = {}",
+            self.nodes(),
+            self.p(1)
+        )
+    }
+
+    /// Every node's record.
+    pub(crate) fn select_nodes(&self) -> String {
+        format!("SELECT node FROM {} ORDER BY owner", self.nodes())
+    }
+
+    /// Deletes a node's registration: parameters owner, instance.
+    pub(crate) fn delete_node(&self) -> String {
+        format!(
+            "DELETE FROM {} WHERE owner = {} AND instance = {}",
+            self.nodes(),
+            self.p(1),
+            self.p(2)
+        )
+    }
+
+    /// Deletes registrations lapsed before a time: parameter before.
+    pub(crate) fn prune_nodes(&self) -> String {
+        format!("DELETE FROM {} WHERE expires < {}", self.nodes(), self.p(1))
+    }
+
+    /// The server's clock in microseconds since the epoch; `None` for SQLite,
+    /// which runs in the calling process.
+    pub(crate) fn server_time(&self) -> Option<&'static str> {
+        match self.dialect {
+            Dialect::Sqlite => None,
+            Dialect::Postgres => {
+                Some("SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000 AS BIGINT)")
+            }
+            Dialect::MySql => Some("SELECT CAST(UNIX_TIMESTAMP(NOW(6)) * 1000000 AS SIGNED)"),
+        }
     }
 
     /// The run ledger table of this job table.
@@ -642,6 +728,25 @@ impl Sql {
     }
 
     /// Deletes finished runs scheduled before a time: parameter before.
+    /// Deletes each job's finished runs scheduled before a time beyond its
+    /// newest ones: parameters keep, before. The window function makes MySQL
+    /// materialise the derived table, which lets it delete from the table it
+    /// reads.
+    pub(crate) fn prune_job_runs(&self) -> String {
+        let r = self.runs();
+        let ranked = format!(
+            "SELECT run_id FROM (SELECT run_id, scheduled, state, ROW_NUMBER() OVER (PARTITION BY job_id ORDER BY scheduled DESC, attempt DESC) AS n FROM {r}) ranked WHERE n > {} AND scheduled < {} AND state <> 'running'",
+            self.p(1),
+            self.p(2)
+        );
+        match self.dialect {
+            Dialect::MySql => {
+                format!("DELETE {r} FROM {r} JOIN ({ranked}) old ON {r}.run_id = old.run_id")
+            }
+            _ => format!("DELETE FROM {r} WHERE run_id IN ({ranked})"),
+        }
+    }
+
     pub(crate) fn prune_runs(&self) -> String {
         format!(
             "DELETE FROM {} WHERE scheduled < {} AND state <> 'running'",

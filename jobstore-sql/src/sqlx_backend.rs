@@ -28,7 +28,10 @@ const RUN_INSERT_CHUNK: usize = 200;
 pub(crate) struct SqlxBackend {
     url: Option<String>,
     name: &'static str,
-    pool: OnceCell<AnyPool>,
+    /// The pool while connected; replaced by a new one when started again after `close`.
+    pool: std::sync::RwLock<Option<AnyPool>>,
+    /// Serialises connecting.
+    connecting: tokio::sync::Mutex<()>,
     /// Whether the server has `INSERT ... RETURNING` (PostgreSQL, MariaDB; not
     /// MySQL), found out on first use.
     returning: OnceCell<bool>,
@@ -231,7 +234,8 @@ impl SqlxBackend {
         SqlxBackend {
             url: Some(url.to_string()),
             name,
-            pool: OnceCell::new(),
+            pool: std::sync::RwLock::new(None),
+            connecting: tokio::sync::Mutex::new(()),
             returning: OnceCell::new(),
         }
     }
@@ -240,7 +244,8 @@ impl SqlxBackend {
         SqlxBackend {
             url: None,
             name,
-            pool: OnceCell::new_with(Some(pool)),
+            pool: std::sync::RwLock::new(Some(pool)),
+            connecting: tokio::sync::Mutex::new(()),
             returning: OnceCell::new(),
         }
     }
@@ -254,8 +259,12 @@ impl SqlxBackend {
         }
     }
 
-    fn pool(&self) -> Result<&AnyPool, Error> {
-        self.pool.get().ok_or(Error::NotStarted)
+    fn pool(&self) -> Result<AnyPool, Error> {
+        self.pool
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or(Error::NotStarted)
     }
 
     /// Whether inserts can return what they inserted: always on PostgreSQL,
@@ -268,7 +277,7 @@ impl SqlxBackend {
         let returning = self
             .returning
             .get_or_try_init(|| async {
-                let row = sqlx::query("SELECT VERSION()").fetch_one(pool).await?;
+                let row = sqlx::query("SELECT VERSION()").fetch_one(&pool).await?;
                 Ok::<_, Error>(text(&row, 0)?.contains("MariaDB"))
             })
             .await?;
@@ -286,37 +295,41 @@ impl Backend for SqlxBackend {
         let Some(url) = &self.url else {
             return Ok(());
         };
-        self.pool
-            .get_or_try_init(|| async {
-                sqlx::any::install_default_drivers();
-                // A pool retries a refused connection until its acquire timeout and
-                // then reports only the timeout; one direct connection reports the
-                // cause (refused, unknown host, wrong password) at once.
-                let first = tokio::time::timeout(CONNECT_TIMEOUT, AnyConnection::connect(url))
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(sqlx::Error::Io(std::io::Error::new(
-                            std::io::ErrorKind::TimedOut,
-                            format!("no answer within {CONNECT_TIMEOUT:?}"),
-                        )))
-                    })
-                    .map_err(|e| self.connect_error(url, e))?;
-                if let Err(e) = first.close().await {
-                    tracing::debug!(error = %e, "closing the first connection failed");
-                }
-                AnyPoolOptions::new()
-                    .max_connections(8)
-                    .acquire_timeout(std::time::Duration::from_secs(10))
-                    .connect(url)
-                    .await
-                    .map_err(|e| self.connect_error(url, e))
-            })
-            .await?;
+        let _one = self.connecting.lock().await;
+        if self.pool().is_ok_and(|p| !p.is_closed()) {
+            return Ok(());
+        }
+        let pool = async {
+            sqlx::any::install_default_drivers();
+            // A pool retries a refused connection until its acquire timeout and
+            // then reports only the timeout; one direct connection reports the
+            // cause (refused, unknown host, wrong password) at once.
+            let first = tokio::time::timeout(CONNECT_TIMEOUT, AnyConnection::connect(url))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(sqlx::Error::Io(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("no answer within {CONNECT_TIMEOUT:?}"),
+                    )))
+                })
+                .map_err(|e| self.connect_error(url, e))?;
+            if let Err(e) = first.close().await {
+                tracing::debug!(error = %e, "closing the first connection failed");
+            }
+            AnyPoolOptions::new()
+                .max_connections(8)
+                .acquire_timeout(std::time::Duration::from_secs(10))
+                .connect(url)
+                .await
+                .map_err(|e| self.connect_error(url, e))
+        }
+        .await?;
+        *self.pool.write().unwrap_or_else(|p| p.into_inner()) = Some(pool);
         Ok(())
     }
 
     async fn close(&self) {
-        if let Some(p) = self.pool.get() {
+        if let Ok(p) = self.pool() {
             if self.url.is_some() {
                 p.close().await;
             }
@@ -363,7 +376,7 @@ impl Backend for SqlxBackend {
             sqlx::query("SELECT pg_notify($1, $2)")
                 .bind(channel)
                 .bind(payload)
-                .execute(self.pool()?)
+                .execute(&self.pool()?)
                 .await?;
         }
         Ok(())
@@ -391,21 +404,21 @@ impl Backend for SqlxBackend {
 
     async fn execute(&self, sql: String, params: Vec<Param>) -> Result<u64, Error> {
         let r = bind(sqlx::query(&sql), &params)
-            .execute(self.pool()?)
+            .execute(&self.pool()?)
             .await?;
         Ok(r.rows_affected())
     }
 
     async fn query_rows(&self, sql: String, params: Vec<Param>) -> Result<Vec<Row>, Error> {
         let rows = bind(sqlx::query(&sql), &params)
-            .fetch_all(self.pool()?)
+            .fetch_all(&self.pool()?)
             .await?;
         Ok(rows.iter().map(read_row).collect::<Result<Vec<_>, _>>()?)
     }
 
     async fn query_int(&self, sql: String, params: Vec<Param>) -> Result<Option<i64>, Error> {
         let row = bind(sqlx::query(&sql), &params)
-            .fetch_optional(self.pool()?)
+            .fetch_optional(&self.pool()?)
             .await?;
         Ok(match row {
             Some(r) => r.try_get::<Option<i64>, _>(0)?,
@@ -415,11 +428,11 @@ impl Backend for SqlxBackend {
 
     async fn query_ids(&self, sql: String, params: Vec<Param>) -> Result<Vec<String>, Error> {
         let rows = bind(sqlx::query(&sql), &params)
-            .fetch_all(self.pool()?)
+            .fetch_all(&self.pool()?)
             .await?;
         Ok(rows
             .iter()
-            .map(|r| r.try_get(0))
+            .map(|r| text(r, 0))
             .collect::<Result<Vec<String>, _>>()?)
     }
 
@@ -491,7 +504,7 @@ impl Backend for SqlxBackend {
 
     async fn query_runs(&self, sql: String, params: Vec<Param>) -> Result<Vec<RunRow>, Error> {
         let rows = bind(sqlx::query(&sql), &params)
-            .fetch_all(self.pool()?)
+            .fetch_all(&self.pool()?)
             .await?;
         Ok(rows.iter().map(read_run).collect::<Result<Vec<_>, _>>()?)
     }

@@ -172,6 +172,15 @@ impl SchedulerBuilder {
         self
     }
 
+    /// How many runs of each job the ledger keeps (default 1,000): older
+    /// finished runs of a job beyond this many are pruned, but never runs of
+    /// the last ten leases or the last hour, whose records still stop their
+    /// slots from running again.
+    pub fn run_retention_per_job(mut self, n: usize) -> Self {
+        self.config.runs_per_job = n;
+        self
+    }
+
     /// The longest the loop sleeps when a store is shared with other processes,
     /// so that jobs they add are noticed. By default 5 s for stores that send
     /// change notices (PostgreSQL, Redis, MongoDB replica sets: the poll is only
@@ -180,6 +189,13 @@ impl SchedulerBuilder {
     pub fn max_idle_sleep(mut self, d: Duration) -> Self {
         self.config.max_idle_sleep = d;
         self.config.idle_sleep_set = true;
+        self
+    }
+
+    /// The largest job arguments accepted by `add_job` and `modify_job`, in
+    /// bytes of JSON (default 1 MiB): every claim reads them back from the store.
+    pub fn max_args_size(mut self, bytes: usize) -> Self {
+        self.config.max_args_bytes = bytes;
         self
     }
 
@@ -259,7 +275,7 @@ impl SchedulerBuilder {
         self.config.heartbeat = heartbeat;
         // The ledger is what stops a slot from running twice: it must outlive any
         // claim by far.
-        let min_retention = lease.saturating_mul(10).max(Duration::from_secs(3600));
+        let min_retention = super::slot_guard(lease);
         if self.config.run_retention < min_retention {
             return Err(Error::Config(format!(
                 "run_retention ({:?}) must be at least {min_retention:?} (ten leases, and at least an hour): a pruned run no longer stops its slot from running again",

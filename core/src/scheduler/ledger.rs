@@ -8,11 +8,12 @@ use chrono::{DateTime, Utc};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_util::sync::CancellationToken;
 
-use super::run_loop::{after, Plan};
+use super::run_loop::{after, next_after, Plan};
 use super::{lock, Inner, SchedulerState};
 use crate::error::Result;
 use crate::event::Event;
 use crate::executor::RunDone;
+use crate::job::{OnInterrupted, DEFAULT_RERUN_ATTEMPTS};
 use crate::run::{NewRun, RunFinish, RunId, RunInsert, RunRecord, RunState};
 use crate::store::JobStore;
 
@@ -35,6 +36,9 @@ pub(crate) struct Retry {
     pub(crate) plan: Plan,
 }
 
+/// An exhausted one-off job kept until its run ends: store alias, job, slot.
+pub(crate) type Held = (String, crate::job::JobId, DateTime<Utc>);
+
 /// Finished runs waiting to be written, per store alias.
 pub(crate) type Pending = HashMap<String, Vec<RunFinish>>;
 
@@ -50,7 +54,16 @@ pub(crate) async fn run(
     loop {
         let now = inner.clock.now();
         if now >= next_prune {
-            inner.prune(now).await;
+            // Pruning a large history takes a while: on its own task, so that
+            // heartbeats are never late for it.
+            let pruner = Arc::clone(&inner);
+            tokio::spawn(async move {
+                let Ok(_one) = pruner.prune_lock.try_lock() else {
+                    return;
+                };
+                pruner.prune(now).await;
+                pruner.prune_nodes(now).await;
+            });
             next_prune = after(now, PRUNE_EVERY);
         }
         if inner.needs_ticks() {
@@ -61,8 +74,9 @@ pub(crate) async fn run(
         // Heartbeats first: writing a backlog of outcomes to a slow store must
         // not let this node's running runs lapse.
         if next_tick.is_some_and(|t| t <= now) {
-            inner.heartbeat(now).await;
-            inner.sweep(now).await;
+            inner.heartbeat_node().await;
+            inner.heartbeat().await;
+            inner.sweep().await;
             next_tick = Some(after(now, inner.config.heartbeat));
         }
         let tick = next_tick.map_or(next_prune, |t| t.min(next_prune));
@@ -80,8 +94,10 @@ pub(crate) async fn run(
             }
             msg = rx.recv() => {
                 if let Some(d) = msg {
-                    schedule_retry(&inner, &d);
-                    inner.add_finished(d);
+                    // One-off jobs kept until their run ended go once the
+                    // outcome is written, so the history never lacks it.
+                    let mut ended = Vec::new();
+                    run_ended(&inner, d, &mut ended);
                     // Gather what finishes within a few milliseconds into one write
                     // per store (the run loop flushes on its own before it starts
                     // runs, so waiting here never inflates a running count).
@@ -89,8 +105,7 @@ pub(crate) async fn run(
                     tokio::pin!(gather);
                     loop {
                         while let Ok(d) = rx.try_recv() {
-                            schedule_retry(&inner, &d);
-                            inner.add_finished(d);
+                            run_ended(&inner, d, &mut ended);
                         }
                         if inner.queued_finishes() >= FLUSH_BATCH {
                             break;
@@ -100,15 +115,15 @@ pub(crate) async fn run(
                             _ = &mut gather => break,
                             _ = stop.cancelled() => break,
                             more = rx.recv() => match more {
-                                Some(d) => {
-                                    schedule_retry(&inner, &d);
-                                    inner.add_finished(d);
-                                }
+                                Some(d) => run_ended(&inner, d, &mut ended),
                                 None => break,
                             },
                         }
                     }
                     inner.flush_all().await;
+                    for (alias, job, slot) in ended {
+                        inner.remove_held(&alias, &job, slot).await;
+                    }
                 }
             }
             _ = sleep => {
@@ -119,17 +134,28 @@ pub(crate) async fn run(
     }
 }
 
+/// What follows a run's end: a retry, when the job retries failures and has
+/// attempts left; else, for a one-off job kept until its run ended, the job
+/// is added to `ended` for removal after the outcome is written. The outcome
+/// is queued for the ledger.
+fn run_ended(inner: &Arc<Inner>, done: RunDone, ended: &mut Vec<Held>) {
+    let retried = schedule_retry(inner, &done);
+    let held = lock(&inner.held).remove(&done.run_id);
+    ended.extend(held.filter(|_| !retried));
+    inner.add_finished(done);
+}
+
 /// When a failed or timed-out run's job has attempts left, starts the next
-/// attempt of the same slot after the policy's backoff.
-fn schedule_retry(inner: &Arc<Inner>, done: &RunDone) {
+/// attempt of the same slot after the policy's backoff; says whether it did.
+fn schedule_retry(inner: &Arc<Inner>, done: &RunDone) -> bool {
     let Some(retry) = lock(&inner.retries).remove(&done.run_id) else {
-        return;
+        return false;
     };
     if !matches!(done.state, RunState::Failed | RunState::TimedOut) {
-        return;
+        return false;
     }
     let Some(policy) = retry.plan.retry.clone() else {
-        return;
+        return false;
     };
     let attempt = retry.plan.attempt + 1;
     let delay = policy.jittered_delay_after(retry.plan.attempt, fastrand::f64());
@@ -149,12 +175,17 @@ fn schedule_retry(inner: &Arc<Inner>, done: &RunDone) {
         sleep.await;
         inner.start_retry(retry, attempt).await;
     });
+    true
 }
 
 impl Inner {
     /// Starts attempt `attempt` of a slot: records it, then submits it.
     async fn start_retry(&self, retry: Retry, attempt: u32) {
         if self.state() == SchedulerState::Stopped {
+            if retry.plan.held {
+                self.remove_held(&retry.alias, &retry.plan.id, retry.scheduled)
+                    .await;
+            }
             return;
         }
         let Retry {
@@ -166,7 +197,7 @@ impl Inner {
             return;
         };
         plan.attempt = attempt;
-        let now = self.clock.now();
+        let now = self.store_now(&alias);
         let record = RunRecord::running(
             plan.id.clone(),
             scheduled,
@@ -186,6 +217,13 @@ impl Inner {
                 .await
         }
         .await;
+        let started = matches!(
+            inserted.as_deref(),
+            Ok([RunInsert::Inserted(RunState::Running)] | [RunInsert::Duplicate])
+        );
+        if plan.held && !started {
+            self.remove_held(&alias, &plan.id, scheduled).await;
+        }
         match inserted.as_deref() {
             Ok([RunInsert::Inserted(RunState::Running)]) => {
                 self.submit(&alias, &plan, vec![(scheduled, id)], now);
@@ -216,13 +254,15 @@ impl Inner {
     }
 
     fn add_finished(&self, d: RunDone) {
+        // Executors read this scheduler's clock; the ledger keeps the store's.
+        let finished_at = self.to_store(&d.jobstore, d.finished_at);
         lock(&self.finished)
             .entry(d.jobstore)
             .or_default()
             .push(RunFinish {
                 id: d.run_id,
                 state: d.state,
-                finished_at: d.finished_at,
+                finished_at,
                 error: d.error,
             });
     }
@@ -308,9 +348,9 @@ impl Inner {
     }
 
     /// Extends the heartbeat of this node's running runs, one call per store.
-    async fn heartbeat(&self, now: DateTime<Utc>) {
-        let until = after(now, self.config.lease);
+    async fn heartbeat(&self) {
         for (alias, store) in self.stores() {
+            let until = after(self.store_now(&alias), self.config.lease);
             let ids: Vec<RunId> = match lock(&self.active).get(&alias) {
                 Some(set) if !set.is_empty() => set.iter().cloned().collect(),
                 _ => continue,
@@ -328,27 +368,129 @@ impl Inner {
     }
 
     /// Marks runs whose owner stopped heartbeating as interrupted.
-    async fn sweep(&self, now: DateTime<Utc>) {
+    async fn sweep(&self) {
         for (alias, store) in self.stores() {
             if !store.capabilities().shared {
                 continue;
             }
+            let now = self.store_now(&alias);
             match store.interrupt_lapsed(now, SWEEP_LIMIT).await {
                 Ok(runs) => {
                     for r in runs {
                         tracing::warn!(job_id = %r.job_id, run_id = %r.id, scheduled = %r.scheduled_time, node = ?r.node, "run interrupted: its owner stopped heartbeating");
                         self.emit(Event::JobInterrupted {
-                            job_id: r.job_id,
+                            job_id: r.job_id.clone(),
                             jobstore: alias.clone(),
-                            run_id: r.id,
+                            run_id: r.id.clone(),
                             scheduled_run_time: r.scheduled_time,
-                            node: r.node,
+                            node: r.node.clone(),
                         });
+                        self.rerun_interrupted(&alias, store.as_ref(), &r).await;
                     }
                 }
                 Err(e) => {
                     tracing::warn!(jobstore = %alias, error = %e, "cannot sweep lapsed runs");
                 }
+            }
+        }
+    }
+
+    /// Starts an interrupted run's slot again as its next attempt, when its
+    /// job asks for it ([`OnInterrupted::Rerun`]), has attempts left and can
+    /// run here.
+    async fn rerun_interrupted(&self, alias: &str, store: &dyn JobStore, run: &RunRecord) {
+        if self.config.client || self.state() == SchedulerState::Stopped {
+            return;
+        }
+        let rec = match store.lookup_job(&run.job_id).await {
+            Ok(Some(rec)) if rec.options.on_interrupted == OnInterrupted::Rerun => rec,
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(job_id = %run.job_id, error = %e, "cannot read the interrupted run's job; not rerunning it");
+                return;
+            }
+        };
+        let now = self.store_now(alias);
+        // A one-off job kept (paused) until its run ends: removed once the
+        // slot is settled.
+        let held = rec.next_run_time.is_none()
+            && self
+                .parse_trigger(&rec)
+                .is_ok_and(|t| matches!(next_after(t.as_ref(), run.scheduled_time, now), Ok(None)));
+        let max = rec
+            .options
+            .retry
+            .as_ref()
+            .map_or(DEFAULT_RERUN_ATTEMPTS, |p| p.max_attempts);
+        if run.attempt >= max {
+            tracing::warn!(job_id = %run.job_id, scheduled = %run.scheduled_time, attempt = run.attempt, "interrupted run not rerun: no attempts left");
+            if held {
+                self.remove_held(alias, &rec.id, run.scheduled_time).await;
+            }
+            return;
+        }
+        let (task, executor) = match self.runnable(&rec) {
+            Ok(r) => r,
+            Err(why) => {
+                tracing::warn!(job_id = %run.job_id, scheduled = %run.scheduled_time, reason = %why, "interrupted run not rerun: it cannot run on this scheduler");
+                if held {
+                    self.remove_held(alias, &rec.id, run.scheduled_time).await;
+                }
+                return;
+            }
+        };
+        let attempt = run.attempt + 1;
+        self.emit(Event::JobRetry {
+            job_id: run.job_id.clone(),
+            jobstore: alias.to_string(),
+            run_id: run.id.clone(),
+            scheduled_run_time: run.scheduled_time,
+            attempt,
+            retry_at: now,
+        });
+        let mut plan = Plan::new(rec, task, executor, attempt);
+        plan.held = held;
+        let retry = Retry {
+            alias: alias.to_string(),
+            scheduled: run.scheduled_time,
+            plan,
+        };
+        self.start_retry(retry, attempt).await;
+    }
+
+    /// Removes a one-off job that was kept while its run at `slot` could
+    /// still be rerun: paused, or not yet released (still at its slot); a job
+    /// rescheduled since then is left alone.
+    pub(crate) async fn remove_held(
+        &self,
+        alias: &str,
+        id: &crate::job::JobId,
+        slot: DateTime<Utc>,
+    ) {
+        let Ok(store) = self.store(alias) else {
+            return;
+        };
+        let removed = async {
+            match store.lookup_job(id).await? {
+                Some(rec) if rec.next_run_time.is_none_or(|t| t <= slot) => {
+                    store.remove_job(id).await?;
+                    Ok(Some(rec.task))
+                }
+                _ => Ok(None),
+            }
+        }
+        .await;
+        match removed {
+            Ok(Some(task)) => {
+                self.forget_inline(&task);
+                self.emit(Event::JobRemoved {
+                    job_id: id.clone(),
+                    jobstore: alias.to_string(),
+                });
+            }
+            Ok(None) | Err(crate::Error::JobNotFound { .. }) => {}
+            Err(e) => {
+                tracing::warn!(job_id = %id, jobstore = %alias, error = %e, "cannot remove the finished one-off job; it stays paused");
             }
         }
     }
@@ -361,11 +503,27 @@ impl Inner {
         let Some(before) = now.checked_sub_signed(keep) else {
             return;
         };
+        // Runs newer than this still guard their slots against a late start.
+        let floor = chrono::Duration::from_std(super::slot_guard(self.config.lease))
+            .ok()
+            .and_then(|d| now.checked_sub_signed(d));
         for (alias, store) in self.stores() {
             match store.prune_runs(before).await {
                 Ok(0) => {}
                 Ok(n) => tracing::debug!(jobstore = %alias, pruned = n, "pruned old runs"),
                 Err(e) => tracing::warn!(jobstore = %alias, error = %e, "cannot prune old runs"),
+            }
+            let Some(floor) = floor else {
+                continue;
+            };
+            match store.prune_job_runs(self.config.runs_per_job, floor).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::debug!(jobstore = %alias, pruned = n, "pruned runs beyond each job's limit")
+                }
+                Err(e) => {
+                    tracing::warn!(jobstore = %alias, error = %e, "cannot prune runs beyond each job's limit")
+                }
             }
         }
     }
@@ -373,7 +531,6 @@ impl Inner {
     /// At shutdown: runs still executing (abandoned by a shutdown without
     /// waiting) are recorded as interrupted rather than left to lapse.
     async fn abandon_active(&self) {
-        let now = self.clock.now();
         let active: Vec<(String, Vec<RunId>)> = lock(&self.active)
             .drain()
             .map(|(a, s)| (a, s.into_iter().collect()))
@@ -381,6 +538,7 @@ impl Inner {
         {
             let mut finished = lock(&self.finished);
             for (alias, ids) in active {
+                let now = self.store_now(&alias);
                 let list = finished.entry(alias).or_default();
                 for id in ids {
                     list.push(RunFinish {
@@ -395,5 +553,10 @@ impl Inner {
         self.flush_all().await;
         lock(&self.active).clear();
         lock(&self.finished).clear();
+        // Abandoned runs are not rerun: kept one-off jobs go now.
+        let held: Vec<Held> = lock(&self.held).drain().map(|(_, v)| v).collect();
+        for (alias, job, slot) in held {
+            self.remove_held(&alias, &job, slot).await;
+        }
     }
 }

@@ -3,6 +3,7 @@
 mod builder;
 mod ledger;
 mod modes;
+mod nodes;
 mod run_loop;
 mod spec;
 
@@ -55,6 +56,10 @@ pub(crate) struct Config {
     pub(crate) retry_interval: Duration,
     pub(crate) heartbeat: Duration,
     pub(crate) run_retention: Duration,
+    /// How many runs of each job are kept past the safety floor.
+    pub(crate) runs_per_job: usize,
+    /// The largest job arguments accepted, in bytes of JSON.
+    pub(crate) max_args_bytes: usize,
     /// Manages jobs in the stores but runs none (no loop, no executors).
     pub(crate) client: bool,
 }
@@ -69,8 +74,32 @@ impl Default for Config {
             retry_interval: Duration::from_secs(10),
             heartbeat: Duration::from_secs(20),
             run_retention: Duration::from_secs(7 * 24 * 3600),
+            max_args_bytes: DEFAULT_MAX_ARGS_BYTES,
+            runs_per_job: 1000,
             client: false,
         }
+    }
+}
+
+/// How long a run record must outlive its slot to keep guarding it against a
+/// late start: ten leases, and at least an hour.
+pub(crate) fn slot_guard(lease: Duration) -> Duration {
+    lease.saturating_mul(10).max(Duration::from_secs(3600))
+}
+
+/// The default limit on a job's arguments: 1 MiB of JSON.
+pub const DEFAULT_MAX_ARGS_BYTES: usize = 1 << 20;
+
+/// Counts the bytes written to it.
+struct ByteCount(usize);
+
+impl std::io::Write for ByteCount {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -187,6 +216,9 @@ pub(crate) struct Inner {
     stopped: tokio::sync::watch::Sender<bool>,
     /// Releases a store failed to take, retried on the next pass.
     pub(crate) unreleased: Mutex<HashMap<String, Vec<(ReleaseItem, String)>>>,
+    /// A claimed batch per store whose run records could not be confirmed
+    /// written, tried again on the next pass.
+    pub(crate) unstarted: Mutex<HashMap<String, run_loop::Unstarted>>,
     /// Runs this node started and has not yet recorded as finished, per store.
     pub(crate) active: Mutex<HashMap<String, HashSet<RunId>>>,
     /// Where executors report finished runs (set while started).
@@ -196,12 +228,24 @@ pub(crate) struct Inner {
     pub(crate) finished: Mutex<ledger::Pending>,
     /// Serialises writes of finished runs.
     pub(crate) flush_lock: tokio::sync::Mutex<()>,
+    /// Held while old runs and nodes are pruned (one pass at a time).
+    pub(crate) prune_lock: tokio::sync::Mutex<()>,
     /// Started runs whose job retries failures, by run id.
     pub(crate) retries: Mutex<HashMap<RunId, ledger::Retry>>,
+    /// Runs of exhausted one-off jobs kept until the run ends: store alias and job.
+    pub(crate) held: Mutex<HashMap<RunId, ledger::Held>>,
     /// The task watching each shared store for other processes' changes.
     pub(crate) watchers: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
     /// The stores whose change notices are being received.
     pub(crate) watched: Mutex<std::collections::HashSet<String>>,
+    /// This scheduler's instance id in node registries (one per scheduler, kept across restarts).
+    pub(crate) instance: String,
+    /// This scheduler's node registration (set while started, not for clients).
+    pub(crate) node: Mutex<Option<crate::node::NodeRecord>>,
+    /// Stores whose clock offset was warned about (until it is back in range).
+    pub(crate) offset_warned: Mutex<HashSet<String>>,
+    /// This clock minus each store server's, where large enough to correct for.
+    pub(crate) offsets: Mutex<HashMap<String, chrono::Duration>>,
 }
 
 /// Schedules jobs and runs them through executors; cheap to clone (all clones
@@ -233,6 +277,11 @@ pub(crate) struct Inner {
 /// #   async fn interrupt_lapsed(&self, _: DateTime<Utc>, _: usize) -> Result<Vec<RunRecord>> { Ok(vec![]) }
 /// #   async fn query_runs(&self, _: &RunQuery) -> Result<Vec<RunRecord>> { Ok(vec![]) }
 /// #   async fn prune_runs(&self, _: DateTime<Utc>) -> Result<u64> { Ok(0) }
+/// #   async fn prune_job_runs(&self, _: usize, _: DateTime<Utc>) -> Result<u64> { Ok(0) }
+/// #   async fn upsert_node(&self, _: &sundial_core::node::NodeRecord, _: DateTime<Utc>) -> Result<Option<sundial_core::node::NodeRecord>> { Ok(None) }
+/// #   async fn list_nodes(&self) -> Result<Vec<sundial_core::node::NodeRecord>> { Ok(vec![]) }
+/// #   async fn remove_node(&self, _: &OwnerId, _: &str) -> Result<()> { Ok(()) }
+/// #   async fn prune_nodes(&self, _: DateTime<Utc>) -> Result<u64> { Ok(0) }
 /// # }
 /// # #[derive(Debug)] struct E;
 /// # #[async_trait::async_trait] impl Executor for E {
@@ -299,8 +348,19 @@ impl Inner {
         read(&self.tasks).get(name).cloned()
     }
 
-    /// Checks a job's arguments against its task's argument type.
+    /// Checks a job's arguments against the size limit and its task's argument type.
     pub(crate) fn check_args(&self, task: &str, args: &serde_json::Value) -> Result<()> {
+        let mut size = ByteCount(0);
+        let _ = serde_json::to_writer(&mut size, args);
+        if size.0 > self.config.max_args_bytes {
+            return Err(Error::InvalidArgs {
+                task: task.to_string(),
+                reason: format!(
+                    "the arguments are {} bytes of JSON, above the limit of {} bytes (SchedulerBuilder::max_args_size); store large data elsewhere and pass a reference to it",
+                    size.0, self.config.max_args_bytes
+                ),
+            });
+        }
         read(&self.tasks)
             .check_args(task, args)
             .map_err(|reason| Error::InvalidArgs {
@@ -414,14 +474,21 @@ impl Scheduler {
                 store_retry: Mutex::new(HashMap::new()),
                 stopped,
                 unreleased: Mutex::new(HashMap::new()),
+                unstarted: Mutex::new(HashMap::new()),
                 active: Mutex::new(HashMap::new()),
                 outcomes: Mutex::new(None),
                 ledger_task: Mutex::new(None),
                 finished: Mutex::new(HashMap::new()),
                 flush_lock: tokio::sync::Mutex::new(()),
+                prune_lock: tokio::sync::Mutex::new(()),
                 retries: Mutex::new(HashMap::new()),
+                held: Mutex::new(HashMap::new()),
                 watchers: Mutex::new(HashMap::new()),
                 watched: Mutex::new(std::collections::HashSet::new()),
+                instance: uuid::Uuid::new_v4().simple().to_string(),
+                node: Mutex::new(None),
+                offset_warned: Mutex::new(HashSet::new()),
+                offsets: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -449,6 +516,16 @@ impl Scheduler {
             )));
         }
         Ok(())
+    }
+
+    /// The schedulers registered in this scheduler's stores (this one
+    /// included while it runs), with their host, pid, last heartbeat, expiry
+    /// and clock offset to the store; lapsed registrations are kept for a day.
+    ///
+    /// # Errors
+    /// A store's error.
+    pub async fn nodes(&self) -> Result<Vec<crate::node::NodeRecord>> {
+        self.inner.nodes().await
     }
 
     /// This scheduler's lease owner id.
@@ -511,7 +588,10 @@ impl Scheduler {
         }
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         *lock(&self.inner.outcomes) = Some(tx);
-        let result = self.bring_up(&handle).await;
+        let mut result = self.bring_up(&handle).await;
+        if result.is_ok() {
+            result = self.inner.register_node().await;
+        }
         if let Err(e) = result {
             *lock(&self.inner.outcomes) = None;
             *lock(&self.inner.state) = SchedulerState::Stopped;
@@ -610,6 +690,9 @@ impl Scheduler {
             token.cancel();
             let _ = join.await;
         }
+        self.inner.deregister_node().await;
+        // Claims of a batch still unstarted lapse on their own.
+        lock(&self.inner.unstarted).clear();
         for (alias, s) in self.inner.stores() {
             if let Err(e) = s.shutdown().await {
                 tracing::warn!(jobstore = %alias, error = %e, "job store shutdown failed");
@@ -713,6 +796,7 @@ impl Scheduler {
             max_instances,
             timeout,
             retry,
+            on_interrupted,
             next_run_time,
             on_conflict,
         } = spec;
@@ -730,6 +814,7 @@ impl Scheduler {
             max_instances: max_instances.unwrap_or(d.max_instances),
             timeout: timeout.unwrap_or(d.timeout),
             retry,
+            on_interrupted,
         };
         if options.max_instances == 0 {
             return Err(Error::InvalidJob(format!(
@@ -1314,7 +1399,7 @@ impl Scheduler {
             })?;
         let (_, executor) = self.inner.executor_for(&rec.options, &task)?;
         let store = self.inner.store(&alias)?;
-        let now = trunc_micros(self.inner.clock.now());
+        let now = trunc_micros(self.inner.store_now(&alias));
         let record = RunRecord::running(
             rec.id.clone(),
             now,

@@ -11,8 +11,10 @@ use super::{lock, Inner, SchedulerState, MAX_BACKLOG_RUN_TIMES};
 use crate::error::{Error, Result};
 use crate::event::{Event, EventMask};
 use crate::executor::{Executor, JobRun, RunDone, SubmitError};
-use crate::job::{trunc_micros, JobId, JobRecord, Release, ReleaseOutcome, RetryPolicy};
-use crate::run::{NewRun, RunId, RunInsert, RunRecord, RunState};
+use crate::job::{
+    trunc_micros, JobId, JobRecord, OnInterrupted, Release, ReleaseOutcome, RetryPolicy,
+};
+use crate::run::{NewRun, RunId, RunInsert, RunQuery, RunRecord, RunState};
 use crate::store::{JobStore, ReleaseItem};
 use crate::task::TaskFn;
 use crate::trigger::Trigger;
@@ -22,7 +24,7 @@ fn earliest(a: Option<DateTime<Utc>>, b: DateTime<Utc>) -> Option<DateTime<Utc>>
 }
 
 pub(crate) fn after(now: DateTime<Utc>, d: std::time::Duration) -> DateTime<Utc> {
-    now + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+    crate::job::add_saturating(now, d)
 }
 
 pub(crate) async fn run(inner: Arc<Inner>, stop: CancellationToken) {
@@ -172,6 +174,58 @@ pub(crate) struct Plan {
     /// Earlier slots of a coalesced backlog: recorded, not run.
     pub(crate) coalesced: Vec<DateTime<Utc>>,
     pub(crate) outcome: Release,
+    /// The job is exhausted but kept (paused) until its run ends, so that an
+    /// interruption can still rerun it ([`OnInterrupted::Rerun`]).
+    pub(crate) held: bool,
+}
+
+/// A claimed batch whose run records are being written: its plans and the
+/// exact records (ids included) to insert.
+pub(crate) struct Unstarted {
+    pub(crate) plans: Vec<Plan>,
+    pub(crate) runs: Vec<NewRun>,
+    /// When the batch's jobs were claimed (their leases lapse a lease later).
+    pub(crate) claimed_at: DateTime<Utc>,
+}
+
+impl Plan {
+    /// A plan for attempt `attempt` of `rec`'s slots, with no slots yet.
+    pub(crate) fn new(
+        rec: JobRecord,
+        task: TaskFn,
+        executor: Arc<dyn Executor>,
+        attempt: u32,
+    ) -> Self {
+        Plan {
+            id: rec.id,
+            version: rec.version,
+            task_name: rec.task,
+            task,
+            executor,
+            args: rec.args,
+            max_instances: rec.options.max_instances,
+            timeout: rec.options.timeout,
+            retry: rec.options.retry,
+            attempt,
+            due: Vec::new(),
+            missed: Vec::new(),
+            coalesced: Vec::new(),
+            outcome: Release::Unclaim,
+            held: false,
+        }
+    }
+
+    /// How the job is handed back once its slots are started.
+    fn release_item(self) -> (ReleaseItem, String) {
+        (
+            ReleaseItem {
+                id: self.id,
+                version: self.version,
+                outcome: self.outcome,
+            },
+            self.task_name,
+        )
+    }
 }
 
 enum Step {
@@ -216,7 +270,7 @@ impl Inner {
                 Ok(t) => {
                     lock(&self.store_retry).remove(&alias);
                     if let Some(t) = t {
-                        next = earliest(next, t);
+                        next = earliest(next, self.to_local(&alias, t));
                     }
                     if store.capabilities().shared {
                         next = earliest(next, after(now, self.idle_poll(&alias)));
@@ -251,11 +305,29 @@ impl Inner {
         if !unfinished.is_empty() {
             self.release_all(alias, store, unfinished).await?;
         }
+        // A batch whose run records may or may not have been written: insert
+        // the same records again (same run ids) before anything else.
+        let unstarted = lock(&self.unstarted).remove(alias);
+        if let Some(mut batch) = unstarted {
+            let now = self.store_now(alias);
+            if after(batch.claimed_at, self.config.lease) <= now {
+                // The claims lapsed: other schedulers may have taken the jobs.
+                tracing::warn!(jobstore = %alias, jobs = batch.plans.len(), "gave up starting a batch whose run records could not be written for a whole lease; its jobs are claimable again, and records that were written are marked interrupted");
+            } else {
+                let until = after(now, self.config.lease);
+                for r in &mut batch.runs {
+                    if r.record.state == RunState::Running {
+                        r.record.heartbeat_until = Some(until);
+                    }
+                }
+                self.start_batch(alias, store, batch, true).await?;
+            }
+        }
         loop {
             if self.state() != SchedulerState::Running {
                 return Ok(());
             }
-            let now = self.clock.now();
+            let now = self.store_now(alias);
             let jobs = store
                 .acquire_due(now, &self.owner, self.config.lease, self.config.batch_size)
                 .await?;
@@ -269,57 +341,57 @@ impl Inner {
                     None => {}
                 }
             }
-            if !plans.is_empty() {
-                if let Err(e) = self.start_runs(alias, store, &mut plans, now).await {
-                    // Nothing was started: hand the jobs back so they are claimable at once.
-                    let items: Vec<(ReleaseItem, String)> = plans
-                        .into_iter()
-                        .map(|p| {
-                            (
-                                ReleaseItem {
-                                    id: p.id,
-                                    version: p.version,
-                                    outcome: Release::Unclaim,
-                                },
-                                p.task_name,
-                            )
-                        })
-                        .chain(done)
-                        .collect();
-                    let _ = self.release_all(alias, store, items).await;
-                    return Err(e);
-                }
-                done.extend(plans.into_iter().map(|p| {
-                    (
-                        ReleaseItem {
-                            id: p.id,
-                            version: p.version,
-                            outcome: p.outcome,
-                        },
-                        p.task_name,
-                    )
-                }));
-            }
+            // Jobs that need no run are released even if starting the others fails.
             self.release_all(alias, store, done).await?;
+            if !plans.is_empty() {
+                let runs = self.new_runs(&plans, now);
+                self.start_batch(
+                    alias,
+                    store,
+                    Unstarted {
+                        plans,
+                        runs,
+                        claimed_at: now,
+                    },
+                    false,
+                )
+                .await?;
+            }
             if n < self.config.batch_size {
                 return Ok(());
             }
         }
     }
 
-    /// Starts the planned slots of a batch: one `insert_runs` call records every
-    /// due and missed slot; only slots whose record was inserted as `running` are
-    /// submitted.
-    async fn start_runs(
+    /// Starts a batch and releases its jobs. When recording the runs fails,
+    /// the batch keeps its claims and is tried again (`retry`), with the same
+    /// run ids, on the next pass: the store may have written the records
+    /// without the reply arriving, and only the same ids let this node
+    /// recognise them as its own.
+    async fn start_batch(
         &self,
         alias: &str,
         store: &dyn JobStore,
-        plans: &mut [Plan],
-        now: DateTime<Utc>,
+        mut batch: Unstarted,
+        retry: bool,
     ) -> Result<()> {
+        if let Err(e) = self
+            .start_runs(alias, store, &mut batch.plans, &batch.runs, retry)
+            .await
+        {
+            lock(&self.unstarted).insert(alias.to_string(), batch);
+            return Err(e);
+        }
+        let done = batch.plans.into_iter().map(Plan::release_item).collect();
+        self.release_all(alias, store, done).await
+    }
+
+    /// The run records of a batch's plans, in plan order: each plan's due
+    /// slots (`running`), then its missed and coalesced slots (`missed`).
+    fn new_runs(&self, plans: &[Plan], now: DateTime<Utc>) -> Vec<NewRun> {
         let heartbeat_until = after(now, self.config.lease);
         let mut new_runs = Vec::new();
-        for p in plans.iter() {
+        for p in plans {
             for t in &p.due {
                 new_runs.push(NewRun {
                     record: RunRecord::running(
@@ -360,6 +432,38 @@ impl Inner {
                 }
             }
         }
+        new_runs
+    }
+
+    /// Whether the record holding a slot that was reported duplicate is the
+    /// one this node tried to write earlier (its reply was lost), and still
+    /// `running`.
+    async fn is_own_running(&self, store: &dyn JobStore, new: &NewRun) -> Result<bool> {
+        let r = &new.record;
+        let query = RunQuery {
+            job_id: Some(r.job_id.clone()),
+            state: None,
+            since: Some(r.scheduled_time),
+            limit: 1000,
+        };
+        let found = store.query_runs(&query).await?;
+        Ok(found.iter().any(|s| {
+            s.id == r.id && s.state == RunState::Running && s.owner.as_ref() == Some(&self.owner)
+        }))
+    }
+
+    /// Starts the planned slots of a batch: one `insert_runs` call records every
+    /// due and missed slot; only slots whose record was inserted as `running` are
+    /// submitted. On a retry, a slot reported duplicate whose record
+    /// carries this batch's run id is this node's own earlier write, and runs.
+    async fn start_runs(
+        &self,
+        alias: &str,
+        store: &dyn JobStore,
+        plans: &mut [Plan],
+        new_runs: &[NewRun],
+        retry: bool,
+    ) -> Result<()> {
         if new_runs.is_empty() {
             return Ok(());
         }
@@ -367,7 +471,7 @@ impl Inner {
         if let Err(e) = self.flush_store(alias, store).await {
             tracing::warn!(jobstore = %alias, error = %e, "finished runs not recorded yet; they may count against max_instances");
         }
-        let results = store.insert_runs(&new_runs).await?;
+        let mut results = store.insert_runs(new_runs).await?;
         if results.len() != new_runs.len() {
             return Err(Error::Config(format!(
                 "job store '{alias}' answered {} results for {} runs",
@@ -375,6 +479,25 @@ impl Inner {
                 new_runs.len()
             )));
         }
+        if retry {
+            let mut own = Vec::new();
+            for (result, new) in results.iter_mut().zip(new_runs) {
+                if *result == RunInsert::Duplicate
+                    && new.record.state == RunState::Running
+                    && self.is_own_running(store, new).await?
+                {
+                    tracing::info!(job_id = %new.record.job_id, scheduled = %new.record.scheduled_time, "run recorded by an earlier attempt whose reply was lost; starting it");
+                    *result = RunInsert::Inserted(RunState::Running);
+                    own.push(new.record.id.clone());
+                }
+            }
+            // Written with the first attempt's heartbeat: renewed before they start.
+            if !own.is_empty() {
+                let until = after(self.store_now(alias), self.config.lease);
+                store.heartbeat_runs(&self.owner, &own, until).await?;
+            }
+        }
+        let now = self.store_now(alias);
         let mut outcomes = results.into_iter().zip(new_runs);
         for p in plans.iter_mut() {
             let mut started: Vec<(DateTime<Utc>, RunId)> = Vec::new();
@@ -382,7 +505,9 @@ impl Inner {
             for (result, new) in outcomes.by_ref().take(p.due.len()) {
                 let t = new.record.scheduled_time;
                 match result {
-                    RunInsert::Inserted(RunState::Running) => started.push((t, new.record.id)),
+                    RunInsert::Inserted(RunState::Running) => {
+                        started.push((t, new.record.id.clone()))
+                    }
                     RunInsert::Inserted(_) => skipped.push(t),
                     RunInsert::Duplicate => {
                         tracing::info!(job_id = %p.id, scheduled = %t, "slot already started by another scheduler; not running it again");
@@ -417,6 +542,10 @@ impl Inner {
             }
             if !started.is_empty() {
                 self.submit(alias, p, started, now);
+            } else if p.held {
+                // Nothing of it runs here: nothing to keep the job for.
+                p.held = false;
+                p.outcome = Release::Remove;
             }
         }
         Ok(())
@@ -433,6 +562,12 @@ impl Inner {
     ) {
         let (times, ids): (Vec<_>, Vec<_>) = started.into_iter().unzip();
         self.track(alias, &ids);
+        if p.held {
+            let mut held = lock(&self.held);
+            for (id, t) in ids.iter().zip(&times) {
+                held.insert(id.clone(), (alias.to_string(), p.id.clone(), *t));
+            }
+        }
         if p.retry.as_ref().is_some_and(|r| r.retries_after(p.attempt)) {
             let mut retries = lock(&self.retries);
             for (id, t) in ids.iter().zip(&times) {
@@ -515,36 +650,42 @@ impl Inner {
         });
     }
 
+    /// The task and executor a stored job runs with on this scheduler, or why
+    /// it cannot run here.
+    pub(crate) fn runnable(
+        &self,
+        rec: &JobRecord,
+    ) -> std::result::Result<(TaskFn, Arc<dyn Executor>), String> {
+        if let Some(reason) = rec.unreadable_reason() {
+            return Err(format!("stored job is unreadable: {reason}"));
+        }
+        let task = self.task(&rec.task).ok_or_else(|| {
+            Error::UnknownTask {
+                task: rec.task.clone(),
+            }
+            .to_string()
+        })?;
+        let (_, executor) = self
+            .executor_for(&rec.options, &task)
+            .map_err(|e| e.to_string())?;
+        Ok((task, executor))
+    }
+
     /// Plans one claimed job. A job that cannot run here (unknown task,
     /// unreadable trigger, missing executor) is reported and left claimed: it
     /// is untouched and becomes claimable again when the lease expires.
     fn process_job(&self, alias: &str, rec: JobRecord, now: DateTime<Utc>) -> Option<Step> {
-        if let Some(reason) = rec.unreadable_reason() {
-            self.job_error(alias, &rec, format!("stored job is unreadable: {reason}"));
-            return None;
-        }
-        let Some(task) = self.task(&rec.task) else {
-            self.job_error(
-                alias,
-                &rec,
-                Error::UnknownTask {
-                    task: rec.task.clone(),
-                }
-                .to_string(),
-            );
-            return None;
+        let (task, executor) = match self.runnable(&rec) {
+            Ok(r) => r,
+            Err(e) => {
+                self.job_error(alias, &rec, e);
+                return None;
+            }
         };
         let trigger = match self.parse_trigger(&rec) {
             Ok(t) => t,
             Err(e) => {
                 self.job_error(alias, &rec, format!("stored trigger is unreadable: {e}"));
-                return None;
-            }
-        };
-        let executor = match self.executor_for(&rec.options, &task) {
-            Ok((_, e)) => e,
-            Err(e) => {
-                self.job_error(alias, &rec, e.to_string());
                 return None;
             }
         };
@@ -604,6 +745,14 @@ impl Inner {
                 _ => due.push(t),
             }
         }
+        // An exhausted job whose interrupted run is to be rerun is kept,
+        // paused, until the run ends (only another process can find it
+        // interrupted).
+        let held = next.is_none()
+            && !trigger_failed
+            && !due.is_empty()
+            && rec.options.on_interrupted == OnInterrupted::Rerun
+            && self.store(alias).is_ok_and(|s| s.capabilities().shared);
         let outcome = match next {
             Some(n) => Release::Reschedule {
                 next_run_time: Some(n),
@@ -611,24 +760,18 @@ impl Inner {
             None if trigger_failed => Release::Reschedule {
                 next_run_time: Some(trunc_micros(after(now, self.config.retry_interval))),
             },
+            None if held => Release::Reschedule {
+                next_run_time: None,
+            },
             None => Release::Remove,
         };
-        Some(Step::Plan(Box::new(Plan {
-            id: rec.id,
-            version: rec.version,
-            task_name: rec.task,
-            task,
-            executor,
-            args: rec.args,
-            max_instances: rec.options.max_instances,
-            timeout: rec.options.timeout,
-            retry: rec.options.retry,
-            attempt: 1,
-            due,
-            missed,
-            coalesced,
-            outcome,
-        })))
+        let mut plan = Plan::new(rec, task, executor, 1);
+        plan.due = due;
+        plan.missed = missed;
+        plan.coalesced = coalesced;
+        plan.outcome = outcome;
+        plan.held = held;
+        Some(Step::Plan(Box::new(plan)))
     }
 
     /// Hands a batch of processed jobs back to the store in one call; when the

@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::error::BoxError;
-use crate::job::{JobId, JobOptions, JobRecord, RetryPolicy};
+use crate::job::{JobId, JobOptions, JobRecord, OnInterrupted, RetryPolicy};
 use crate::task::{JobContext, TaskFn};
 use crate::trigger::Trigger;
 
@@ -52,6 +52,7 @@ pub struct JobSpec {
     pub(crate) max_instances: Option<u32>,
     pub(crate) timeout: Option<Option<Duration>>,
     pub(crate) retry: Option<RetryPolicy>,
+    pub(crate) on_interrupted: OnInterrupted,
     pub(crate) next_run_time: Option<Option<DateTime<Utc>>>,
     pub(crate) on_conflict: OnConflict,
 }
@@ -118,6 +119,7 @@ impl JobSpec {
             max_instances: None,
             timeout: None,
             retry: None,
+            on_interrupted: OnInterrupted::Skip,
             next_run_time: None,
             on_conflict: OnConflict::Fail,
         }
@@ -133,6 +135,13 @@ impl JobSpec {
     /// Retries failed and timed-out runs as `policy` says.
     pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
         self.retry = Some(policy);
+        self
+    }
+
+    /// Sets what happens to a slot whose run was interrupted (default
+    /// [`OnInterrupted::Skip`]; [`OnInterrupted::Rerun`] runs it again).
+    pub fn on_interrupted(mut self, policy: OnInterrupted) -> Self {
+        self.on_interrupted = policy;
         self
     }
 
@@ -254,6 +263,7 @@ pub struct JobChanges {
     pub(crate) max_instances: Option<u32>,
     pub(crate) timeout: Option<Option<Duration>>,
     pub(crate) retry: Option<Option<RetryPolicy>>,
+    pub(crate) on_interrupted: Option<OnInterrupted>,
     pub(crate) next_run_time: Option<Option<DateTime<Utc>>>,
 }
 
@@ -307,6 +317,11 @@ impl JobChanges {
         self.retry = Some(policy);
         self
     }
+    /// Changes what happens to a slot whose run was interrupted.
+    pub fn on_interrupted(mut self, policy: OnInterrupted) -> Self {
+        self.on_interrupted = Some(policy);
+        self
+    }
 
     pub(crate) fn apply(self, rec: &mut JobRecord) -> crate::Result<()> {
         let o: &mut JobOptions = &mut rec.options;
@@ -330,6 +345,9 @@ impl JobChanges {
         }
         if let Some(v) = self.retry {
             o.retry = v;
+        }
+        if let Some(v) = self.on_interrupted {
+            o.on_interrupted = v;
         }
         if let Some(v) = self.next_run_time {
             rec.next_run_time = v;

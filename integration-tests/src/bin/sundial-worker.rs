@@ -21,7 +21,17 @@ use std::time::Duration;
 
 use sundial::prelude::*;
 
-fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("worker failed: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> std::result::Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let [_, url, runs_path, seconds] = &args[..] else {
         return Err("usage: sundial-worker <store-url> <runs-file> <seconds>".into());

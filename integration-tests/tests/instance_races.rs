@@ -1,8 +1,9 @@
-//! SQL-specific ledger mechanics: on PostgreSQL and MySQL/MariaDB the running
-//! count and the insert of a job's runs are serialised across processes by
-//! locking the job's row, so `max_instances` holds when two nodes start runs of
-//! one job at the same moment. (SQLite serialises writers with `BEGIN
-//! IMMEDIATE`; Redis runs one script at a time.)
+//! Store-wide `max_instances` under a race: two handles (two "processes")
+//! start runs of the same 60 jobs at the same moment, each job limited to one
+//! instance; exactly one run of each job may start. PostgreSQL and
+//! MySQL/MariaDB serialise the count and the insert by locking the job's row,
+//! MongoDB with a short-lived per-job lock document. (SQLite serialises
+//! writers with `BEGIN IMMEDIATE`; Redis runs one script at a time.)
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -12,17 +13,16 @@ use chrono::{DateTime, Duration, Utc};
 use sundial::job::{JobId, JobOptions, JobRecord, OwnerId};
 use sundial::run::{NewRun, RunInsert, RunQuery, RunRecord, RunState};
 use sundial::{JobStore, SqlJobStore};
-use sundial_integration_tests::support::{mysql_url, postgres_url, Namespace};
+use sundial_integration_tests::support::{
+    mongo_url, mysql_url, postgres_store, postgres_url, Namespace,
+};
 
-async fn concurrent_starts_respect_max_instances(url: &str) {
-    let ns = Namespace::new("maxinst");
+async fn concurrent_starts_respect_max_instances(base: &str, ns: &Namespace) {
+    let url = format!("{base}#table={}", ns.0);
     let open = || async {
-        let s = SqlJobStore::from_url(url)
-            .unwrap()
-            .with_table(&ns.0)
-            .unwrap();
+        let s = sundial::store_from_url(&url).unwrap();
         s.start().await.unwrap();
-        Arc::new(s)
+        s
     };
     let (a, b) = (open().await, open().await);
     let base: DateTime<Utc> = "2026-01-01T00:00:00Z".parse().unwrap();
@@ -39,7 +39,7 @@ async fn concurrent_starts_respect_max_instances(url: &str) {
         })
         .collect();
     a.add_jobs(&jobs).await.unwrap();
-    let start = |store: Arc<SqlJobStore>, who: &'static str, offset: i64| async move {
+    let start = |store: Arc<dyn JobStore>, who: &'static str, offset: i64| async move {
         let mut got = Vec::new();
         for i in 0..60 {
             let rec = RunRecord::running(
@@ -78,15 +78,35 @@ async fn concurrent_starts_respect_max_instances(url: &str) {
         .await
         .unwrap();
     assert_eq!(stored.len(), 60);
-    a.drop_table().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_starts_respect_max_instances_on_postgres() {
-    concurrent_starts_respect_max_instances(&postgres_url()).await;
+    let ns = Namespace::new("maxinst");
+    concurrent_starts_respect_max_instances(&postgres_url(), &ns).await;
+    postgres_store(&ns).drop_table().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_starts_respect_max_instances_on_mariadb() {
-    concurrent_starts_respect_max_instances(&mysql_url()).await;
+    let ns = Namespace::new("maxinst");
+    concurrent_starts_respect_max_instances(&mysql_url(), &ns).await;
+    SqlJobStore::from_url(&mysql_url())
+        .unwrap()
+        .with_table(&ns.0)
+        .unwrap()
+        .drop_table()
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_starts_respect_max_instances_on_mongo() {
+    let ns = Namespace::new("maxinst");
+    concurrent_starts_respect_max_instances(&mongo_url(), &ns).await;
+    sundial::MongoJobStore::from_url(&mongo_url())
+        .with_collection(&ns.0)
+        .drop_collection()
+        .await
+        .unwrap();
 }
