@@ -168,16 +168,19 @@ pub trait JobStore: Send + Sync + fmt::Debug + 'static {
     /// Reads every job, by next run time with paused jobs last.
     async fn get_all_jobs(&self) -> Result<Vec<JobRecord>>;
 
-    /// The earliest instant at which a job may become claimable.
-    async fn get_next_run_time(&self) -> Result<Option<DateTime<Utc>>>;
+    /// The earliest instant at which a job other than those in `skip` may
+    /// become claimable.
+    async fn get_next_run_time(&self, skip: &[JobId]) -> Result<Option<DateTime<Utc>>>;
 
-    /// Atomically claims due jobs for `owner`.
+    /// Atomically claims due jobs for `owner`, passing over those in `skip`
+    /// (jobs this scheduler cannot run, left for others for a while).
     async fn acquire_due(
         &self,
         now: DateTime<Utc>,
         owner: &OwnerId,
         lease: Duration,
         limit: usize,
+        skip: &[JobId],
     ) -> Result<Vec<JobRecord>>;
 
     /// Hands a claimed job back with its outcome.
@@ -403,8 +406,8 @@ macro_rules! forward_store {
             async fn get_all_jobs(&self) -> Result<Vec<JobRecord>> {
                 (**self).get_all_jobs().await
             }
-            async fn get_next_run_time(&self) -> Result<Option<DateTime<Utc>>> {
-                (**self).get_next_run_time().await
+            async fn get_next_run_time(&self, skip: &[JobId]) -> Result<Option<DateTime<Utc>>> {
+                (**self).get_next_run_time(skip).await
             }
             async fn acquire_due(
                 &self,
@@ -412,8 +415,9 @@ macro_rules! forward_store {
                 owner: &OwnerId,
                 lease: Duration,
                 limit: usize,
+                skip: &[JobId],
             ) -> Result<Vec<JobRecord>> {
-                (**self).acquire_due(now, owner, lease, limit).await
+                (**self).acquire_due(now, owner, lease, limit, skip).await
             }
             async fn release(
                 &self,

@@ -69,6 +69,7 @@ pub fn cases() -> Vec<Case> {
         next_run_time_waits_for_lease_expiry,
         times_keep_microseconds_far_future_and_epoch,
         acquire_only_due_unleased_in_order_with_limit,
+        claims_and_next_run_time_pass_over_skipped_jobs,
         paused_jobs_are_never_acquired,
         acquire_is_exclusive_across_handles,
         expired_lease_is_reacquirable,
@@ -244,7 +245,7 @@ pub async fn update_replaces_content_keeps_lease_and_bumps_version(cx: &Ctx) -> 
     cx.store.add_job(&job("u", Some(mins(1)))).await?;
     let claimed = cx
         .store
-        .acquire_due(mins(1), &owner("o1"), LEASE, 10)
+        .acquire_due(mins(1), &owner("o1"), LEASE, 10, &[])
         .await?;
     ensure!(claimed.len() == 1);
     let mut changed = claimed[0].clone();
@@ -302,7 +303,7 @@ pub async fn remove_and_remove_all(cx: &Ctx) -> Result<()> {
     ensure!(ids(&cx.store.get_all_jobs().await?) == vec!["r0", "r1", "r3", "r4"]);
     cx.store.remove_all_jobs().await?;
     ensure!(cx.store.get_all_jobs().await?.is_empty());
-    ensure!(cx.store.get_next_run_time().await?.is_none());
+    ensure!(cx.store.get_next_run_time(&[]).await?.is_none());
     Ok(())
 }
 
@@ -325,12 +326,12 @@ pub async fn get_all_sorted_paused_last_ties_by_id(cx: &Ctx) -> Result<()> {
 
 /// `get_next_run_time` ignores paused jobs and is `None` when nothing is scheduled.
 pub async fn next_run_time_ignores_paused_and_is_none_when_empty(cx: &Ctx) -> Result<()> {
-    ensure!(cx.store.get_next_run_time().await?.is_none());
+    ensure!(cx.store.get_next_run_time(&[]).await?.is_none());
     cx.store.add_job(&job("paused", None)).await?;
-    ensure!(cx.store.get_next_run_time().await?.is_none());
+    ensure!(cx.store.get_next_run_time(&[]).await?.is_none());
     cx.store.add_job(&job("later", Some(mins(7)))).await?;
     cx.store.add_job(&job("sooner", Some(mins(3)))).await?;
-    ensure!(cx.store.get_next_run_time().await? == Some(mins(3)));
+    ensure!(cx.store.get_next_run_time(&[]).await? == Some(mins(3)));
     Ok(())
 }
 
@@ -340,10 +341,10 @@ pub async fn next_run_time_waits_for_lease_expiry(cx: &Ctx) -> Result<()> {
     cx.store.add_job(&job("m", Some(mins(10)))).await?;
     let claimed = cx
         .store
-        .acquire_due(mins(2), &owner("o"), Duration::from_secs(120), 1)
+        .acquire_due(mins(2), &owner("o"), Duration::from_secs(120), 1, &[])
         .await?;
     ensure!(ids(&claimed) == vec!["l"]);
-    let next = cx.store.get_next_run_time().await?;
+    let next = cx.store.get_next_run_time(&[]).await?;
     ensure!(
         next == Some(mins(4)),
         "expected the lease expiry (00:04), got {next:?}"
@@ -375,7 +376,7 @@ pub async fn times_keep_microseconds_far_future_and_epoch(cx: &Ctx) -> Result<()
             got.next_run_time
         );
     }
-    ensure!(cx.store.get_next_run_time().await? == Some(times[0]));
+    ensure!(cx.store.get_next_run_time(&[]).await? == Some(times[0]));
     Ok(())
 }
 
@@ -384,7 +385,10 @@ pub async fn acquire_only_due_unleased_in_order_with_limit(cx: &Ctx) -> Result<(
     for (id, m) in [("d3", 3), ("d1", 1), ("d2b", 2), ("d2a", 2), ("future", 60)] {
         cx.store.add_job(&job(id, Some(mins(m)))).await?;
     }
-    let first = cx.store.acquire_due(mins(5), &owner("o"), LEASE, 2).await?;
+    let first = cx
+        .store
+        .acquire_due(mins(5), &owner("o"), LEASE, 2, &[])
+        .await?;
     ensure!(
         ids(&first) == vec!["d1", "d2a"],
         "first batch {:?}",
@@ -397,7 +401,7 @@ pub async fn acquire_only_due_unleased_in_order_with_limit(cx: &Ctx) -> Result<(
     }
     let second = cx
         .store
-        .acquire_due(mins(5), &owner("o"), LEASE, 10)
+        .acquire_due(mins(5), &owner("o"), LEASE, 10, &[])
         .await?;
     ensure!(
         ids(&second) == vec!["d2b", "d3"],
@@ -406,7 +410,7 @@ pub async fn acquire_only_due_unleased_in_order_with_limit(cx: &Ctx) -> Result<(
     );
     ensure!(cx
         .store
-        .acquire_due(mins(5), &owner("o"), LEASE, 10)
+        .acquire_due(mins(5), &owner("o"), LEASE, 10, &[])
         .await?
         .is_empty());
     let stored = cx
@@ -421,12 +425,51 @@ pub async fn acquire_only_due_unleased_in_order_with_limit(cx: &Ctx) -> Result<(
     Ok(())
 }
 
+/// Jobs a scheduler passes over are neither claimed by it nor counted in its
+/// next run time, while other jobs and other callers are unaffected; the limit
+/// counts only the jobs claimed.
+pub async fn claims_and_next_run_time_pass_over_skipped_jobs(cx: &Ctx) -> Result<()> {
+    for (id, m) in [("s1", 1), ("s2", 2), ("k3", 3), ("k4", 4)] {
+        cx.store.add_job(&job(id, Some(mins(m)))).await?;
+    }
+    let skip = [JobId::new("s1"), JobId::new("s2"), JobId::new("absent")];
+    ensure!(cx.store.get_next_run_time(&skip).await? == Some(mins(3)));
+    ensure!(cx.store.get_next_run_time(&skip[..1]).await? == Some(mins(2)));
+    let got = cx
+        .store
+        .acquire_due(mins(5), &owner("o"), LEASE, 1, &skip)
+        .await?;
+    ensure!(ids(&got) == vec!["k3"], "first claim {:?}", ids(&got));
+    // The claimed k3 is now counted at its lease's end.
+    let lease_end = mins(5) + chrono::Duration::seconds(30);
+    ensure!(cx.store.get_next_run_time(&skip).await? == Some(mins(4)));
+    let got = cx
+        .store
+        .acquire_due(mins(5), &owner("o"), LEASE, 10, &skip)
+        .await?;
+    ensure!(ids(&got) == vec!["k4"], "second claim {:?}", ids(&got));
+    ensure!(cx.store.get_next_run_time(&skip).await? == Some(lease_end));
+    ensure!(cx
+        .store
+        .acquire_due(mins(5), &owner("o"), LEASE, 10, &skip)
+        .await?
+        .is_empty());
+    // Without the skip list, the passed-over jobs are claimable as ever.
+    let got = cx
+        .another_handle()
+        .await?
+        .acquire_due(mins(5), &owner("p"), LEASE, 10, &[])
+        .await?;
+    ensure!(ids(&got) == vec!["s1", "s2"], "other claim {:?}", ids(&got));
+    Ok(())
+}
+
 /// Paused jobs are never acquired.
 pub async fn paused_jobs_are_never_acquired(cx: &Ctx) -> Result<()> {
     cx.store.add_job(&job("paused", None)).await?;
     let got = cx
         .store
-        .acquire_due(at("2999-01-01T00:00:00Z"), &owner("o"), LEASE, 10)
+        .acquire_due(at("2999-01-01T00:00:00Z"), &owner("o"), LEASE, 10, &[])
         .await?;
     ensure!(got.is_empty(), "acquired {:?}", ids(&got));
     Ok(())
@@ -448,7 +491,7 @@ pub async fn acquire_is_exclusive_across_handles(cx: &Ctx) -> Result<()> {
             tasks.push(tokio::spawn(async move {
                 let mut mine = Vec::new();
                 loop {
-                    let got = store.acquire_due(mins(10), &me, LEASE, 7).await?;
+                    let got = store.acquire_due(mins(10), &me, LEASE, 7, &[]).await?;
                     if got.is_empty() {
                         return Ok::<_, Error>(mine);
                     }
@@ -480,7 +523,7 @@ pub async fn expired_lease_is_reacquirable(cx: &Ctx) -> Result<()> {
     cx.store.add_job(&job("e", Some(mins(1)))).await?;
     ensure!(
         cx.store
-            .acquire_due(mins(1), &owner("a"), LEASE, 10)
+            .acquire_due(mins(1), &owner("a"), LEASE, 10, &[])
             .await?
             .len()
             == 1
@@ -491,7 +534,8 @@ pub async fn expired_lease_is_reacquirable(cx: &Ctx) -> Result<()> {
             mins(1) + chrono::Duration::seconds(29),
             &owner("b"),
             LEASE,
-            10
+            10,
+            &[]
         )
         .await?
         .is_empty());
@@ -499,7 +543,7 @@ pub async fn expired_lease_is_reacquirable(cx: &Ctx) -> Result<()> {
     let got = cx
         .another_handle()
         .await?
-        .acquire_due(later, &owner("b"), LEASE, 10)
+        .acquire_due(later, &owner("b"), LEASE, 10, &[])
         .await?;
     ensure!(ids(&got) == vec!["e"], "expired lease not re-acquired");
     ensure!(got[0].lease.as_ref().map(|l| l.owner.clone()) == Some(owner("b")));
@@ -512,12 +556,12 @@ pub async fn release_by_wrong_owner_is_rejected(cx: &Ctx) -> Result<()> {
     cx.store.add_job(&job("w", Some(mins(1)))).await?;
     let a = cx
         .store
-        .acquire_due(mins(1), &owner("a"), LEASE, 10)
+        .acquire_due(mins(1), &owner("a"), LEASE, 10, &[])
         .await?;
     // a's lease expires and b claims the job: a is now a stale owner.
     let b = cx
         .store
-        .acquire_due(mins(2), &owner("b"), LEASE, 10)
+        .acquire_due(mins(2), &owner("b"), LEASE, 10, &[])
         .await?;
     ensure!(ids(&b) == vec!["w"]);
     let err = cx
@@ -554,7 +598,7 @@ pub async fn release_reschedule_clears_lease_and_sets_next_run(cx: &Ctx) -> Resu
     cx.store.add_job(&job("r", Some(mins(1)))).await?;
     let c = cx
         .store
-        .acquire_due(mins(1), &owner("o"), LEASE, 10)
+        .acquire_due(mins(1), &owner("o"), LEASE, 10, &[])
         .await?;
     let out = cx
         .store
@@ -578,11 +622,11 @@ pub async fn release_reschedule_clears_lease_and_sets_next_run(cx: &Ctx) -> Resu
             && got.lease.is_none()
             && got.version == c[0].version + 1
     );
-    ensure!(cx.store.get_next_run_time().await? == Some(mins(2)));
+    ensure!(cx.store.get_next_run_time(&[]).await? == Some(mins(2)));
     ensure!(
         ids(&cx
             .store
-            .acquire_due(mins(2), &owner("o"), LEASE, 10)
+            .acquire_due(mins(2), &owner("o"), LEASE, 10, &[])
             .await?)
             == vec!["r"]
     );
@@ -595,7 +639,7 @@ pub async fn release_remove_and_unclaim(cx: &Ctx) -> Result<()> {
     cx.store.add_job(&job("un", Some(mins(1)))).await?;
     let c = cx
         .store
-        .acquire_due(mins(1), &owner("o"), LEASE, 10)
+        .acquire_due(mins(1), &owner("o"), LEASE, 10, &[])
         .await?;
     ensure!(ids(&c) == vec!["rm", "un"]);
     ensure!(
@@ -623,7 +667,7 @@ pub async fn release_remove_and_unclaim(cx: &Ctx) -> Result<()> {
     ensure!(
         ids(&cx
             .store
-            .acquire_due(mins(1), &owner("p"), LEASE, 10)
+            .acquire_due(mins(1), &owner("p"), LEASE, 10, &[])
             .await?)
             == vec!["un"]
     );
@@ -635,7 +679,7 @@ pub async fn release_after_modification_is_superseded(cx: &Ctx) -> Result<()> {
     cx.store.add_job(&job("s", Some(mins(1)))).await?;
     let c = cx
         .store
-        .acquire_due(mins(1), &owner("o"), LEASE, 10)
+        .acquire_due(mins(1), &owner("o"), LEASE, 10, &[])
         .await?;
     let mut modified = c[0].clone();
     modified.next_run_time = Some(mins(30));
@@ -669,7 +713,7 @@ pub async fn release_of_removed_job_is_gone(cx: &Ctx) -> Result<()> {
     cx.store.add_job(&job("g", Some(mins(1)))).await?;
     let c = cx
         .store
-        .acquire_due(mins(1), &owner("o"), LEASE, 10)
+        .acquire_due(mins(1), &owner("o"), LEASE, 10, &[])
         .await?;
     cx.store.remove_job(&JobId::new("g")).await?;
     let out = cx
@@ -688,7 +732,7 @@ pub async fn release_many_matches_release_item_by_item(cx: &Ctx) -> Result<()> {
         .collect();
     cx.store.add_jobs(&batch).await?;
     let me = owner("me");
-    let claimed = cx.store.acquire_due(mins(1), &me, LEASE, n).await?;
+    let claimed = cx.store.acquire_due(mins(1), &me, LEASE, n, &[]).await?;
     ensure!(claimed.len() == n);
     // m000: modified while claimed; m001: removed; m002: taken over by another owner.
     let mut modified = claimed[0].clone();
@@ -758,7 +802,7 @@ pub async fn release_many_matches_release_item_by_item(cx: &Ctx) -> Result<()> {
     // A stale owner's batch is rejected item by item.
     let again = cx
         .store
-        .acquire_due(mins(5), &owner("new"), LEASE, 1)
+        .acquire_due(mins(5), &owner("new"), LEASE, 1, &[])
         .await?;
     let stale = cx
         .store
@@ -846,7 +890,7 @@ pub async fn ten_thousand_jobs_drain_in_batches(cx: &Ctx) -> Result<()> {
     let mut seen = HashSet::new();
     let me = owner("drain");
     loop {
-        let got = cx.store.acquire_due(mins(60), &me, LEASE, 500).await?;
+        let got = cx.store.acquire_due(mins(60), &me, LEASE, 500, &[]).await?;
         if got.is_empty() {
             break;
         }
@@ -1688,7 +1732,7 @@ pub async fn change_notices_reach_other_handles(cx: &Ctx) -> Result<()> {
     );
     // A release that leaves the job scheduled is a change too.
     let claimed = other
-        .acquire_due(mins(2), &owner("o"), Duration::from_secs(60), 10)
+        .acquire_due(mins(2), &owner("o"), Duration::from_secs(60), 10, &[])
         .await?;
     ensure!(claimed.len() == 2, "{}", claimed.len());
     let items = claimed
@@ -2096,8 +2140,11 @@ pub async fn a_skewed_clock_runs_jobs_on_the_stores_time(cx: &Ctx) -> Result<()>
         };
         s.shutdown(true).await?;
         let late = (at - due).num_milliseconds();
+        // Uncorrected, the job would run 1.5 s early (clock ahead: at once)
+        // or 5 s late (clock behind); the upper bound leaves room for a slow
+        // server on a loaded machine.
         ensure!(
-            (-50..1000).contains(&late),
+            (-50..2500).contains(&late),
             "a clock {skew} s off ran the job {late} ms after its time"
         );
     }

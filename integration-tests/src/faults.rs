@@ -133,8 +133,8 @@ impl JobStore for FaultyStore {
     async fn get_all_jobs(&self) -> Result<Vec<JobRecord>> {
         self.inner.get_all_jobs().await
     }
-    async fn get_next_run_time(&self) -> Result<Option<DateTime<Utc>>> {
-        self.inner.get_next_run_time().await
+    async fn get_next_run_time(&self, skip: &[JobId]) -> Result<Option<DateTime<Utc>>> {
+        self.inner.get_next_run_time(skip).await
     }
     async fn acquire_due(
         &self,
@@ -142,8 +142,9 @@ impl JobStore for FaultyStore {
         owner: &OwnerId,
         lease: Duration,
         limit: usize,
+        skip: &[JobId],
     ) -> Result<Vec<JobRecord>> {
-        self.inner.acquire_due(now, owner, lease, limit).await
+        self.inner.acquire_due(now, owner, lease, limit, skip).await
     }
     async fn release(
         &self,

@@ -209,7 +209,7 @@ impl StoreFactory for RedisFactory {
         let s = sundial::RedisJobStore::from_url(&self.url).map_err(|e| e.to_string())?;
         match tokio::time::timeout(std::time::Duration::from_secs(10), s.start()).await {
             Ok(Ok(())) => s
-                .get_next_run_time()
+                .get_next_run_time(&[])
                 .await
                 .map(|_| ())
                 .map_err(|e| format!("redis at {}: {e}", self.url)),

@@ -864,3 +864,123 @@ async fn each_jobs_history_is_cut_to_its_limit_past_the_last_hour() {
     assert!(seen.lock().unwrap().len() >= 180, "the job stopped running");
     s.shutdown(true).await.unwrap();
 }
+
+/// How many `JobError` events outside any run `events` hold for `job`.
+fn job_errors(events: &[Event], job: &str) -> usize {
+    events
+        .iter()
+        .filter(
+            |e| matches!(e, Event::JobError { job_id, run_id: None, .. } if job_id.as_str() == job),
+        )
+        .count()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_this_scheduler_cannot_run_is_handed_to_one_that_can_at_once() {
+    let t0 = at("2026-01-01T00:00:00Z");
+    let clock = Arc::new(VirtualClock::new(t0));
+    let seen = Seen::default();
+    let path = sqlite_path("hand-back");
+    // `a` is an older build that lacks the task; `b` has it.
+    let a = builder(&clock, Arc::new(SqlJobStore::sqlite(&path)), &seen)
+        .build()
+        .unwrap();
+    let s = Arc::clone(&seen);
+    let c = Arc::clone(&clock);
+    let b = builder(&clock, Arc::new(SqlJobStore::sqlite(&path)), &seen)
+        .task("new_task", move |ctx: JobContext, _: ()| {
+            let s = Arc::clone(&s);
+            let now = c.now();
+            async move {
+                s.lock().unwrap().push((
+                    ctx.job_id().to_string(),
+                    ctx.scheduled_run_time(),
+                    ctx.run_id().map(|r| r.to_string()).unwrap_or_default(),
+                    ctx.attempt(),
+                    now,
+                    now,
+                ));
+                Ok::<_, std::io::Error>(())
+            }
+        })
+        .build()
+        .unwrap();
+    let mut a_events = a.subscribe();
+    b.start_paused().await.unwrap();
+    b.add_job(
+        JobSpec::new(
+            "new_task",
+            DateTrigger::at(t0 + chrono::Duration::milliseconds(100)),
+        )
+        .id("new"),
+    )
+    .await
+    .unwrap();
+    a.start().await.unwrap();
+    // `a` claims the job first and cannot run it.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(job_errors(&drain(&mut a_events), "new"), 1);
+    b.resume().unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let got = seen.lock().unwrap().clone();
+    assert_eq!(got.len(), 1, "{got:?}");
+    // Run by `b` at once, not after `a`'s lease ran out.
+    assert!(
+        got[0].4 < t0 + chrono::Duration::seconds(1),
+        "started at {}",
+        got[0].4
+    );
+    let runs = runs_of(&b, "new").await;
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0].state, RunState::Succeeded);
+    assert_eq!(runs[0].owner.as_ref(), Some(b.owner_id()));
+    a.shutdown(true).await.unwrap();
+    b.shutdown(true).await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_nobody_can_run_is_reported_at_a_slowing_rate_and_kept() {
+    let t0 = at("2026-01-01T00:00:00Z");
+    let clock = Arc::new(VirtualClock::new(t0));
+    let seen = Seen::default();
+    let path = sqlite_path("nobody");
+    let store: Arc<dyn JobStore> = Arc::new(SqlJobStore::sqlite(&path));
+    // A job stored by a build that had the task.
+    let old = builder(&clock, Arc::clone(&store), &seen)
+        .task("gone_task", |_: JobContext, _: ()| async {
+            Ok::<_, std::io::Error>(())
+        })
+        .build()
+        .unwrap();
+    old.start_paused().await.unwrap();
+    old.add_job(
+        JobSpec::new(
+            "gone_task",
+            IntervalTrigger::builder()
+                .seconds(10)
+                .start_date(t0)
+                .build()
+                .unwrap(),
+        )
+        .id("orphan"),
+    )
+    .await
+    .unwrap();
+    old.shutdown(true).await.unwrap();
+    let a = builder(&clock, Arc::clone(&store), &seen).build().unwrap();
+    let mut events = a.subscribe();
+    a.start().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(130)).await;
+    // Reported at 0, 1, 3, 7, 15, 31, 63 and 123 s: not on every pass.
+    let errors = job_errors(&drain(&mut events), "orphan");
+    assert!((7..=9).contains(&errors), "{errors} reports");
+    // Kept, due at its stored time, never recorded as run or missed.
+    let kept = store
+        .lookup_job(&JobId::new("orphan"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(kept.next_run_time, Some(t0));
+    assert!(runs_of(&a, "orphan").await.is_empty());
+    a.shutdown(true).await.unwrap();
+}

@@ -168,7 +168,7 @@ async fn corrupted_fields_are_quarantined_and_the_store_keeps_working() {
     );
     assert!(errors[2].1.contains("job JSON is missing"), "{errors:?}");
     assert!(
-        store.get_next_run_time().await.unwrap().unwrap()
+        store.get_next_run_time(&[]).await.unwrap().unwrap()
             > Utc::now() + chrono::Duration::minutes(50),
         "a quarantined job is still due"
     );

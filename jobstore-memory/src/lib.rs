@@ -239,12 +239,17 @@ impl JobStore for MemoryJobStore {
         Ok(all)
     }
 
-    async fn get_next_run_time(&self) -> Result<Option<DateTime<Utc>>> {
+    async fn get_next_run_time(&self, skip: &[JobId]) -> Result<Option<DateTime<Utc>>> {
         let s = self.lock();
-        let due = s.due.first().map(|(t, _)| *t);
+        let due = s
+            .due
+            .iter()
+            .find(|(_, id)| !skip.contains(id))
+            .map(|(t, _)| *t);
         let leased = s
             .leased
             .iter()
+            .filter(|(_, id)| !skip.contains(id))
             .filter_map(|(until, id)| s.jobs.get(id)?.next_run_time.map(|n| n.max(*until)))
             .min();
         Ok(match (due, leased) {
@@ -259,6 +264,7 @@ impl JobStore for MemoryJobStore {
         owner: &OwnerId,
         lease: Duration,
         limit: usize,
+        skip: &[JobId],
     ) -> Result<Vec<JobRecord>> {
         let mut s = self.lock();
         // Expired leases make their jobs claimable again (the stale lease stays
@@ -276,6 +282,7 @@ impl JobStore for MemoryJobStore {
             .due
             .iter()
             .take_while(|(t, _)| *t <= now)
+            .filter(|(_, id)| !skip.contains(id))
             .take(limit)
             .map(|(_, id)| id.clone())
             .collect();

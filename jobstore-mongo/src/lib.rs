@@ -216,6 +216,15 @@ fn change_streams_unsupported(e: &mongodb::error::Error) -> bool {
     }
 }
 
+/// `filter`, narrowed to ids outside `skip`.
+fn skipping(mut filter: Document, skip: &[JobId]) -> Document {
+    if !skip.is_empty() {
+        let ids: Vec<&str> = skip.iter().map(JobId::as_str).collect();
+        filter.insert("_id", doc! { "$nin": ids });
+    }
+    filter
+}
+
 fn mongo(e: mongodb::error::Error) -> sundial_core::Error {
     core_err(Error::Mongo(e))
 }
@@ -654,10 +663,13 @@ impl JobStore for MongoJobStore {
         Ok(all)
     }
 
-    async fn get_next_run_time(&self) -> sundial_core::Result<Option<DateTime<Utc>>> {
+    async fn get_next_run_time(
+        &self,
+        skip: &[JobId],
+    ) -> sundial_core::Result<Option<DateTime<Utc>>> {
         let coll = self.coll()?;
         let unleased = coll
-            .find_one(doc! { "next_run_time": { "$exists": true }, "lease_until_us": { "$exists": false } })
+            .find_one(skipping(doc! { "next_run_time": { "$exists": true }, "lease_until_us": { "$exists": false } }, skip))
             .sort(doc! { "next_run_time": 1, "next_run_time_us": 1 })
             .await
             .map_err(mongo)?
@@ -665,7 +677,7 @@ impl JobStore for MongoJobStore {
         // Claimed jobs are few (in flight): compute max(next run, lease end) for each.
         let leased = self
             .find_all(
-                doc! { "next_run_time": { "$exists": true }, "lease_until_us": { "$exists": true } },
+                skipping(doc! { "next_run_time": { "$exists": true }, "lease_until_us": { "$exists": true } }, skip),
                 doc! { "_id": 1 },
             )
             .await?
@@ -684,17 +696,21 @@ impl JobStore for MongoJobStore {
         owner: &OwnerId,
         lease: Duration,
         limit: usize,
+        skip: &[JobId],
     ) -> sundial_core::Result<Vec<JobRecord>> {
         let coll = self.coll()?;
         let now_us = micros(now);
-        let due = doc! {
-            "next_run_time": { "$lte": date(now) },
-            "next_run_time_us": { "$lte": now_us },
-            "$or": [
-                { "lease_until_us": { "$exists": false } },
-                { "lease_until_us": { "$lte": now_us } },
-            ],
-        };
+        let due = skipping(
+            doc! {
+                "next_run_time": { "$lte": date(now) },
+                "next_run_time_us": { "$lte": now_us },
+                "$or": [
+                    { "lease_until_us": { "$exists": false } },
+                    { "lease_until_us": { "$lte": now_us } },
+                ],
+            },
+            skip,
+        );
         let candidates: Vec<Document> = coll
             .find(due.clone())
             .sort(doc! { "next_run_time": 1, "next_run_time_us": 1, "_id": 1 })
@@ -714,6 +730,7 @@ impl JobStore for MongoJobStore {
             .collect();
         let until = now + lease_duration(lease);
         let token = format!("{}:{}", owner.as_str(), uuid::Uuid::new_v4().simple());
+        // The ids found are outside `skip`: replacing the `$nin` keeps that.
         let mut filter = due;
         filter.insert("_id", doc! { "$in": ids });
         coll.update_many(

@@ -853,14 +853,17 @@ impl JobStore for RedisJobStore {
         Ok(all)
     }
 
-    async fn get_next_run_time(&self) -> sundial_core::Result<Option<DateTime<Utc>>> {
+    async fn get_next_run_time(
+        &self,
+        skip: &[JobId],
+    ) -> sundial_core::Result<Option<DateTime<Utc>>> {
         let mut conn = self.conn().await?;
         let first: Vec<(String, f64)> = self
             .check(
                 redis::cmd("ZRANGE")
                     .arg(&self.keys()[4])
                     .arg(0)
-                    .arg(0)
+                    .arg(skip.len())
                     .arg("WITHSCORES")
                     .query_async(&mut conn)
                     .await,
@@ -868,7 +871,8 @@ impl JobStore for RedisJobStore {
             .await?;
         // Scores are whole microseconds below 2^53, exact in an f64.
         Ok(first
-            .first()
+            .iter()
+            .find(|(id, _)| !skip.iter().any(|s| s.as_str() == id))
             .and_then(|(_, s)| DateTime::from_timestamp_micros(*s as i64)))
     }
 
@@ -878,6 +882,7 @@ impl JobStore for RedisJobStore {
         owner: &OwnerId,
         lease: Duration,
         limit: usize,
+        skip: &[JobId],
     ) -> sundial_core::Result<Vec<JobRecord>> {
         let until = now + lease_duration(lease);
         let mut inv = self.invoke(&self.scripts.acquire);
@@ -885,6 +890,9 @@ impl JobStore for RedisJobStore {
             .arg(owner.as_str())
             .arg(micros(until))
             .arg(limit);
+        for id in skip {
+            inv.arg(id.as_str());
+        }
         let mut conn = self.conn().await?;
         let (flat, bad): (Vec<String>, Vec<String>) =
             self.check(inv.invoke_async(&mut conn).await).await?;

@@ -311,6 +311,26 @@ pub(crate) fn schema_statements(sql: &Sql, step: SchemaStep) -> Vec<(String, Vec
 /// Change notices as received: their payloads, or the error that ended them.
 pub(crate) type Notices = futures::stream::BoxStream<'static, Result<String, Error>>;
 
+/// One claim: up to `limit` due rows at `now`, passing over the `skip` ids,
+/// leased to `owner` until `until` (times in microseconds).
+pub(crate) struct Claim {
+    pub(crate) now: i64,
+    pub(crate) owner: String,
+    pub(crate) until: i64,
+    pub(crate) limit: i64,
+    pub(crate) skip: Vec<String>,
+}
+
+impl Claim {
+    /// The parameters of [`Sql::select_due`].
+    pub(crate) fn select_params(&self) -> Vec<Param> {
+        let mut params = vec![Param::Int(self.now), Param::Int(self.now)];
+        params.extend(self.skip.iter().cloned().map(Param::Text));
+        params.push(Param::Int(self.limit));
+        params
+    }
+}
+
 /// What each backend provides; the job-store logic on top is shared.
 #[async_trait]
 pub(crate) trait Backend: Send + Sync + fmt::Debug {
@@ -346,14 +366,7 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug {
         check: (String, Vec<Param>),
     ) -> Result<Vec<(String, i64, Option<String>)>, Error>;
     /// Selects due rows and claims them in one transaction.
-    async fn claim(
-        &self,
-        sql: &Sql,
-        now: i64,
-        owner: String,
-        until: i64,
-        limit: i64,
-    ) -> Result<Vec<Row>, Error>;
+    async fn claim(&self, sql: &Sql, claim: Claim) -> Result<Vec<Row>, Error>;
     /// Reads run rows (columns as [`schema::RUN_COLUMNS`]).
     async fn query_runs(&self, sql: String, params: Vec<Param>) -> Result<Vec<RunRow>, Error>;
     /// Inserts a batch of runs in one transaction: first the batch's count
@@ -804,10 +817,14 @@ impl JobStore for SqlJobStore {
         Ok(rows.into_iter().map(Row::into_record).collect())
     }
 
-    async fn get_next_run_time(&self) -> sundial_core::Result<Option<DateTime<Utc>>> {
+    async fn get_next_run_time(
+        &self,
+        skip: &[JobId],
+    ) -> sundial_core::Result<Option<DateTime<Utc>>> {
+        let ids = skip.iter().map(|id| Param::Text(id.to_string())).collect();
         let t = self
             .backend
-            .query_int(self.sql.next_run_time(), vec![])
+            .query_int(self.sql.next_run_time(skip.len()), ids)
             .await
             .map_err(|e| self.err(e))?;
         Ok(t.map(from_micros))
@@ -819,18 +836,23 @@ impl JobStore for SqlJobStore {
         owner: &OwnerId,
         lease: Duration,
         limit: usize,
+        skip: &[JobId],
     ) -> sundial_core::Result<Vec<JobRecord>> {
         let until = now + lease_duration(lease);
         let mut attempt = 0;
+        let skip: Vec<String> = skip.iter().map(JobId::to_string).collect();
         let rows = loop {
             let claimed = self
                 .backend
                 .claim(
                     &self.sql,
-                    to_micros(now),
-                    owner.to_string(),
-                    to_micros(until),
-                    i64::try_from(limit).unwrap_or(i64::MAX),
+                    Claim {
+                        now: to_micros(now),
+                        owner: owner.to_string(),
+                        until: to_micros(until),
+                        limit: i64::try_from(limit).unwrap_or(i64::MAX),
+                        skip: skip.clone(),
+                    },
                 )
                 .await;
             match claimed {
@@ -1323,7 +1345,14 @@ mod tests {
             dialect: Dialect::MySql,
             table: "t".into(),
         };
-        assert!(my.select_due().ends_with("LIMIT ? FOR UPDATE SKIP LOCKED"));
+        assert!(my.select_due(0).ends_with("(lease_until IS NULL OR lease_until <= ?) ORDER BY next_run_time, id LIMIT ? FOR UPDATE SKIP LOCKED"));
+        // Passed-over ids come before the limit, in parameter order.
+        assert!(pg.select_due(2).ends_with(
+            "AND id NOT IN ($3, $4) ORDER BY next_run_time, id LIMIT $5 FOR UPDATE SKIP LOCKED"
+        ));
+        assert!(pg
+            .next_run_time(1)
+            .ends_with("WHERE next_run_time IS NOT NULL AND id NOT IN ($1)"));
     }
 
     #[test]

@@ -403,25 +403,37 @@ impl Sql {
         )
     }
 
-    pub(crate) fn next_run_time(&self) -> String {
+    pub(crate) fn next_run_time(&self, skip: usize) -> String {
         format!(
-            "SELECT MIN(CASE WHEN lease_until IS NOT NULL AND lease_until > next_run_time THEN lease_until ELSE next_run_time END) FROM {} WHERE next_run_time IS NOT NULL",
-            self.table
+            "SELECT MIN(CASE WHEN lease_until IS NOT NULL AND lease_until > next_run_time THEN lease_until ELSE next_run_time END) FROM {} WHERE next_run_time IS NOT NULL{}",
+            self.table,
+            self.not_in(1, skip)
         )
     }
 
-    /// Due, claimable rows in run order: parameters now, now, limit.
-    pub(crate) fn select_due(&self) -> String {
+    /// ` AND id NOT IN (...)` over `count` parameters from `from` on, or
+    /// nothing when `count` is 0.
+    fn not_in(&self, from: usize, count: usize) -> String {
+        if count == 0 {
+            return String::new();
+        }
+        format!(" AND id NOT IN ({})", self.list(from, count))
+    }
+
+    /// Due, claimable rows in run order, passing over `skip` ids: parameters
+    /// now, now, the ids, limit.
+    pub(crate) fn select_due(&self, skip: usize) -> String {
         let lock = match self.dialect {
             Dialect::Sqlite => "",
             _ => " FOR UPDATE SKIP LOCKED",
         };
         format!(
-            "SELECT {COLUMNS} FROM {} WHERE next_run_time <= {} AND (lease_until IS NULL OR lease_until <= {}) ORDER BY next_run_time, id LIMIT {}{lock}",
+            "SELECT {COLUMNS} FROM {} WHERE next_run_time <= {} AND (lease_until IS NULL OR lease_until <= {}){} ORDER BY next_run_time, id LIMIT {}{lock}",
             self.table,
             self.p(1),
             self.p(2),
-            self.p(3)
+            self.not_in(3, skip),
+            self.p(3 + skip)
         )
     }
 

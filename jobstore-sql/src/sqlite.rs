@@ -11,7 +11,7 @@ use sundial_core::run::RunInsert;
 
 use crate::ledger::{interrupt_params, RunBatch};
 use crate::schema::{Row, RunRow, Sql};
-use crate::{schema_statements, schema_step, Backend, Error, Param, SchemaStep};
+use crate::{schema_statements, schema_step, Backend, Claim, Error, Param, SchemaStep};
 
 #[derive(Debug)]
 pub(crate) struct SqliteBackend {
@@ -246,22 +246,18 @@ impl Backend for SqliteBackend {
         .await
     }
 
-    async fn claim(
-        &self,
-        sql: &Sql,
-        now: i64,
-        owner: String,
-        until: i64,
-        limit: i64,
-    ) -> Result<Vec<Row>, Error> {
+    async fn claim(&self, sql: &Sql, claim: Claim) -> Result<Vec<Row>, Error> {
         let sql = sql.clone();
         self.with(move |c| {
+            let select = sql.select_due(claim.skip.len());
+            let select_params = claim.select_params();
+            let Claim { owner, until, .. } = claim;
             // BEGIN IMMEDIATE takes the write lock first: other processes on the
             // same file wait, so no row is claimed twice.
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let mut rows: Vec<Row> = {
-                let mut stmt = tx.prepare_cached(&sql.select_due())?;
-                let it = stmt.query_map(rusqlite::params![now, now, limit], read_row)?;
+                let mut stmt = tx.prepare_cached(&select)?;
+                let it = stmt.query_map(params_from_iter(select_params.iter()), read_row)?;
                 it.collect::<rusqlite::Result<Vec<Row>>>()?
             };
             if !rows.is_empty() {

@@ -16,7 +16,8 @@ use tokio::sync::OnceCell;
 use crate::ledger::{interrupt_params, RunBatch};
 use crate::schema::{Dialect, Row, RunRow, Sql};
 use crate::{
-    schema_statements, schema_step, Backend, Error, Notices, Param, SchemaStep, SCHEMA_LOCK_WAIT,
+    schema_statements, schema_step, Backend, Claim, Error, Notices, Param, SchemaStep,
+    SCHEMA_LOCK_WAIT,
 };
 
 /// How long `start` waits for the server to answer its first connection.
@@ -469,17 +470,11 @@ impl Backend for SqlxBackend {
         Ok(state)
     }
 
-    async fn claim(
-        &self,
-        sql: &Sql,
-        now: i64,
-        owner: String,
-        until: i64,
-        limit: i64,
-    ) -> Result<Vec<Row>, Error> {
+    async fn claim(&self, sql: &Sql, claim: Claim) -> Result<Vec<Row>, Error> {
         let mut tx = self.pool()?.begin().await?;
-        let select = sql.select_due();
-        let params = [Param::Int(now), Param::Int(now), Param::Int(limit)];
+        let select = sql.select_due(claim.skip.len());
+        let params = claim.select_params();
+        let Claim { owner, until, .. } = claim;
         let fetched = bind(sqlx::query(&select), &params)
             .fetch_all(&mut *tx)
             .await?;

@@ -4,6 +4,7 @@ mod builder;
 mod ledger;
 mod modes;
 mod nodes;
+mod passed_over;
 mod run_loop;
 mod spec;
 
@@ -234,6 +235,8 @@ pub(crate) struct Inner {
     pub(crate) retries: Mutex<HashMap<RunId, ledger::Retry>>,
     /// Runs of exhausted one-off jobs kept until the run ends: store alias and job.
     pub(crate) held: Mutex<HashMap<RunId, ledger::Held>>,
+    /// Jobs this scheduler cannot run, left to other schedulers for a while.
+    pub(crate) passed_over: Mutex<passed_over::PassedOver>,
     /// The task watching each shared store for other processes' changes.
     pub(crate) watchers: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
     /// The stores whose change notices are being received.
@@ -268,8 +271,8 @@ pub(crate) struct Inner {
 /// #   async fn remove_all_jobs(&self) -> Result<()> { Ok(()) }
 /// #   async fn lookup_job(&self, _: &JobId) -> Result<Option<JobRecord>> { Ok(None) }
 /// #   async fn get_all_jobs(&self) -> Result<Vec<JobRecord>> { Ok(vec![]) }
-/// #   async fn get_next_run_time(&self) -> Result<Option<DateTime<Utc>>> { Ok(None) }
-/// #   async fn acquire_due(&self, _: DateTime<Utc>, _: &OwnerId, _: std::time::Duration, _: usize) -> Result<Vec<JobRecord>> { Ok(vec![]) }
+/// #   async fn get_next_run_time(&self, _: &[JobId]) -> Result<Option<DateTime<Utc>>> { Ok(None) }
+/// #   async fn acquire_due(&self, _: DateTime<Utc>, _: &OwnerId, _: std::time::Duration, _: usize, _: &[JobId]) -> Result<Vec<JobRecord>> { Ok(vec![]) }
 /// #   async fn release(&self, _: &OwnerId, _: &JobId, _: u64, _: Release) -> Result<ReleaseOutcome> { Ok(ReleaseOutcome::Gone) }
 /// #   async fn insert_runs(&self, r: &[NewRun]) -> Result<Vec<RunInsert>> { Ok(r.iter().map(|_| RunInsert::Duplicate).collect()) }
 /// #   async fn finish_runs(&self, _: &OwnerId, _: &[RunFinish]) -> Result<u64> { Ok(0) }
@@ -483,6 +486,7 @@ impl Scheduler {
                 prune_lock: tokio::sync::Mutex::new(()),
                 retries: Mutex::new(HashMap::new()),
                 held: Mutex::new(HashMap::new()),
+                passed_over: Mutex::new(passed_over::PassedOver::default()),
                 watchers: Mutex::new(HashMap::new()),
                 watched: Mutex::new(std::collections::HashSet::new()),
                 instance: uuid::Uuid::new_v4().simple().to_string(),

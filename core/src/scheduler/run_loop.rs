@@ -263,7 +263,8 @@ impl Inner {
             }
             let result = async {
                 self.process_store(&alias, store.as_ref()).await?;
-                store.get_next_run_time().await
+                let skip = lock(&self.passed_over).skip(&alias, self.clock.now());
+                store.get_next_run_time(&skip).await
             }
             .await;
             match result {
@@ -271,6 +272,9 @@ impl Inner {
                     lock(&self.store_retry).remove(&alias);
                     if let Some(t) = t {
                         next = earliest(next, self.to_local(&alias, t));
+                    }
+                    if let Some(t) = lock(&self.passed_over).next_expiry(&alias, self.clock.now()) {
+                        next = earliest(next, t);
                     }
                     if store.capabilities().shared {
                         next = earliest(next, after(now, self.idle_poll(&alias)));
@@ -328,8 +332,15 @@ impl Inner {
                 return Ok(());
             }
             let now = self.store_now(alias);
+            let skip = lock(&self.passed_over).skip(alias, self.clock.now());
             let jobs = store
-                .acquire_due(now, &self.owner, self.config.lease, self.config.batch_size)
+                .acquire_due(
+                    now,
+                    &self.owner,
+                    self.config.lease,
+                    self.config.batch_size,
+                    &skip,
+                )
                 .await?;
             let n = jobs.len();
             let mut done = Vec::with_capacity(n);
@@ -640,7 +651,7 @@ impl Inner {
     }
 
     fn job_error(&self, alias: &str, rec: &JobRecord, error: String) {
-        tracing::error!(job_id = %rec.id, jobstore = %alias, %error, "cannot run job; it stays stored and is retried when its lease expires");
+        tracing::error!(job_id = %rec.id, jobstore = %alias, %error, "job failed to schedule; it stays stored");
         self.emit(Event::JobError {
             job_id: rec.id.clone(),
             jobstore: alias.to_string(),
@@ -671,24 +682,50 @@ impl Inner {
         Ok((task, executor))
     }
 
+    /// Reports a claimed job that cannot run here and hands it back at once,
+    /// so that a scheduler that can run it claims it; this one passes it over
+    /// for a while that doubles each time (up to a minute).
+    fn pass_over(&self, alias: &str, rec: JobRecord, why: String) -> Option<Step> {
+        let wait = lock(&self.passed_over).pass_over(alias, &rec.id, self.clock.now());
+        tracing::error!(job_id = %rec.id, jobstore = %alias, error = %why, retry_here_in = ?wait, "cannot run job here; handed back for other schedulers");
+        self.emit(Event::JobError {
+            job_id: rec.id.clone(),
+            jobstore: alias.to_string(),
+            run_id: None,
+            scheduled_run_time: rec.next_run_time,
+            error: why,
+        });
+        // A quarantined record comes back unclaimed: nothing to hand back.
+        rec.lease.as_ref()?;
+        Some(Step::Release(
+            ReleaseItem {
+                id: rec.id,
+                version: rec.version,
+                outcome: Release::Unclaim,
+            },
+            rec.task,
+        ))
+    }
+
     /// Plans one claimed job. A job that cannot run here (unknown task,
-    /// unreadable trigger, missing executor) is reported and left claimed: it
-    /// is untouched and becomes claimable again when the lease expires.
+    /// unreadable record or trigger, missing executor) is handed back.
     fn process_job(&self, alias: &str, rec: JobRecord, now: DateTime<Utc>) -> Option<Step> {
         let (task, executor) = match self.runnable(&rec) {
             Ok(r) => r,
-            Err(e) => {
-                self.job_error(alias, &rec, e);
-                return None;
-            }
+            Err(e) => return self.pass_over(alias, rec, e),
         };
         let trigger = match self.parse_trigger(&rec) {
             Ok(t) => t,
             Err(e) => {
-                self.job_error(alias, &rec, format!("stored trigger is unreadable: {e}"));
-                return None;
+                return self.pass_over(alias, rec, format!("stored trigger is unreadable: {e}"))
             }
         };
+        {
+            let mut passed = lock(&self.passed_over);
+            if !passed.is_empty() {
+                passed.forget(alias, &rec.id);
+            }
+        }
         let Some(first) = rec.next_run_time.map(trunc_micros) else {
             return Some(Step::Release(
                 ReleaseItem {
