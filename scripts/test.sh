@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every check and every test, starting the servers the suites need.
+# Runs every check and every test, starting the servers the suites need, then
+# the chaos harness's short profile (docs/reliability.md).
 # Usage: scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,6 +39,9 @@ done
 
 step "cargo test (unit, integration, conformance, doc tests)"
 cargo test --workspace --all-features --no-fail-fast
+
+step "chaos, short profile: 3 workers on SQLite, Redis and PostgreSQL, 40 s each, every fault (fails on a duplicate or a lost slot)"
+cargo run -q -p sundial-integration-tests --bin sundial-chaos -- --profile short --seed "${SUNDIAL_CHAOS_SEED:-1}"
 
 step "cargo doc"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features
