@@ -901,7 +901,7 @@ impl Trigger for CronTrigger {
         now: DateTime<Utc>,
     ) -> Option<DateTime<Utc>> {
         let mut start = match previous {
-            Some(p) => p + Duration::microseconds(1),
+            Some(p) => p.checked_add_signed(Duration::microseconds(1))?,
             None => now,
         };
         if let Some(s) = self.start {

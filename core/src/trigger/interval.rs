@@ -204,19 +204,23 @@ impl Trigger for IntervalTrigger {
         now: DateTime<Utc>,
     ) -> Option<DateTime<Utc>> {
         let i = self.interval.num_microseconds()?;
+        // Past the end of time there is no next fire time.
         let next = match (self.start, previous) {
-            (None, None) => now + self.interval,
-            (None, Some(p)) => p + self.interval,
+            (None, None) => now.checked_add_signed(self.interval)?,
+            (None, Some(p)) => p.checked_add_signed(self.interval)?,
             (Some(s), Some(p)) if p < s => s,
             // Counting on the start grid keeps the rhythm even when `p` was jittered.
             (Some(s), Some(p)) => {
-                let k = (p - s).num_microseconds()?.div_euclid(i) + 1;
-                s + Duration::microseconds(k.checked_mul(i)?)
+                let k = (p - s).num_microseconds()?.div_euclid(i).checked_add(1)?;
+                s.checked_add_signed(Duration::microseconds(k.checked_mul(i)?))?
             }
             (Some(s), None) if now <= s => s,
             (Some(s), None) => {
-                let k = ((now - s).num_microseconds()? + i - 1).div_euclid(i);
-                s + Duration::microseconds(k.checked_mul(i)?)
+                let k = (now - s)
+                    .num_microseconds()?
+                    .checked_add(i - 1)?
+                    .div_euclid(i);
+                s.checked_add_signed(Duration::microseconds(k.checked_mul(i)?))?
             }
         };
         if self.end.is_some_and(|e| next > e) {

@@ -75,9 +75,46 @@ impl Jitter {
         match self.seconds {
             Some(s) if s > 0 => {
                 let micros = self.source.sample_micros(s.saturating_mul(1_000_000));
-                t + Duration::microseconds(i64::try_from(micros).unwrap_or(i64::MAX))
+                // A jitter of absurd size (read from stored JSON) ends at the
+                // end of time instead of overflowing.
+                t.checked_add_signed(Duration::microseconds(
+                    i64::try_from(micros).unwrap_or(i64::MAX),
+                ))
+                .unwrap_or(DateTime::<Utc>::MAX_UTC)
             }
             _ => t,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Always the largest delay.
+    #[derive(Debug)]
+    struct Largest;
+
+    impl JitterSource for Largest {
+        fn sample_micros(&self, max_micros: u64) -> u64 {
+            max_micros
+        }
+    }
+
+    #[test]
+    fn an_absurd_jitter_ends_at_the_end_of_time_instead_of_overflowing() {
+        let t = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        for seconds in [u64::MAX, 2_709_922_206_892_449_771, 1 << 44] {
+            let j = Jitter {
+                seconds: Some(seconds),
+                source: Arc::new(Largest),
+            };
+            assert_eq!(j.apply(t), DateTime::<Utc>::MAX_UTC, "{seconds}");
+        }
+        let j = Jitter {
+            seconds: Some(30),
+            source: Arc::new(Largest),
+        };
+        assert_eq!(j.apply(t), t + Duration::seconds(30));
     }
 }
