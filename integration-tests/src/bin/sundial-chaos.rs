@@ -4,15 +4,17 @@
 //! store's run ledger and counts duplicates and lost slots.
 //!
 //! ```text
-//! sundial-chaos [--store sqlite|redis|postgres|<url>] [--workers 3] [--seconds 40]
+//! sundial-chaos [--store sqlite|redis|postgres|mariadb|mongo|<url>] [--workers 3] [--seconds 40]
 //!               [--faults all|kill,stop,skew,restart,outage] [--seed N] [--lease 4]
 //! sundial-chaos --profile short   # CI: SQLite, Redis, PostgreSQL; 3 workers, 40 s, every fault
-//! sundial-chaos --profile long    # 4 workers, 5 minutes, every store
+//! sundial-chaos --profile long    # 4 workers, 5 minutes, every store (adds MariaDB and MongoDB)
 //! ```
 //!
-//! `redis` and `postgres` start a private server on a free port with its own
-//! data directory (Redis with `appendonly yes`, `appendfsync always`), so that
-//! the harness can restart it; a URL is used as it is, without server faults.
+//! `redis`, `postgres`, `mariadb` and `mongo` start a private server on a free
+//! port with its own data directory (Redis with `appendonly yes`, `appendfsync
+//! always`; the MongoDB test server of `scripts/services.sh` on disk with
+//! `--sync-on-commit`), so that the harness can crash and restart it; a URL is
+//! used as it is, without server faults.
 //! The exit status is 1 when any run finds a duplicate or a lost slot.
 //!
 //! The workload, declared by every worker at start with `replace_existing`:
@@ -316,7 +318,7 @@ fn parse(args: &[String]) -> Res<Vec<Opts>> {
         Some("long") => {
             opts.workers = 4;
             opts.seconds = 300;
-            &["sqlite", "redis", "postgres"]
+            &["sqlite", "redis", "postgres", "mariadb", "mongo"]
         }
         Some(p) => return Err(format!("unknown profile '{p}' (short, long)").into()),
     };
@@ -347,12 +349,16 @@ fn harness(args: &[String]) -> Res<bool> {
     Ok(ok)
 }
 
-/// A server the harness owns, restarted at will.
+/// How to start a server process the harness runs itself.
+type Starter = Box<dyn Fn() -> std::io::Result<Child>>;
+
+/// A server the harness owns, crashed and restarted at will.
 enum Server {
     None,
-    Redis {
+    /// A server process the harness runs itself.
+    Process {
         port: u16,
-        dir: PathBuf,
+        start: Starter,
         child: Option<Child>,
     },
     Postgres {
@@ -410,13 +416,92 @@ impl Server {
                 let port = free_port()?;
                 let dir = work.join("redis");
                 std::fs::create_dir_all(&dir)?;
-                let mut s = Server::Redis {
-                    port,
-                    dir,
-                    child: None,
+                let start = move || {
+                    Command::new("redis-server")
+                        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                        .args(["--appendonly", "yes", "--appendfsync", "always"])
+                        .args(["--save", ""])
+                        .arg("--dir")
+                        .arg(&dir)
+                        .stdout(Stdio::null())
+                        .spawn()
                 };
-                s.up()?;
-                Ok((s, format!("redis://127.0.0.1:{port}/")))
+                Ok((
+                    Server::process(port, Box::new(start))?,
+                    format!("redis://127.0.0.1:{port}/"),
+                ))
+            }
+            "mariadb" => {
+                let port = free_port()?;
+                let dir = work.join("mariadb");
+                std::fs::create_dir_all(&dir)?;
+                let as_root: &[&str] = if is_root() { &["--user=root"] } else { &[] };
+                let ok = Command::new("mariadb-install-db")
+                    .args(["--no-defaults", "--skip-test-db"])
+                    .arg("--auth-root-authentication-method=normal")
+                    .arg(format!("--datadir={}", dir.display()))
+                    .args(as_root)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()?
+                    .success();
+                if !ok {
+                    return Err("mariadb-install-db failed".into());
+                }
+                let start = move || {
+                    Command::new("mariadbd")
+                        .arg("--no-defaults")
+                        .arg(format!("--datadir={}", dir.display()))
+                        .arg(format!("--socket={}", dir.join("mysqld.sock").display()))
+                        .arg(format!("--pid-file={}", dir.join("mysqld.pid").display()))
+                        .arg(format!("--port={port}"))
+                        .args(["--bind-address=127.0.0.1", "--skip-grant-tables"])
+                        .args(["--skip-name-resolve", "--max-connections=500"])
+                        .arg("--innodb-flush-log-at-trx-commit=1")
+                        .args(as_root)
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .spawn()
+                };
+                let s = Server::process(port, Box::new(start))?;
+                let ok = Command::new("mariadb")
+                    .args(["--no-defaults", "-h", "127.0.0.1", "-u", "root"])
+                    .args(["-P", &port.to_string()])
+                    .args(["-e", "CREATE DATABASE IF NOT EXISTS chaos"])
+                    .status()?
+                    .success();
+                if !ok {
+                    return Err("cannot create the chaos database".into());
+                }
+                Ok((s, format!("mysql://root@127.0.0.1:{port}/chaos")))
+            }
+            "mongo" => {
+                let port = free_port()?;
+                let dir = work.join("mongo");
+                std::fs::create_dir_all(&dir)?;
+                let python =
+                    Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv-mongo/bin/python");
+                if !python.exists() {
+                    return Err(
+                        "the MongoDB test server is not installed: run scripts/services.sh".into(),
+                    );
+                }
+                let start = move || {
+                    Command::new(&python)
+                        .args(["-m", "secantus", "--host", "127.0.0.1"])
+                        .args(["--port", &port.to_string()])
+                        .arg("--storage-path")
+                        .arg(&dir)
+                        .args(["--standalone", "--sync-on-commit"])
+                        .args(["--log-level", "WARNING"])
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .spawn()
+                };
+                Ok((
+                    Server::process(port, Box::new(start))?,
+                    format!("mongodb://127.0.0.1:{port}/chaos"),
+                ))
             }
             "postgres" => {
                 let port = free_port()?;
@@ -442,10 +527,22 @@ impl Server {
                 Ok((s, format!("postgres://postgres@127.0.0.1:{port}/postgres")))
             }
             url if url.contains("://") => Ok((Server::None, url.to_string())),
-            other => {
-                Err(format!("unknown store '{other}' (sqlite, redis, postgres or a URL)").into())
-            }
+            other => Err(format!(
+                "unknown store '{other}' (sqlite, redis, postgres, mariadb, mongo or a URL)"
+            )
+            .into()),
         }
+    }
+
+    /// Starts a server process and waits for its port.
+    fn process(port: u16, start: Starter) -> Res<Server> {
+        let mut s = Server::Process {
+            port,
+            start,
+            child: None,
+        };
+        s.up()?;
+        Ok(s)
     }
 
     fn can_restart(&self) -> bool {
@@ -455,23 +552,9 @@ impl Server {
     fn up(&mut self) -> Res<()> {
         match self {
             Server::None => Ok(()),
-            Server::Redis { port, dir, child } => {
-                let c = Command::new("redis-server")
-                    .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                    .args([
-                        "--appendonly",
-                        "yes",
-                        "--appendfsync",
-                        "always",
-                        "--save",
-                        "",
-                    ])
-                    .arg("--dir")
-                    .arg(&*dir)
-                    .stdout(Stdio::null())
-                    .spawn()?;
-                *child = Some(c);
-                wait_port(*port, Duration::from_secs(10))
+            Server::Process { port, start, child } => {
+                *child = Some(start()?);
+                wait_port(*port, Duration::from_secs(30))
             }
             Server::Postgres { port, dir } => {
                 let opts = format!(
@@ -499,7 +582,7 @@ impl Server {
     fn crash(&mut self) -> Res<()> {
         match self {
             Server::None => Ok(()),
-            Server::Redis { child, .. } => {
+            Server::Process { child, .. } => {
                 if let Some(mut c) = child.take() {
                     c.kill()?;
                     c.wait()?;
@@ -625,6 +708,21 @@ impl Workers {
             let _ = Command::new("kill")
                 .args([sig, &c.id().to_string()])
                 .status();
+        }
+    }
+}
+
+/// Workers still running when the harness gives up are woken and killed.
+impl Drop for Workers {
+    fn drop(&mut self) {
+        for c in self.children.iter_mut().flatten() {
+            if let Ok(None) = c.try_wait() {
+                let _ = Command::new("kill")
+                    .args(["-CONT", &c.id().to_string()])
+                    .status();
+                let _ = c.kill();
+                let _ = c.wait();
+            }
         }
     }
 }
