@@ -39,11 +39,30 @@ use sundial::clock::{Clock, SystemClock};
 use sundial::prelude::*;
 use sundial::run::{RunQuery, RunRecord, RunState};
 
-const INTERVALS: usize = 200;
-const ONE_OFFS: usize = 2000;
-const CRONS: usize = 20;
-const LONGS: usize = 10;
-const RETRIED: usize = 20;
+/// How many jobs of each kind the workload declares.
+#[derive(Clone, Copy, Debug)]
+struct Workload {
+    intervals: usize,
+    one_offs: usize,
+    crons: usize,
+    longs: usize,
+    retried: usize,
+}
+
+impl Workload {
+    /// The full workload (200 interval, 2,000 one-off, 20 cron, 10 long and 20
+    /// retried jobs) times `scale`, at least one job of each kind.
+    fn scaled(scale: f64) -> Workload {
+        let n = |full: usize| ((full as f64 * scale).round() as usize).max(1);
+        Workload {
+            intervals: n(200),
+            one_offs: n(2000),
+            crons: n(20),
+            longs: n(10),
+            retried: n(20),
+        }
+    }
+}
 /// Seconds between the harness start and the workload's first slot: time for
 /// every worker to declare the workload (slots before that are not checked).
 const WARMUP: i64 = 15;
@@ -139,6 +158,7 @@ fn worker() -> Res<()> {
     let lease = Duration::from_millis(u64::try_from(env_i64("CHAOS_LEASE_MS")?)?);
     let skew = chrono::Duration::milliseconds(env_i64("CHAOS_SKEW_MS")?);
     let window = env_i64("CHAOS_WINDOW_MS")?;
+    let workload = Workload::scaled(std::env::var("CHAOS_SCALE")?.parse()?);
     let witness = Arc::new(Witness {
         file: Mutex::new(
             std::fs::OpenOptions::new()
@@ -181,18 +201,34 @@ fn worker() -> Res<()> {
         .enable_all()
         .build()?;
     rt.block_on(async {
-        scheduler.start().await?;
-        declare(&scheduler, base, window).await?;
+        // As an application would: a store that is away at start is waited for.
+        let mut tries = 0;
+        while let Err(e) = scheduler.start().await {
+            tries += 1;
+            if !e.is_temporary() || tries > 100 {
+                return Err(e.into());
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        declare(&scheduler, base, window, &workload).await?;
         witness.ready()?;
         let left = (end - Utc::now()).to_std().unwrap_or_default();
         tokio::time::sleep(left).await;
-        scheduler.shutdown(true).await?;
+        if let Err(e) = scheduler.shutdown(true).await {
+            eprintln!("shutdown: {e}");
+        }
         Ok::<_, Box<dyn std::error::Error>>(())
     })
 }
 
 /// One job of the workload: kind and index.
-fn job_spec(kind: &str, i: usize, base: DateTime<Utc>, window_ms: i64) -> Res<JobSpec> {
+fn job_spec(
+    kind: &str,
+    i: usize,
+    base: DateTime<Utc>,
+    window_ms: i64,
+    w: &Workload,
+) -> Res<JobSpec> {
     let every = |secs: u64| {
         IntervalTrigger::builder()
             .seconds(secs)
@@ -203,7 +239,7 @@ fn job_spec(kind: &str, i: usize, base: DateTime<Utc>, window_ms: i64) -> Res<Jo
         "cron" => JobSpec::new("work", CronTrigger::from_crontab("*/2 * * * * *")?).args(10u64),
         "iv" => JobSpec::new("work", every(1)?).args((i as u64 * 37) % 300),
         "one" => {
-            let step = window_ms / ONE_OFFS as i64;
+            let step = window_ms / w.one_offs as i64;
             let at = base + chrono::Duration::milliseconds(step * i as i64);
             JobSpec::new("work", DateTrigger::at(at))
                 .args(0u64)
@@ -220,20 +256,20 @@ fn job_spec(kind: &str, i: usize, base: DateTime<Utc>, window_ms: i64) -> Res<Jo
 
 /// The workload, as each worker declares it at start (cron jobs first, whose
 /// first slot depends on when they are added).
-async fn declare(s: &Scheduler, base: DateTime<Utc>, window_ms: i64) -> Res<()> {
+async fn declare(s: &Scheduler, base: DateTime<Utc>, window_ms: i64, w: &Workload) -> Res<()> {
     let kinds = [
-        ("cron", CRONS),
-        ("iv", INTERVALS),
-        ("one", ONE_OFFS),
-        ("long", LONGS),
-        ("retry", RETRIED),
+        ("cron", w.crons),
+        ("iv", w.intervals),
+        ("one", w.one_offs),
+        ("long", w.longs),
+        ("retry", w.retried),
     ];
     let started = std::time::Instant::now();
     for (kind, n) in kinds {
         for i in 0..n {
             // As an application would: a store that is away is waited for.
             let mut tries = 0;
-            while let Err(e) = s.add_job(job_spec(kind, i, base, window_ms)?).await {
+            while let Err(e) = s.add_job(job_spec(kind, i, base, window_ms, w)?).await {
                 tries += 1;
                 if !e.is_temporary() || tries > 300 {
                     return Err(e.into());
@@ -257,6 +293,8 @@ struct Opts {
     faults: Vec<String>,
     seed: u64,
     lease: Duration,
+    /// The workload's size, as a fraction of the full one.
+    scale: f64,
 }
 
 const ALL_FAULTS: [&str; 5] = ["kill", "stop", "skew", "restart", "outage"];
@@ -269,6 +307,7 @@ fn parse(args: &[String]) -> Res<Vec<Opts>> {
         faults: ALL_FAULTS.map(String::from).to_vec(),
         seed: u64::try_from(Utc::now().timestamp_micros()).unwrap_or(1) % 1_000_000,
         lease: Duration::from_secs(4),
+        scale: 1.0,
     };
     let mut profile = None;
     let mut it = args.iter();
@@ -280,6 +319,7 @@ fn parse(args: &[String]) -> Res<Vec<Opts>> {
             "--seconds" => opts.seconds = value()?.parse()?,
             "--seed" => opts.seed = value()?.parse()?,
             "--lease" => opts.lease = Duration::from_secs(value()?.parse()?),
+            "--scale" => opts.scale = value()?.parse()?,
             "--faults" => {
                 let v = value()?;
                 opts.faults = if v == "all" {
@@ -305,27 +345,38 @@ fn parse(args: &[String]) -> Res<Vec<Opts>> {
             other => return Err(format!("unknown argument '{other}'").into()),
         }
     }
-    if opts.workers == 0 || opts.seconds < 20 {
-        return Err("--workers must be at least 1 and --seconds at least 20".into());
+    if opts.workers == 0 || opts.seconds < 20 || !(opts.scale > 0.0 && opts.scale <= 10.0) {
+        return Err(
+            "--workers must be at least 1, --seconds at least 20 and --scale in (0, 10]".into(),
+        );
     }
-    let stores: &[&str] = match profile.as_deref() {
+    // The MongoDB test server (a Python implementation) keeps up with a
+    // tenth of the workload.
+    let stores: &[(&str, f64)] = match profile.as_deref() {
         None => return Ok(vec![opts]),
         Some("short") => {
             opts.workers = 3;
             opts.seconds = 40;
-            &["sqlite", "redis", "postgres"]
+            &[("sqlite", 1.0), ("redis", 1.0), ("postgres", 1.0)]
         }
         Some("long") => {
             opts.workers = 4;
             opts.seconds = 300;
-            &["sqlite", "redis", "postgres", "mariadb", "mongo"]
+            &[
+                ("sqlite", 1.0),
+                ("redis", 1.0),
+                ("postgres", 1.0),
+                ("mariadb", 1.0),
+                ("mongo", 0.1),
+            ]
         }
         Some(p) => return Err(format!("unknown profile '{p}' (short, long)").into()),
     };
     Ok(stores
         .iter()
-        .map(|s| Opts {
-            store: (*s).into(),
+        .map(|(store, scale)| Opts {
+            store: (*store).into(),
+            scale: *scale,
             ..opts.clone()
         })
         .collect())
@@ -757,9 +808,10 @@ fn run_one(opts: &Opts) -> Res<(Opts, Report)> {
     // One-off jobs are spread over the window with faults.
     let one_off_window_ms = ((window - 2.0) * 1000.0) as i64;
     println!(
-        "chaos: store {} ({}), {} workers, {} s, lease {} s, faults {}, seed {}",
+        "chaos: store {} ({}), workload × {}, {} workers, {} s, lease {} s, faults {}, seed {}",
         opts.store,
         sundial_core::redact::redact_url(&url),
+        opts.scale,
         opts.workers,
         opts.seconds,
         lease_s,
@@ -777,6 +829,7 @@ fn run_one(opts: &Opts) -> Res<(Opts, Report)> {
             ("CHAOS_END_MS".into(), end.timestamp_millis().to_string()),
             ("CHAOS_LEASE_MS".into(), opts.lease.as_millis().to_string()),
             ("CHAOS_WINDOW_MS".into(), one_off_window_ms.to_string()),
+            ("CHAOS_SCALE".into(), opts.scale.to_string()),
         ],
         work: work.clone(),
         children: (0..opts.workers).map(|_| None).collect(),
@@ -851,6 +904,7 @@ fn run_one(opts: &Opts) -> Res<(Opts, Report)> {
         &url,
         &work,
         (base, check_end, one_off_window_ms),
+        opts.scale,
         &workers.kills,
     )?;
     if let Some(from) = report.window_from {
@@ -920,9 +974,14 @@ impl Report {
                 format!("**{}** (e.g. {})", v.len(), v[..v.len().min(3)].join("; "))
             }
         };
+        let store = if o.scale == 1.0 {
+            o.store.clone()
+        } else {
+            format!("{} (workload × {})", o.store, o.scale)
+        };
         format!(
             "| {} | {} | {} | {} | {} | {} | {}{} | {} | {} | {} | {:.0} ms | {} | {} |",
-            o.store,
+            store,
             if o.faults.is_empty() {
                 "none".into()
             } else {
@@ -1003,7 +1062,12 @@ fn read_witness(work: &Path) -> Res<(Vec<Seen>, Option<i64>)> {
 }
 
 /// Every slot of the workload due in `[base, until]`, by job.
-fn due_slots(base: DateTime<Utc>, until: DateTime<Utc>, window_ms: i64) -> Vec<(String, i64)> {
+fn due_slots(
+    base: DateTime<Utc>,
+    until: DateTime<Utc>,
+    window_ms: i64,
+    w: &Workload,
+) -> Vec<(String, i64)> {
     let (b, u) = (base.timestamp_micros(), until.timestamp_micros());
     let mut out = Vec::new();
     let every = |out: &mut Vec<(String, i64)>, job: String, secs: i64| {
@@ -1013,24 +1077,24 @@ fn due_slots(base: DateTime<Utc>, until: DateTime<Utc>, window_ms: i64) -> Vec<(
             t += secs * 1_000_000;
         }
     };
-    for i in 0..INTERVALS {
+    for i in 0..w.intervals {
         every(&mut out, format!("iv{i}"), 1);
     }
-    for i in 0..LONGS {
+    for i in 0..w.longs {
         every(&mut out, format!("long{i}"), 5);
     }
-    for i in 0..RETRIED {
+    for i in 0..w.retried {
         every(&mut out, format!("retry{i}"), 3);
     }
-    let step = window_ms / ONE_OFFS as i64 * 1000;
-    for k in 0..ONE_OFFS {
+    let step = window_ms / w.one_offs as i64 * 1000;
+    for k in 0..w.one_offs {
         let t = b + step * k as i64;
         if t <= u {
             out.push((format!("one{k}"), t));
         }
     }
     let first_even = (b + 1_999_999) / 2_000_000 * 2_000_000;
-    for i in 0..CRONS {
+    for i in 0..w.crons {
         let mut t = first_even;
         while t <= u {
             out.push((format!("cron{i}"), t));
@@ -1046,6 +1110,7 @@ fn check(
     url: &str,
     work: &Path,
     (base, until, one_off_ms): (DateTime<Utc>, DateTime<Utc>, i64),
+    scale: f64,
     kills: &[(usize, u32, DateTime<Utc>)],
 ) -> Res<Report> {
     let (seen, ready) = read_witness(work)?;
@@ -1130,7 +1195,7 @@ fn check(
             _ => {}
         }
     }
-    let mut due = due_slots(base, until, one_off_ms);
+    let mut due = due_slots(base, until, one_off_ms, &Workload::scaled(scale));
     due.retain(|(_, t)| *t >= from);
     r.window_from = DateTime::from_timestamp_micros(from);
     r.due = due.len();
