@@ -218,11 +218,12 @@ fn limit_i64(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-/// See [`JobStore::insert_runs`](sundial_core::store::JobStore::insert_runs).
 /// How long a run lock is honoured: a holder that died is taken over after
-/// this. Long against the milliseconds a lock is held, and against clock
-/// differences between processes (expiry is compared with each caller's clock).
-const LOCK_TTL: chrono::Duration = chrono::Duration::seconds(60);
+/// this, so it bounds how long a killed scheduler can hold up a job's runs.
+/// Long against the milliseconds a lock is held, and against clock
+/// differences between processes (expiry is compared with each caller's
+/// clock; schedulers warn from one second of difference to the server on).
+const LOCK_TTL: chrono::Duration = chrono::Duration::seconds(10);
 
 /// How long `insert_runs` waits for another caller's lock on a job.
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
