@@ -1,158 +1,72 @@
-//! A small admin API over a scheduler (axum):
+//! The admin API mounted into an application's own axum app.
 //!
-//! | method | path | does |
-//! |---|---|---|
-//! | POST | `/jobs` | add a job: `{"id"?, "task", "trigger": {...}, "args"?, "replace_existing"?}` |
-//! | GET | `/jobs` | list jobs |
-//! | POST | `/jobs/{id}/pause`, `/resume`, `/run` | pause, resume, run now |
-//! | DELETE | `/jobs/{id}` | remove |
-//!
-//! Errors are JSON `{"error": "..."}`: 404 for an unknown id, 409 for a
-//! duplicate id, 400 for a bad trigger or task.
+//! An order shop: `POST /orders` creates an order and a one-off job that
+//! cancels it if it is still unpaid in 30 minutes; the admin router under
+//! `/sundial` lists, pauses, resumes, runs and deletes jobs and shows their
+//! run history.
 //!
 //! ```sh
-//! cargo run --example web_admin   # then:
-//! curl -XPOST localhost:8080/jobs -H 'content-type: application/json' \
-//!   -d '{"id":"hello","task":"log","trigger":{"type":"interval","seconds":5},"args":"hi"}'
+//! SUNDIAL_ADMIN_TOKEN=secret cargo run --example web_admin --features admin
+//! curl -XPOST localhost:8080/orders -d '{"order_id": 42}' -H 'content-type: application/json'
+//! curl -H 'authorization: Bearer secret' localhost:8080/sundial/jobs
+//! curl -H 'authorization: Bearer secret' -XPOST localhost:8080/sundial/jobs/cancel-42/run
+//! curl -H 'authorization: Bearer secret' localhost:8080/sundial/jobs/cancel-42/runs
 //! ```
 
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use std::time::Duration;
+
+use axum::extract::State;
 use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::{json, Value};
+use sundial::admin::{router, AdminConfig, ApiError};
 use sundial::prelude::*;
-use sundial::trigger::trigger_from_json;
 
-#[derive(Debug, Deserialize)]
-struct NewJob {
-    id: Option<String>,
-    task: String,
-    trigger: Value,
-    #[serde(default)]
-    args: Value,
-    #[serde(default)]
-    replace_existing: bool,
+#[derive(Debug, Serialize, Deserialize)]
+struct Order {
+    order_id: u64,
 }
 
-struct ApiError(Error);
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let status = match &self.0 {
-            Error::JobNotFound { .. } => StatusCode::NOT_FOUND,
-            Error::ConflictingId { .. } => StatusCode::CONFLICT,
-            Error::InvalidTrigger { .. }
-            | Error::InvalidJob(_)
-            | Error::UnknownTask { .. }
-            | Error::UnknownExecutor { .. }
-            | Error::UnknownStore { .. }
-            | Error::Serialization { .. } => StatusCode::BAD_REQUEST,
-            Error::MaxInstancesReached { .. } => StatusCode::TOO_MANY_REQUESTS,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        (status, Json(json!({"error": self.0.to_string()}))).into_response()
-    }
-}
-
-impl From<Error> for ApiError {
-    fn from(e: Error) -> Self {
-        ApiError(e)
-    }
-}
-
-fn job_json(job: &Job) -> Value {
-    json!({
-        "id": job.id(),
-        "name": job.name(),
-        "task": job.task(),
-        "trigger": job.trigger_json(),
-        "args": job.args(),
-        "next_run_time": job.next_run_time_local().map(|t| t.to_rfc3339()),
-        "jobstore": job.jobstore(),
-    })
-}
-
-async fn add(
-    State(s): State<Scheduler>,
-    Json(body): Json<NewJob>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let trigger = trigger_from_json(&body.trigger)?;
-    let mut spec = JobSpec::new_boxed(body.task, trigger)
-        .args_json(body.args)
-        .replace_existing(body.replace_existing);
-    if let Some(id) = body.id {
-        spec = spec.id(id);
-    }
-    let job = s.add_job(spec).await?;
-    Ok((StatusCode::CREATED, Json(job_json(&job))))
-}
-
-async fn list(State(s): State<Scheduler>) -> Result<Json<Value>, ApiError> {
-    let jobs = s.get_jobs(None).await?;
-    Ok(Json(Value::Array(jobs.iter().map(job_json).collect())))
-}
-
-async fn pause(
-    State(s): State<Scheduler>,
-    Path(id): Path<String>,
+/// Creates an order: schedules its cancellation in 30 minutes.
+async fn create_order(
+    State(scheduler): State<Scheduler>,
+    Json(order): Json<Order>,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(job_json(&s.pause_job(id, None).await?)))
-}
-
-async fn resume(
-    State(s): State<Scheduler>,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    match s.resume_job(id, None).await? {
-        Some(job) => Ok(Json(job_json(&job))),
-        None => Ok(Json(json!({"removed": true}))),
-    }
-}
-
-async fn run(State(s): State<Scheduler>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
-    s.run_job_now(id, None).await?;
-    Ok(StatusCode::ACCEPTED)
-}
-
-async fn remove(
-    State(s): State<Scheduler>,
-    Path(id): Path<String>,
-) -> Result<StatusCode, ApiError> {
-    s.remove_job(id, None).await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-/// The admin routes over `scheduler`.
-fn router(scheduler: Scheduler) -> Router {
-    Router::new()
-        .route("/jobs", post(add).get(list))
-        .route("/jobs/{id}", axum::routing::delete(remove))
-        .route("/jobs/{id}/pause", post(pause))
-        .route("/jobs/{id}/resume", post(resume))
-        .route("/jobs/{id}/run", post(run))
-        .with_state(scheduler)
+    let at = sundial::chrono::Utc::now() + Duration::from_secs(30 * 60);
+    let job = scheduler
+        .add_job(
+            JobSpec::new("cancel_unpaid", DateTrigger::at(at))
+                .id(format!("cancel-{}", order.order_id))
+                .args(&order),
+        )
+        .await?;
+    Ok(Json(json!({"order_id": order.order_id, "cancel_job": job.id()})))
 }
 
 #[tokio::main]
-async fn main() -> Result<()> {
+async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     let scheduler = Scheduler::builder()
         .jobstore("default", MemoryJobStore::new())
         .executor("default", AsyncExecutor::new())
-        .task("log", |ctx: JobContext, msg: Value| async move {
-            println!("[{}] {msg}", ctx.job_id());
+        .task("cancel_unpaid", |_ctx: JobContext, order: Order| async move {
+            println!("order {} unpaid after 30 minutes: cancelled", order.order_id);
             Ok::<_, std::io::Error>(())
         })
         .build()?;
     scheduler.start().await?;
+
+    let token = std::env::var("SUNDIAL_ADMIN_TOKEN")
+        .map_err(|_| "set SUNDIAL_ADMIN_TOKEN to the admin API's bearer token")?;
+    let admin = router(scheduler.clone(), AdminConfig::new().admin_token(token))?;
+    let app = Router::new()
+        .route("/orders", post(create_order))
+        .with_state(scheduler.clone())
+        .nest("/sundial", admin);
+
     let addr = std::env::var("SUNDIAL_ADMIN_ADDR").unwrap_or_else(|_| "127.0.0.1:8080".into());
-    let listener = tokio::net::TcpListener::bind(&addr)
-        .await
-        .map_err(|e| Error::Config(format!("bind {addr}: {e}")))?;
-    println!("admin API on http://{addr}/jobs");
-    axum::serve(listener, router(scheduler.clone()))
-        .await
-        .map_err(|e| Error::Config(e.to_string()))?;
-    scheduler.shutdown(true).await
+    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    println!("orders on http://{addr}/orders, admin API on http://{addr}/sundial/jobs");
+    axum::serve(listener, app).await?;
+    scheduler.shutdown(true).await?;
+    Ok(())
 }

@@ -45,6 +45,11 @@ pub use sundial_jobstore_mongo::{self as mongo_store, MongoJobStore};
 #[cfg_attr(docsrs, doc(cfg(feature = "async")))]
 pub use sundial_executor_async::AsyncExecutor;
 
+/// The admin HTTP API: [`admin::router`] over a scheduler.
+#[cfg(feature = "admin")]
+#[cfg_attr(docsrs, doc(cfg(feature = "admin")))]
+pub use sundial_admin as admin;
+
 /// The thread-pool executor (rayon).
 #[cfg(feature = "threadpool")]
 #[cfg_attr(docsrs, doc(cfg(feature = "threadpool")))]

@@ -152,6 +152,13 @@ impl TaskRegistry {
         self.tasks.get(name)
     }
 
+    /// The registered task names, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.tasks.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
     /// Whether a task is registered.
     pub fn contains(&self, name: &str) -> bool {
         self.tasks.contains_key(name)

@@ -44,29 +44,19 @@ struct NextArgs {
     from: Option<String>,
 }
 
-/// Fire times as the scheduler iterates: `previous = None, now = from`, then `previous = now = last`.
+/// Fire times as the scheduler iterates, in the trigger's zone.
 fn fire_times(
     trigger: &dyn Trigger,
     from: DateTime<Utc>,
     count: usize,
 ) -> Result<Vec<String>, String> {
     let tz = trigger.timezone().unwrap_or(Tz::UTC);
-    let mut out = Vec::with_capacity(count);
-    let (mut prev, mut now) = (None, from);
-    while out.len() < count {
-        match trigger
-            .try_next_fire_time(prev, now)
-            .map_err(|e| e.to_string())?
-        {
-            Some(t) => {
-                out.push(t.with_timezone(&tz).to_rfc3339());
-                prev = Some(t);
-                now = t;
-            }
-            None => break,
-        }
-    }
-    Ok(out)
+    let times =
+        sundial::trigger::fire_times(trigger, None, from, count).map_err(|e| e.to_string())?;
+    Ok(times
+        .into_iter()
+        .map(|t| t.with_timezone(&tz).to_rfc3339())
+        .collect())
 }
 
 fn parse_from(text: Option<&str>) -> Result<DateTime<Utc>, String> {

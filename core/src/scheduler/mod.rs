@@ -249,6 +249,8 @@ pub(crate) struct Inner {
     pub(crate) offset_warned: Mutex<HashSet<String>>,
     /// This clock minus each store server's, where large enough to correct for.
     pub(crate) offsets: Mutex<HashMap<String, chrono::Duration>>,
+    /// When the run loop last finished a pass over the stores (this clock).
+    pub(crate) last_pass: Mutex<Option<DateTime<Utc>>>,
 }
 
 /// Schedules jobs and runs them through executors; cheap to clone (all clones
@@ -493,6 +495,7 @@ impl Scheduler {
                 node: Mutex::new(None),
                 offset_warned: Mutex::new(HashSet::new()),
                 offsets: Mutex::new(HashMap::new()),
+                last_pass: Mutex::new(None),
             }),
         }
     }
@@ -530,6 +533,44 @@ impl Scheduler {
     /// A store's error.
     pub async fn nodes(&self) -> Result<Vec<crate::node::NodeRecord>> {
         self.inner.nodes().await
+    }
+
+    /// Builds a trigger from its JSON form with this scheduler's registry
+    /// (built-in and registered custom types), as it would be stored.
+    ///
+    /// # Errors
+    /// [`Error::InvalidTrigger`] naming the field that is wrong.
+    pub fn parse_trigger(&self, json: &serde_json::Value) -> Result<Box<dyn Trigger>> {
+        self.inner.triggers.parse(json)
+    }
+
+    /// Asks every job store for its earliest next run time (bounded by
+    /// `timeout`) and reports, per store alias, whether it answered.
+    pub async fn check_stores(&self, timeout: Duration) -> Vec<(String, Result<()>)> {
+        let mut out = Vec::new();
+        for (alias, store) in self.inner.stores() {
+            let result = match tokio::time::timeout(timeout, store.get_next_run_time(&[])).await {
+                Ok(r) => r.map(|_| ()),
+                Err(_) => Err(Error::Store {
+                    store: "timeout",
+                    temporary: true,
+                    source: format!("no answer within {timeout:?}").into(),
+                }),
+            };
+            out.push((alias, result));
+        }
+        out
+    }
+
+    /// The names of the registered tasks, sorted.
+    pub fn task_names(&self) -> Vec<String> {
+        read(&self.inner.tasks).names()
+    }
+
+    /// When the run loop last finished a pass over the stores (`None` before
+    /// the first pass, and always on a client).
+    pub fn last_pass(&self) -> Option<DateTime<Utc>> {
+        *lock(&self.inner.last_pass)
     }
 
     /// This scheduler's lease owner id.
@@ -1385,15 +1426,24 @@ impl Scheduler {
 
     /// Runs a job once now, without changing its schedule.
     ///
+    /// On a client ([`SchedulerBuilder::build_client`]) the job runs on one of
+    /// the schedulers running on the store: its next run time moves to now, so
+    /// the first node that holds its task claims it at once (or after its
+    /// idle sleep where the store sends no change notices) and runs the slot
+    /// like any other; the trigger's later fire times stay as they were.
+    ///
     /// # Errors
     /// [`Error::NotRunning`], [`Error::JobNotFound`], [`Error::UnknownTask`],
-    /// [`Error::UnknownExecutor`], [`Error::MaxInstancesReached`].
+    /// [`Error::UnknownExecutor`], [`Error::MaxInstancesReached`]; on a client,
+    /// [`Error::InvalidJob`] for a paused job (resume it instead).
     pub async fn run_job_now(&self, id: impl Into<JobId>, store: Option<&str>) -> Result<()> {
-        self.not_client("run_job_now")?;
         if !self.is_running() {
             return Err(Error::NotRunning);
         }
         let id = id.into();
+        if self.is_client() {
+            return self.request_run(id, store).await;
+        }
         let (alias, rec, _) = self.find_required(&id, store).await?;
         let task = self
             .inner
@@ -1475,6 +1525,22 @@ impl Scheduler {
             error: Some(refused.1.to_string()),
         });
         Err(refused.1)
+    }
+
+    /// Moves a job's next run time to now for the nodes running the store.
+    async fn request_run(&self, id: JobId, store: Option<&str>) -> Result<()> {
+        let (alias, rec, _) = self.find_required(&id, store).await?;
+        let now = trunc_micros(self.inner.store_now(&alias));
+        match rec.next_run_time {
+            None => Err(Error::InvalidJob(format!(
+                "job '{id}' is paused: resume it (or run it from a scheduler that runs jobs)"
+            ))),
+            Some(t) if t <= now => Ok(()),
+            Some(_) => self
+                .modify_job(id, Some(&alias), JobChanges::new().next_run_time(Some(now)))
+                .await
+                .map(|_| ()),
+        }
     }
 
     /// Reads the run history of a store (the default store when `store` is

@@ -37,7 +37,9 @@ pub(crate) async fn run(inner: Arc<Inner>, stop: CancellationToken) {
             return;
         }
         let deadline = if inner.state() == SchedulerState::Running {
-            inner.process_due().await
+            let deadline = inner.process_due().await;
+            *lock(&inner.last_pass) = Some(inner.clock.now());
+            deadline
         } else {
             None
         };

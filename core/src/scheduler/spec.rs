@@ -272,6 +272,31 @@ impl JobChanges {
     pub fn new() -> Self {
         Self::default()
     }
+    /// Whether nothing would change.
+    pub fn is_empty(&self) -> bool {
+        let JobChanges {
+            name,
+            args,
+            executor,
+            misfire_grace_time,
+            coalesce,
+            max_instances,
+            timeout,
+            retry,
+            on_interrupted,
+            next_run_time,
+        } = self;
+        name.is_none()
+            && args.is_none()
+            && executor.is_none()
+            && misfire_grace_time.is_none()
+            && coalesce.is_none()
+            && max_instances.is_none()
+            && timeout.is_none()
+            && retry.is_none()
+            && on_interrupted.is_none()
+            && next_run_time.is_none()
+    }
     /// Renames the job.
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(Some(name.into()));

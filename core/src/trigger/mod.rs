@@ -119,6 +119,35 @@ impl Trigger for Box<dyn Trigger> {
     }
 }
 
+/// Up to `count` fire times of `trigger` as the scheduler would reach them:
+/// the first is `next_fire_time(previous, now)`, each later one follows the
+/// one before it.
+///
+/// # Errors
+/// The trigger's error when its search gives up.
+pub fn fire_times(
+    trigger: &dyn Trigger,
+    previous: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+    count: usize,
+) -> Result<Vec<DateTime<Utc>>> {
+    let mut out = Vec::with_capacity(count.min(1024));
+    let (mut prev, mut now) = (previous, now);
+    while out.len() < count {
+        match trigger.try_next_fire_time(prev, now)? {
+            // A trigger that does not move forward would repeat forever.
+            Some(t) if prev.is_some_and(|p| t <= p) => break,
+            Some(t) => {
+                out.push(t);
+                prev = Some(t);
+                now = t;
+            }
+            None => break,
+        }
+    }
+    Ok(out)
+}
+
 /// Builds a custom trigger from its JSON form.
 pub type TriggerFactory =
     Arc<dyn Fn(&Value, &TriggerRegistry) -> Result<Box<dyn Trigger>> + Send + Sync>;
