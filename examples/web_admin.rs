@@ -40,7 +40,9 @@ async fn create_order(
                 .args(&order),
         )
         .await?;
-    Ok(Json(json!({"order_id": order.order_id, "cancel_job": job.id()})))
+    Ok(Json(
+        json!({"order_id": order.order_id, "cancel_job": job.id()}),
+    ))
 }
 
 #[tokio::main]
@@ -48,10 +50,16 @@ async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     let scheduler = Scheduler::builder()
         .jobstore("default", MemoryJobStore::new())
         .executor("default", AsyncExecutor::new())
-        .task("cancel_unpaid", |_ctx: JobContext, order: Order| async move {
-            println!("order {} unpaid after 30 minutes: cancelled", order.order_id);
-            Ok::<_, std::io::Error>(())
-        })
+        .task(
+            "cancel_unpaid",
+            |_ctx: JobContext, order: Order| async move {
+                println!(
+                    "order {} unpaid after 30 minutes: cancelled",
+                    order.order_id
+                );
+                Ok::<_, std::io::Error>(())
+            },
+        )
         .build()?;
     scheduler.start().await?;
 

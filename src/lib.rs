@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 pub use sundial_core::{
-    chrono, chrono_tz, clock, error, event, executor, job, node, run, scheduler, store, task,
-    trigger, BoxError, Error, Result,
+    chrono, chrono_tz, clock, error, event, executor, job, node, redact, run, scheduler, store,
+    task, trigger, BoxError, Error, Result,
 };
 
 pub use sundial_core::event::{Event, EventMask};

@@ -352,7 +352,7 @@ pub(crate) async fn run(
         .run_job_now(id.as_str(), q.store.as_deref())
         .await?;
     let how = if app.scheduler.is_client() {
-        "requested: the next node running the store with this task starts it"
+        "requested: a scheduler running the store with this task starts it in about two seconds"
     } else {
         "started"
     };

@@ -46,9 +46,10 @@ use axum::http::{header, Method};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::Router;
+
 use sundial_core::scheduler::Scheduler;
 
+pub use axum::Router;
 pub use error::ApiError;
 pub use view::{job_json, node_json, parse_since, run_json};
 
@@ -203,6 +204,21 @@ pub fn router(scheduler: Scheduler, config: AdminConfig) -> sundial_core::Result
         .method_not_allowed_fallback(no_method)
         .layer(DefaultBodyLimit::max(limit))
         .with_state(app))
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, then lets the
+/// requests in flight finish.
+///
+/// # Errors
+/// The listener's I/O error.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 /// Lets a request through when its token's role allows it.

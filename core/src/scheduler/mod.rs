@@ -39,6 +39,9 @@ use spec::TaskRef;
 /// The store alias jobs go to when they name none.
 pub const DEFAULT_STORE: &str = "default";
 
+/// How far ahead a client's [`Scheduler::run_job_now`] schedules the run.
+pub const RUN_REQUEST_LEAD: Duration = Duration::from_secs(2);
+
 /// How many missed run times the loop computes for one job at most; older
 /// ones beyond this are skipped with a warning.
 pub const MAX_BACKLOG_RUN_TIMES: usize = 1000;
@@ -1427,10 +1430,12 @@ impl Scheduler {
     /// Runs a job once now, without changing its schedule.
     ///
     /// On a client ([`SchedulerBuilder::build_client`]) the job runs on one of
-    /// the schedulers running on the store: its next run time moves to now, so
-    /// the first node that holds its task claims it at once (or after its
-    /// idle sleep where the store sends no change notices) and runs the slot
-    /// like any other; the trigger's later fire times stay as they were.
+    /// the schedulers running on the store: its next run time moves to
+    /// [`RUN_REQUEST_LEAD`] from now (a store without change notices is polled
+    /// every second, so every node sees the change before the slot is due and
+    /// the run starts on time, within its misfire grace), and the first node
+    /// that holds its task runs that slot like any other; the trigger's later
+    /// fire times stay as they were.
     ///
     /// # Errors
     /// [`Error::NotRunning`], [`Error::JobNotFound`], [`Error::UnknownTask`],
@@ -1530,7 +1535,10 @@ impl Scheduler {
     /// Moves a job's next run time to now for the nodes running the store.
     async fn request_run(&self, id: JobId, store: Option<&str>) -> Result<()> {
         let (alias, rec, _) = self.find_required(&id, store).await?;
-        let now = trunc_micros(self.inner.store_now(&alias));
+        let now = trunc_micros(run_loop::after(
+            self.inner.store_now(&alias),
+            RUN_REQUEST_LEAD,
+        ));
         match rec.next_run_time {
             None => Err(Error::InvalidJob(format!(
                 "job '{id}' is paused: resume it (or run it from a scheduler that runs jobs)"

@@ -9,6 +9,9 @@ use serde_json::{json, Value};
 use sundial::chrono_tz::Tz;
 use sundial::trigger::{parse_timezone, trigger_from_json, CronTrigger, Trigger};
 
+mod store;
+use store::Failure;
+
 /// Sundial: job scheduling for Rust.
 #[derive(Debug, Parser)]
 #[command(name = "sundial", version)]
@@ -21,6 +24,28 @@ struct Cli {
 enum Command {
     /// Print the next fire times of a crontab expression or trigger JSON.
     Next(NextArgs),
+    /// Manage the jobs in a store: list, show, pause, resume, remove, run.
+    Jobs {
+        #[command(flatten)]
+        store: store::StoreArgs,
+        #[command(subcommand)]
+        command: store::JobsCommand,
+    },
+    /// The run history of a store, newest first.
+    Runs {
+        #[command(flatten)]
+        store: store::StoreArgs,
+        #[command(flatten)]
+        filters: store::RunsArgs,
+    },
+    /// The schedulers registered in a store.
+    Nodes {
+        #[command(flatten)]
+        store: store::StoreArgs,
+    },
+    /// Serve the admin HTTP API over a store (jobs are managed here and run by
+    /// the application's schedulers).
+    Serve(store::ServeArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -133,13 +158,33 @@ fn run_next(args: NextArgs) -> Result<(), String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Next(args) => run_next(args),
+        Command::Next(args) => run_next(args).map_err(Failure::Usage),
+        other => match tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt.block_on(async move {
+                match other {
+                    Command::Jobs { store, command } => store::jobs(store, command).await,
+                    Command::Runs { store, filters } => store::runs(store, filters).await,
+                    Command::Nodes { store } => store::nodes(store).await,
+                    Command::Serve(args) => store::serve(args).await,
+                    Command::Next(_) => Ok(()),
+                }
+            }),
+            Err(e) => Err(Failure::Failed(format!("cannot start the runtime: {e}"))),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+        Err(Failure::Usage(e)) => {
             eprintln!("sundial: {e}");
             ExitCode::from(2)
+        }
+        Err(Failure::Failed(e)) => {
+            eprintln!("sundial: {e}");
+            ExitCode::from(1)
         }
     }
 }
