@@ -32,7 +32,7 @@ step "cargo clippy"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 
 step "each facade feature compiles on its own, without warnings"
-for feature in "" sqlite postgres mysql redis mongo async threadpool admin cli; do
+for feature in "" sqlite postgres mysql redis mongo async threadpool admin metrics cli; do
     out=$(cargo check -q -p sundial --no-default-features ${feature:+--features $feature} 2>&1) || { echo "$out"; exit 1; }
     if grep -q "^warning" <<<"$out"; then echo "feature '$feature':"; echo "$out"; exit 1; fi
 done

@@ -45,6 +45,10 @@ pub use sundial_jobstore_mongo::{self as mongo_store, MongoJobStore};
 #[cfg_attr(docsrs, doc(cfg(feature = "async")))]
 pub use sundial_executor_async::AsyncExecutor;
 
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub mod metrics;
+
 /// The admin HTTP API: [`admin::router`] over a scheduler.
 #[cfg(feature = "admin")]
 #[cfg_attr(docsrs, doc(cfg(feature = "admin")))]
