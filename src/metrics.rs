@@ -144,9 +144,13 @@ pub fn record(scheduler: &Scheduler, labels: Labels) -> ListenerId {
                 finish(run_id.as_ref());
                 outcome(job_id, run_id.as_ref(), "succeeded", Some(*duration))
             }
-            Event::JobError { job_id, run_id, .. } => {
-                outcome(job_id, run_id.as_ref(), "failed", None)
-            }
+            // Errors outside a run (a job this node cannot run, a trigger
+            // that fails) are not runs.
+            Event::JobError {
+                job_id,
+                run_id: Some(run_id),
+                ..
+            } => outcome(job_id, Some(run_id), "failed", None),
             Event::JobTimeout { job_id, run_id, .. } => {
                 outcome(job_id, run_id.as_ref(), "timed_out", None)
             }

@@ -378,6 +378,25 @@ fn job_commands_report_bad_input_and_missing_jobs_by_exit_status() {
         assert_eq!(out.status.code(), Some(*want), "{args:?}: {err}");
         assert!(err.contains(text), "{args:?}: {err}");
     }
+    // A malformed token file is refused without printing its lines.
+    for body in [
+        "viewer=s3cret-token\n",
+        "s3cret-token # ci\n",
+        "viewer\n",
+        "admin \n",
+    ] {
+        let tokens = dir.0.join("tokens.txt");
+        std::fs::write(&tokens, body).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_sundial"))
+            .args(["serve", "--store", &url, "--token-file"])
+            .arg(&tokens)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{body:?}: {err}");
+        assert!(!err.contains("s3cret"), "{body:?}: {err}");
+        assert!(err.contains("line 1"), "{body:?}: {err}");
+    }
     let (code, out, _) = sundial(&["jobs", "list", "--store", &url, "--json"], None);
     assert_eq!((code, out.trim()), (0, "[]"));
     let (code, out, _) = sundial(&["runs", "--store", &url, "--json"], None);

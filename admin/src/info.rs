@@ -11,10 +11,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use sundial_core::run::{RunQuery, RunState};
 use sundial_core::scheduler::SchedulerState;
-use sundial_core::trigger::{fire_times, parse_timezone};
+use sundial_core::trigger::parse_timezone;
 
 use crate::error::{ApiError, Body, Params};
-use crate::jobs::MAX_LIMIT;
+use crate::jobs::{fire_times_blocking, MAX_LIMIT};
 use crate::view::{node_json, parse_since, rfc3339, run_json};
 use crate::App;
 
@@ -121,14 +121,10 @@ pub(crate) async fn preview(
     let mut trigger = app.scheduler.parse_trigger(&body.trigger)?;
     trigger.prepare(from, tz);
     let shown_in = trigger.timezone().unwrap_or(tz);
-    let times = fire_times(
-        trigger.as_ref(),
-        None,
-        from,
-        body.count.unwrap_or(10).min(MAX_LIMIT),
-    )?;
+    let description = trigger.describe();
+    let times = fire_times_blocking(trigger, None, from, body.count.unwrap_or(10)).await?;
     Ok(Json(json!({
-        "description": trigger.describe(),
+        "description": description,
         "timezone": shown_in.name(),
         "fire_times": times.iter().map(|t| rfc3339(*t)).collect::<Vec<_>>(),
         "fire_times_local": times.iter().map(|t| t.with_timezone(&shown_in).to_rfc3339()).collect::<Vec<_>>(),
@@ -151,7 +147,11 @@ pub(crate) async fn healthz(State(app): State<App>) -> impl IntoResponse {
         .into_iter()
         .map(|(alias, r)| match r {
             Ok(()) => json!({"alias": alias, "reachable": true}),
-            Err(e) => json!({"alias": alias, "reachable": false, "error": e.to_string()}),
+            Err(e) => {
+                // Needs no token: the error text (hosts, paths) goes to the log only.
+                tracing::warn!(store = %alias, error = %e, "health check: store unreachable");
+                json!({"alias": alias, "reachable": false})
+            }
         })
         .collect();
     let healthy = s.is_running() && stores.iter().all(|v| v["reachable"] == true);

@@ -17,8 +17,32 @@ use crate::error::{ApiError, Body, Params};
 use crate::view::{job_json, rfc3339};
 use crate::App;
 
-/// The most items one page or preview returns.
+/// The most items one page returns.
 pub(crate) const MAX_LIMIT: usize = 1000;
+
+/// The most fire times one preview computes.
+pub(crate) const MAX_FIRE_TIMES: usize = 100;
+
+/// Computes fire times off the async runtime: a combining trigger may search
+/// long for each.
+pub(crate) async fn fire_times_blocking(
+    trigger: Box<dyn sundial_core::trigger::Trigger>,
+    previous: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+    count: usize,
+) -> Result<Vec<DateTime<Utc>>, ApiError> {
+    let count = count.min(MAX_FIRE_TIMES);
+    tokio::task::spawn_blocking(move || fire_times(trigger.as_ref(), previous, now, count))
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                format!("fire time search failed: {e}"),
+            )
+        })?
+        .map_err(ApiError::from)
+}
 
 /// Reads a field that may be absent (`None`), `null` (`Some(None)`) or a value.
 fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
@@ -27,7 +51,15 @@ fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     Option::<T>::deserialize(d).map(Some)
 }
 
+/// The longest duration accepted for an option (100 years).
+const MAX_SECS: f64 = 100.0 * 365.0 * 86400.0;
+
 fn secs(field: &str, v: f64) -> Result<Duration, ApiError> {
+    if !(0.0..=MAX_SECS).contains(&v) {
+        return Err(ApiError::invalid(format!(
+            "{field} = {v}: give seconds from 0 to {MAX_SECS}"
+        )));
+    }
     Duration::try_from_secs_f64(v)
         .map_err(|e| ApiError::invalid(format!("{field} = {v}: {e} (give seconds, >= 0)")))
 }
@@ -246,8 +278,11 @@ pub(crate) struct Patch {
 }
 
 impl Patch {
-    fn changes(self) -> Result<(Option<Value>, Option<JobChanges>), ApiError> {
+    fn changes(self) -> Result<JobChanges, ApiError> {
         let mut c = JobChanges::new();
+        if let Some(v) = self.trigger {
+            c = c.trigger_json(v);
+        }
         if let Some(v) = self.name {
             c = c.name(v);
         }
@@ -278,7 +313,7 @@ impl Patch {
         if let Some(v) = self.on_interrupted {
             c = c.on_interrupted(v);
         }
-        Ok((self.trigger, (!c.is_empty()).then_some(c)))
+        Ok(c)
     }
 }
 
@@ -289,18 +324,15 @@ pub(crate) async fn modify(
     Body(body): Body<Patch>,
 ) -> Result<Json<Value>, ApiError> {
     let store = q.store.as_deref();
-    let (trigger, changes) = body.changes()?;
-    // Both parts are checked before either is written.
-    let trigger = trigger
-        .map(|t| app.scheduler.parse_trigger(&t))
-        .transpose()?;
-    let mut job = find(&app, &id, store).await?;
-    if let Some(t) = trigger {
-        job = app.scheduler.reschedule_job(id.as_str(), store, t).await?;
-    }
-    if let Some(c) = changes {
-        job = app.scheduler.modify_job(id.as_str(), store, c).await?;
-    }
+    let changes = body.changes()?;
+    let job = if changes.is_empty() {
+        find(&app, &id, store).await?
+    } else {
+        // One checked write: a change that fails validation writes nothing.
+        app.scheduler
+            .modify_job(id.as_str(), store, changes)
+            .await?
+    };
     Ok(Json(job_json(&job)))
 }
 
@@ -372,13 +404,13 @@ pub(crate) async fn next(
     Path(id): Path<String>,
     Params(q): Params<NextQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let count = q.count.unwrap_or(10).min(MAX_LIMIT);
+    let count = q.count.unwrap_or(10).min(MAX_FIRE_TIMES);
     let job = find(&app, &id, q.store.as_deref()).await?;
     let times = match job.next_run_time() {
         Some(first) if count > 0 => {
             let trigger = app.scheduler.parse_trigger(job.trigger_json())?;
             let mut times = vec![first];
-            times.extend(fire_times(trigger.as_ref(), Some(first), first, count - 1)?);
+            times.extend(fire_times_blocking(trigger, Some(first), first, count - 1).await?);
             times
         }
         _ => Vec::new(),

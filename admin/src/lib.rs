@@ -41,7 +41,7 @@ mod view;
 use std::fmt;
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{header, Method};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -247,8 +247,14 @@ async fn authorize(State(app): State<App>, req: Request, next: Next) -> Response
         );
         return res;
     };
-    let reads = matches!(*req.method(), Method::GET | Method::HEAD)
-        || req.uri().path().ends_with("/triggers/preview");
+    // The route template, not the request path: a job id cannot pose as it.
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_default();
+    let reads =
+        matches!(*req.method(), Method::GET | Method::HEAD) || route.ends_with("/triggers/preview");
     if role == Role::Viewer && !reads {
         return ApiError::new(
             axum::http::StatusCode::FORBIDDEN,

@@ -499,6 +499,62 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
     .await;
     assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
     assert!(message(&v).contains("jitter"), "{v}");
+    let (st, v) =
+        post(json!({"task": "noop", "trigger": {"type": "interval", "hours": 1}, "timeout": 1e20}))
+            .await;
+    assert_eq!(
+        (st, code(&v)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
+        "{v}"
+    );
+    // A change is checked whole: a bad part writes none of it.
+    let (st, v) = call(
+        &app,
+        Method::PATCH,
+        "/jobs/dup",
+        Some(ADMIN),
+        Some(json!({"trigger": {"type": "interval", "hours": 5}, "executor": "nowhere"})),
+    )
+    .await;
+    assert_eq!(
+        (st, code(&v)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "unknown_executor"),
+        "{v}"
+    );
+    let (st, v) = call(
+        &app,
+        Method::PATCH,
+        "/jobs/dup",
+        Some(ADMIN),
+        Some(json!({"trigger": {"type": "interval", "hours": 5}, "max_instances": 0})),
+    )
+    .await;
+    assert_eq!(
+        (st, code(&v)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
+        "{v}"
+    );
+    let (st, v) = call(&app, Method::GET, "/jobs/dup", Some(VIEWER), None).await;
+    assert_eq!(
+        (st, &v["trigger"]["hours"], &v["options"]["max_instances"]),
+        (StatusCode::OK, &json!(1), &json!(1)),
+        "{v}"
+    );
+    // Changing a paused job's trigger keeps it paused.
+    call(&app, Method::POST, "/jobs/dup/pause", Some(ADMIN), None).await;
+    let (st, v) = call(
+        &app,
+        Method::PATCH,
+        "/jobs/dup",
+        Some(ADMIN),
+        Some(json!({"trigger": {"type": "interval", "hours": 5}})),
+    )
+    .await;
+    assert_eq!(
+        (st, v["state"].as_str(), &v["trigger"]["hours"]),
+        (StatusCode::OK, Some("paused"), &json!(5)),
+        "{v}"
+    );
     let (st, v) = call(&app, Method::GET, "/nowhere", Some(VIEWER), None).await;
     assert_eq!((st, code(&v)), (StatusCode::NOT_FOUND, "no_route"), "{v}");
     let (st, v) = call(&app, Method::PUT, "/jobs", Some(ADMIN), None).await;

@@ -13,6 +13,7 @@ use futures::FutureExt;
 use serde_json::Value;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::clock::{BoxFuture, Clock};
 use crate::error::Result;
@@ -262,6 +263,20 @@ enum Outcome {
     TimedOut(Duration),
 }
 
+/// The span a run executes in: `sundial.run` with its job, run id, slot and
+/// attempt; its `outcome` is recorded when the run ends.
+fn run_span(run: &JobRun, i: usize, scheduled: DateTime<Utc>) -> tracing::Span {
+    tracing::info_span!(
+        "sundial.run",
+        job_id = %run.job_id,
+        jobstore = %run.jobstore,
+        run_id = run.run_id(i).map(RunId::as_str),
+        scheduled_time = %scheduled,
+        attempt = run.attempt,
+        outcome = tracing::field::Empty,
+    )
+}
+
 fn report(
     ctx: &ExecutorContext,
     run: &JobRun,
@@ -269,6 +284,7 @@ fn report(
     scheduled: DateTime<Utc>,
     started: DateTime<Utc>,
     outcome: Outcome,
+    span: &tracing::Span,
 ) {
     let run_id = run.run_id(i).cloned();
     let finished_at = ctx.clock.now();
@@ -281,6 +297,7 @@ fn report(
             Some(format!("run exceeded its timeout of {t:?}")),
         ),
     };
+    span.record("outcome", state.as_str());
     if let (Some(tx), Some(id)) = (&ctx.outcomes, &run_id) {
         let _ = tx.send(RunDone {
             jobstore: run.jobstore.clone(),
@@ -371,7 +388,7 @@ fn context(
 }
 
 fn deadline(started: DateTime<Utc>, timeout: Duration) -> DateTime<Utc> {
-    started + chrono::Duration::from_std(timeout).unwrap_or(chrono::Duration::MAX)
+    crate::job::add_saturating(started, timeout)
 }
 
 /// Executes every run time of `run` as futures on the current runtime (blocking
@@ -383,6 +400,7 @@ pub async fn execute_async(ctx: &ExecutorContext, run: &JobRun, shutdown: &Cance
             // The executor is shutting down: later slots of the backlog do not start.
             break;
         }
+        let span = run_span(run, i, scheduled);
         started(ctx, run, i, scheduled);
         let started = ctx.clock.now();
         let cancel = shutdown.child_token();
@@ -392,9 +410,10 @@ pub async fn execute_async(ctx: &ExecutorContext, run: &JobRun, shutdown: &Cance
             TaskFn::Blocking(f) => {
                 let f = Arc::clone(f);
                 let args = run.args.clone();
+                let span = span.clone();
                 Box::pin(async move {
                     match tokio::task::spawn_blocking(move || {
-                        catch_unwind(AssertUnwindSafe(|| f(jc, args)))
+                        span.in_scope(|| catch_unwind(AssertUnwindSafe(|| f(jc, args))))
                     })
                     .await
                     {
@@ -405,7 +424,7 @@ pub async fn execute_async(ctx: &ExecutorContext, run: &JobRun, shutdown: &Cance
                 })
             }
         };
-        let guarded = AssertUnwindSafe(fut).catch_unwind();
+        let guarded = AssertUnwindSafe(fut.instrument(span.clone())).catch_unwind();
         let result = match run.timeout {
             Some(t) => {
                 tokio::select! {
@@ -424,7 +443,7 @@ pub async fn execute_async(ctx: &ExecutorContext, run: &JobRun, shutdown: &Cance
             Some(Ok(Err(e))) => Outcome::Failed(e.to_string()),
             Some(Err(p)) => Outcome::Panicked(panic_message(p.as_ref())),
         };
-        report(ctx, run, i, scheduled, started, outcome);
+        report(ctx, run, i, scheduled, started, outcome, &span);
     }
 }
 
@@ -433,6 +452,8 @@ pub async fn execute_async(ctx: &ExecutorContext, run: &JobRun, shutdown: &Cance
 /// timeout has its cancellation signalled and is reported as timed out.
 pub fn execute_blocking(ctx: &ExecutorContext, run: &JobRun) {
     for (i, &scheduled) in run.run_times.iter().enumerate() {
+        let span = run_span(run, i, scheduled);
+        let _entered = span.enter();
         started(ctx, run, i, scheduled);
         let started = ctx.clock.now();
         let cancel = CancellationToken::new();
@@ -461,6 +482,6 @@ pub fn execute_blocking(ctx: &ExecutorContext, run: &JobRun) {
             Ok(Err(e)) => Outcome::Failed(e.to_string()),
             Err(p) => Outcome::Panicked(panic_message(p.as_ref())),
         };
-        report(ctx, run, i, scheduled, started, outcome);
+        report(ctx, run, i, scheduled, started, outcome, &span);
     }
 }

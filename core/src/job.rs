@@ -146,6 +146,11 @@ pub struct JobOptions {
     /// What happens to a slot whose run was interrupted.
     #[serde(default, skip_serializing_if = "OnInterrupted::is_skip")]
     pub on_interrupted: OnInterrupted,
+    /// Set when a client asked for a run now: the next run time on the
+    /// trigger's own schedule, which the job returns to after that run (so a
+    /// one-off job is not used up and a calendar step does not move).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume_at: Option<DateTime<Utc>>,
 }
 
 /// What happens to a slot whose run was interrupted: its node was killed,
@@ -271,6 +276,7 @@ impl Default for JobOptions {
             timeout: d.timeout,
             retry: None,
             on_interrupted: OnInterrupted::Skip,
+            resume_at: None,
         }
     }
 }

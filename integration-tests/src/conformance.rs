@@ -157,6 +157,7 @@ pub async fn add_and_lookup_round_trip_every_field(cx: &Ctx) -> Result<()> {
                 .jitter(0.25),
         ),
         on_interrupted: sundial::OnInterrupted::Rerun,
+        resume_at: Some(at("2026-03-05T06:07:08.654321Z")),
     };
     cx.store.add_job(&j).await?;
     let got = cx
@@ -872,6 +873,7 @@ pub async fn every_trigger_type_and_option_round_trips(cx: &Ctx) -> Result<()> {
             } else {
                 sundial::OnInterrupted::Rerun
             },
+            resume_at: (i % 5 == 2).then(|| mins(i as i64 + 60)),
         };
         cx.store.add_job(&j).await?;
         let got = cx.store.lookup_job(&j.id).await?.context("gone")?;
@@ -1588,7 +1590,8 @@ pub async fn upserts_keep_the_stored_schedule(cx: &Ctx) -> Result<()> {
 }
 
 /// A client-only scheduler adds, modifies, pauses, lists and removes jobs in
-/// the store and runs none of them, even when they are due.
+/// the store, asks the running nodes for runs, and runs none of them itself,
+/// even when they are due.
 pub async fn client_scheduler_manages_jobs_and_runs_none(cx: &Ctx) -> Result<()> {
     use sundial::{JobChanges, JobSpec};
     let now = Utc::now();
@@ -1617,10 +1620,39 @@ pub async fn client_scheduler_manages_jobs_and_runs_none(cx: &Ctx) -> Result<()>
         "{report:?}"
     );
     ensure!(c.pause().is_err(), "a client has no loop to pause");
+    // A client asks the running nodes to run a job; it runs nothing itself.
+    // A paused job is refused; an active one moves just ahead, with its own
+    // next run time kept to return to after that run.
+    let e = c
+        .run_job_now("report", None)
+        .await
+        .err()
+        .context("a paused job was requested")?;
+    ensure!(e.to_string().contains("paused"), "{e}");
+    let before = c
+        .resume_job("report", None)
+        .await?
+        .and_then(|j| j.next_run_time())
+        .context("resumed")?;
+    c.run_job_now("report", None).await?;
+    let rec = cx
+        .store
+        .lookup_job(&JobId::new("report"))
+        .await?
+        .context("report")?;
     ensure!(
-        c.run_job_now("due", None).await.is_err(),
-        "a client runs nothing"
+        rec.options.resume_at == Some(before) && rec.next_run_time.is_some_and(|t| t < before),
+        "{rec:?}"
     );
+    // A second request keeps the schedule the first one saved.
+    c.run_job_now("report", None).await?;
+    let again = cx
+        .store
+        .lookup_job(&JobId::new("report"))
+        .await?
+        .context("report")?;
+    ensure!(again.options.resume_at == Some(before), "{again:?}");
+    c.run_job_now("due", None).await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     ensure!(
         cx.store.lookup_job(&JobId::new("due")).await?.is_some(),

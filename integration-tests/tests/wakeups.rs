@@ -18,6 +18,10 @@ use sundial::prelude::*;
 use sundial::JobStore;
 use sundial_integration_tests::support::{postgres_url, redis_url, Namespace};
 
+fn trunc(t: DateTime<Utc>) -> DateTime<Utc> {
+    sundial::job::trunc_micros(t)
+}
+
 fn mongo_rs_url() -> String {
     std::env::var("SUNDIAL_TEST_MONGO_RS_URL")
         .unwrap_or_else(|_| "mongodb://127.0.0.1:27019/sundial_test".into())
@@ -173,4 +177,155 @@ async fn mariadb_without_notices_is_polled_every_second_by_default() {
         .drop_table()
         .await
         .unwrap();
+}
+
+/// A client (`sundial jobs run`, the admin API over `sundial serve`) asks the
+/// runners to run a job now: the runner starts that one slot on time, within
+/// the default one-second misfire grace, and the job keeps its schedule.
+async fn run_requested_by_a_client(open: impl Fn() -> Arc<dyn JobStore>, idle: Option<Duration>) {
+    let starts: Starts = Arc::default();
+    let seen = Arc::clone(&starts);
+    let mut builder = Scheduler::builder()
+        .jobstore_arc("default", open())
+        .executor("default", AsyncExecutor::new())
+        .task("note", move |ctx: JobContext, _: ()| {
+            seen.lock().unwrap().push((
+                ctx.job_id().to_string(),
+                ctx.scheduled_run_time(),
+                Utc::now(),
+            ));
+            async { Ok::<_, sundial::BoxError>(()) }
+        });
+    if let Some(idle) = idle {
+        builder = builder.max_idle_sleep(idle);
+    }
+    let runner = builder.build().unwrap();
+    runner.start().await.unwrap();
+    let client = Scheduler::builder()
+        .jobstore_arc("default", open())
+        .build_client()
+        .unwrap();
+    client.start().await.unwrap();
+    let hourly = IntervalTrigger::every(Duration::from_secs(3600)).unwrap();
+    let job = client
+        .add_job(JobSpec::new("note", hourly).id("report"))
+        .await
+        .unwrap();
+    let next = job.next_run_time().unwrap();
+    // A one-off job next week and a monthly one: a run now must not use up
+    // the one nor move the other.
+    let next_week = trunc(Utc::now() + chrono::Duration::days(7));
+    client
+        .add_job(JobSpec::new("note", DateTrigger::at(next_week)).id("once"))
+        .await
+        .unwrap();
+    let monthly = CalendarIntervalTrigger::builder()
+        .months(1)
+        .build()
+        .unwrap();
+    let month = client
+        .add_job(JobSpec::new("note", monthly).id("monthly"))
+        .await
+        .unwrap()
+        .next_run_time()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let asked = Utc::now();
+    client.run_job_now("report", None).await.unwrap();
+    client.run_job_now("once", None).await.unwrap();
+    client.run_job_now("monthly", None).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while starts.lock().unwrap().len() < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the requested run did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for id in ["report", "once", "monthly"] {
+        let runs = client
+            .runs(&sundial::run::RunQuery::job(id), None)
+            .await
+            .unwrap();
+        let states: Vec<&str> = runs.iter().map(|r| r.state.as_str()).collect();
+        assert_eq!(states, ["succeeded"], "{id}: {runs:?}");
+    }
+    let starts = starts.lock().unwrap().clone();
+    assert_eq!(starts.len(), 3, "{starts:?}");
+    for (id, scheduled, started) in &starts {
+        let lead = (*scheduled - asked).num_milliseconds();
+        assert!(
+            (1000..=3500).contains(&lead),
+            "{id}: slot {lead} ms after the request"
+        );
+        let late = (*started - *scheduled).num_milliseconds();
+        assert!(late < 1000, "{id}: started {late} ms late");
+    }
+    for (id, at) in [("report", next), ("once", next_week), ("monthly", month)] {
+        let kept = client.get_job(id, None).await.unwrap();
+        let kept = kept.unwrap_or_else(|| panic!("{id} was removed by the requested run"));
+        assert_eq!(kept.next_run_time(), Some(at), "{id}: the schedule is kept");
+    }
+    // A paused job is not run behind the user's back.
+    client.pause_job("report", None).await.unwrap();
+    let e = client.run_job_now("report", None).await.unwrap_err();
+    assert!(e.to_string().contains("paused"), "{e}");
+    client.shutdown(false).await.unwrap();
+    runner.shutdown(true).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_run_request_runs_once_on_time_on_postgres() {
+    let ns = Namespace::new("runreq");
+    let url = postgres_url();
+    let open = || -> Arc<dyn JobStore> {
+        Arc::new(
+            SqlJobStore::from_url(&url)
+                .unwrap()
+                .with_table(&ns.0)
+                .unwrap(),
+        )
+    };
+    run_requested_by_a_client(open, Some(Duration::from_secs(60))).await;
+    let s = SqlJobStore::from_url(&url)
+        .unwrap()
+        .with_table(&ns.0)
+        .unwrap();
+    s.drop_table().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_run_request_runs_once_on_time_on_polled_mariadb() {
+    let ns = Namespace::new("runreq");
+    let url = sundial_integration_tests::support::mysql_url();
+    let open = || -> Arc<dyn JobStore> {
+        Arc::new(
+            SqlJobStore::from_url(&url)
+                .unwrap()
+                .with_table(&ns.0)
+                .unwrap(),
+        )
+    };
+    run_requested_by_a_client(open, None).await;
+    SqlJobStore::from_url(&url)
+        .unwrap()
+        .with_table(&ns.0)
+        .unwrap()
+        .drop_table()
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_run_request_runs_once_on_time_on_redis() {
+    let ns = Namespace::new("runreq");
+    let url = redis_url();
+    let open = || -> Arc<dyn JobStore> {
+        Arc::new(RedisJobStore::from_url(&url).unwrap().with_prefix(&ns.0))
+    };
+    run_requested_by_a_client(open, Some(Duration::from_secs(60))).await;
+    let s = RedisJobStore::from_url(&url).unwrap().with_prefix(&ns.0);
+    s.start().await.unwrap();
+    s.purge().await.unwrap();
 }

@@ -863,6 +863,7 @@ impl Scheduler {
             timeout: timeout.unwrap_or(d.timeout),
             retry,
             on_interrupted,
+            resume_at: None,
         };
         if options.max_instances == 0 {
             return Err(Error::InvalidJob(format!(
@@ -1277,7 +1278,32 @@ impl Scheduler {
         // Only new arguments are checked: a job stored with arguments its task
         // no longer accepts can still be paused, renamed or rescheduled.
         let new_args = changes.args.is_some();
+        let now = self.inner.clock.now();
+        let trigger = match &changes.trigger {
+            Some(json) => {
+                let mut t = self.inner.triggers.parse(json)?;
+                t.prepare(now, self.inner.timezone);
+                let next = t
+                    .try_next_fire_time(None, now)?
+                    .map(trunc_micros)
+                    .ok_or_else(|| {
+                        Error::InvalidJob(format!(
+                            "job '{id}': trigger {} never fires after {now}",
+                            t.describe()
+                        ))
+                    })?;
+                Some((t.to_json(), next))
+            }
+            None => None,
+        };
         self.edit(&id, store, &mut |rec| {
+            if let Some((json, next)) = &trigger {
+                rec.trigger = json.clone();
+                rec.options.resume_at = None;
+                if rec.next_run_time.is_some() {
+                    rec.next_run_time = Some(*next);
+                }
+            }
             changes.clone().apply(rec)?;
             if new_args {
                 self.inner.check_args(&rec.task, &rec.args)?;
@@ -1339,6 +1365,7 @@ impl Scheduler {
         self.edit(&id, store, &mut |rec| {
             rec.trigger = json.clone();
             rec.next_run_time = Some(next);
+            rec.options.resume_at = None;
             Ok(())
         })
         .await
@@ -1532,23 +1559,32 @@ impl Scheduler {
         Err(refused.1)
     }
 
-    /// Moves a job's next run time to now for the nodes running the store.
+    /// Moves a job's next run time to just ahead of now for the nodes
+    /// running the store, remembering its own next run time.
     async fn request_run(&self, id: JobId, store: Option<&str>) -> Result<()> {
-        let (alias, rec, _) = self.find_required(&id, store).await?;
-        let now = trunc_micros(run_loop::after(
-            self.inner.store_now(&alias),
-            RUN_REQUEST_LEAD,
-        ));
-        match rec.next_run_time {
-            None => Err(Error::InvalidJob(format!(
-                "job '{id}' is paused: resume it (or run it from a scheduler that runs jobs)"
-            ))),
-            Some(t) if t <= now => Ok(()),
-            Some(_) => self
-                .modify_job(id, Some(&alias), JobChanges::new().next_run_time(Some(now)))
-                .await
-                .map(|_| ()),
-        }
+        let (alias, _, _) = self.find_required(&id, store).await?;
+        // The store's clock, not this client's: the nodes run by it.
+        let now = match self.inner.store(&alias)?.server_time().await {
+            Ok(Some(t)) => t,
+            _ => self.inner.store_now(&alias),
+        };
+        let slot = trunc_micros(run_loop::after(now, RUN_REQUEST_LEAD));
+        self.edit(&id, Some(&alias), &mut |rec| {
+            let Some(next) = rec.next_run_time else {
+                return Err(Error::InvalidJob(format!(
+                    "job '{id}' is paused: resume it (or run it from a scheduler that runs jobs)"
+                )));
+            };
+            if next > slot {
+                // A request still pending keeps the schedule it saved.
+                let own = rec.options.resume_at.filter(|r| *r > slot).unwrap_or(next);
+                rec.options.resume_at = Some(own);
+                rec.next_run_time = Some(slot);
+            }
+            Ok(())
+        })
+        .await
+        .map(|_| ())
     }
 
     /// Reads the run history of a store (the default store when `store` is

@@ -770,6 +770,13 @@ impl Inner {
             };
         }
 
+        // After a run a client asked for, the job goes back to its own schedule.
+        if let Some(resume) = rec.options.resume_at.filter(|r| *r > now) {
+            if !trigger_failed && !run_times.is_empty() {
+                next = Some(resume);
+            }
+        }
+
         let (candidates, coalesced): (Vec<DateTime<Utc>>, Vec<DateTime<Utc>>) =
             match (rec.options.coalesce, run_times.split_last()) {
                 (true, Some((last, earlier))) => (vec![*last], earlier.to_vec()),

@@ -265,6 +265,7 @@ pub struct JobChanges {
     pub(crate) retry: Option<Option<RetryPolicy>>,
     pub(crate) on_interrupted: Option<OnInterrupted>,
     pub(crate) next_run_time: Option<Option<DateTime<Utc>>>,
+    pub(crate) trigger: Option<Value>,
 }
 
 impl JobChanges {
@@ -285,6 +286,7 @@ impl JobChanges {
             retry,
             on_interrupted,
             next_run_time,
+            trigger,
         } = self;
         name.is_none()
             && args.is_none()
@@ -296,6 +298,18 @@ impl JobChanges {
             && retry.is_none()
             && on_interrupted.is_none()
             && next_run_time.is_none()
+            && trigger.is_none()
+    }
+    /// Replaces the trigger; the next run time is computed from it (a paused
+    /// job stays paused). Checked and written together with the other changes.
+    pub fn trigger(mut self, trigger: impl crate::trigger::Trigger) -> Self {
+        self.trigger = Some(trigger.to_json());
+        self
+    }
+    /// Replaces the trigger with one given as JSON (see [`JobChanges::trigger`]).
+    pub fn trigger_json(mut self, trigger: Value) -> Self {
+        self.trigger = Some(trigger);
+        self
     }
     /// Renames the job.
     pub fn name(mut self, name: impl Into<String>) -> Self {
@@ -376,6 +390,13 @@ impl JobChanges {
         }
         if let Some(v) = self.next_run_time {
             rec.next_run_time = v;
+            rec.options.resume_at = None;
+        }
+        if rec.options.max_instances == 0 {
+            return Err(crate::Error::InvalidJob(format!(
+                "job '{}': max_instances must be at least 1",
+                rec.id
+            )));
         }
         if let Some(a) = self.args {
             rec.args = a.map_err(|e| {

@@ -69,12 +69,20 @@ struct NextArgs {
     from: Option<String>,
 }
 
+/// The most fire times one `next` prints.
+const MAX_COUNT: usize = 100_000;
+
 /// Fire times as the scheduler iterates, in the trigger's zone.
 fn fire_times(
     trigger: &dyn Trigger,
     from: DateTime<Utc>,
     count: usize,
 ) -> Result<Vec<String>, String> {
+    if count > MAX_COUNT {
+        return Err(format!(
+            "count {count} is over the limit of {MAX_COUNT} fire times"
+        ));
+    }
     let tz = trigger.timezone().unwrap_or(Tz::UTC);
     let times =
         sundial::trigger::fire_times(trigger, None, from, count).map_err(|e| e.to_string())?;

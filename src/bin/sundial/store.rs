@@ -418,17 +418,27 @@ fn read_tokens(path: &std::path::Path, mut config: AdminConfig) -> Result<AdminC
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        config = match line.split_once(char::is_whitespace) {
-            Some(("admin", t)) => config.admin_token(t.trim()),
-            Some(("viewer", t)) => config.viewer_token(t.trim()),
-            Some((role, _)) => {
-                return Err(Failure::Usage(format!(
-                    "--token-file {} line {}: unknown role {role:?} (expected admin or viewer)",
-                    path.display(),
-                    i + 1
-                )))
+        // The line itself is never printed: it holds a secret.
+        let bad = || {
+            Failure::Usage(format!(
+                "--token-file {} line {}: expected `admin TOKEN`, `viewer TOKEN` or a bare TOKEN",
+                path.display(),
+                i + 1
+            ))
+        };
+        let words: Vec<&str> = line.split_whitespace().collect();
+        config = match words.as_slice() {
+            ["admin", t] => config.admin_token(*t),
+            ["viewer", t] => config.viewer_token(*t),
+            // A role with a separator other than a space is a typo, not a token.
+            [t] if !["admin", "viewer"].iter().any(|r| {
+                t.strip_prefix(r)
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with([':', '=']))
+            }) =>
+            {
+                config.admin_token(*t)
             }
-            None => config.admin_token(line),
+            _ => return Err(bad()),
         };
         n += 1;
     }
