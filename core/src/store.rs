@@ -365,11 +365,13 @@ pub struct ReleaseItem {
     pub outcome: Release,
 }
 
+/// Implements `JobStore` for a type that dereferences to a store, passing
+/// every call through `$wrap!(self, "operation", call)`.
 macro_rules! forward_store {
-    ($ty:ty) => {
+    ([$($generics:tt)*] $ty:ty, $wrap:ident) => {
         #[deny(clippy::missing_trait_methods)]
         #[async_trait]
-        impl<T: JobStore + ?Sized> JobStore for $ty {
+        impl<$($generics)*> JobStore for $ty {
             fn backend(&self) -> &'static str {
                 (**self).backend()
             }
@@ -377,37 +379,37 @@ macro_rules! forward_store {
                 (**self).capabilities()
             }
             async fn start(&self) -> Result<()> {
-                (**self).start().await
+                $wrap!(self, "start", (**self).start())
             }
             async fn shutdown(&self) -> Result<()> {
-                (**self).shutdown().await
+                $wrap!(self, "shutdown", (**self).shutdown())
             }
             async fn watch_changes(&self) -> Result<Option<ChangeStream>> {
-                (**self).watch_changes().await
+                $wrap!(self, "watch_changes", (**self).watch_changes())
             }
             async fn add_job(&self, job: &JobRecord) -> Result<()> {
-                (**self).add_job(job).await
+                $wrap!(self, "add_job", (**self).add_job(job))
             }
             async fn add_jobs(&self, jobs: &[JobRecord]) -> Result<()> {
-                (**self).add_jobs(jobs).await
+                $wrap!(self, "add_jobs", (**self).add_jobs(jobs))
             }
             async fn update_job(&self, job: &JobRecord) -> Result<()> {
-                (**self).update_job(job).await
+                $wrap!(self, "update_job", (**self).update_job(job))
             }
             async fn remove_job(&self, id: &JobId) -> Result<()> {
-                (**self).remove_job(id).await
+                $wrap!(self, "remove_job", (**self).remove_job(id))
             }
             async fn remove_all_jobs(&self) -> Result<()> {
-                (**self).remove_all_jobs().await
+                $wrap!(self, "remove_all_jobs", (**self).remove_all_jobs())
             }
             async fn lookup_job(&self, id: &JobId) -> Result<Option<JobRecord>> {
-                (**self).lookup_job(id).await
+                $wrap!(self, "lookup_job", (**self).lookup_job(id))
             }
             async fn get_all_jobs(&self) -> Result<Vec<JobRecord>> {
-                (**self).get_all_jobs().await
+                $wrap!(self, "get_all_jobs", (**self).get_all_jobs())
             }
             async fn get_next_run_time(&self, skip: &[JobId]) -> Result<Option<DateTime<Utc>>> {
-                (**self).get_next_run_time(skip).await
+                $wrap!(self, "get_next_run_time", (**self).get_next_run_time(skip))
             }
             async fn acquire_due(
                 &self,
@@ -417,7 +419,7 @@ macro_rules! forward_store {
                 limit: usize,
                 skip: &[JobId],
             ) -> Result<Vec<JobRecord>> {
-                (**self).acquire_due(now, owner, lease, limit, skip).await
+                $wrap!(self, "acquire_due", (**self).acquire_due(now, owner, lease, limit, skip))
             }
             async fn release(
                 &self,
@@ -426,20 +428,20 @@ macro_rules! forward_store {
                 version: u64,
                 outcome: Release,
             ) -> Result<ReleaseOutcome> {
-                (**self).release(owner, id, version, outcome).await
+                $wrap!(self, "release", (**self).release(owner, id, version, outcome))
             }
             async fn release_many(
                 &self,
                 owner: &OwnerId,
                 items: Vec<ReleaseItem>,
             ) -> Result<Vec<Result<ReleaseOutcome>>> {
-                (**self).release_many(owner, items).await
+                $wrap!(self, "release_many", (**self).release_many(owner, items))
             }
             async fn insert_runs(&self, runs: &[NewRun]) -> Result<Vec<RunInsert>> {
-                (**self).insert_runs(runs).await
+                $wrap!(self, "insert_runs", (**self).insert_runs(runs))
             }
             async fn finish_runs(&self, owner: &OwnerId, runs: &[RunFinish]) -> Result<u64> {
-                (**self).finish_runs(owner, runs).await
+                $wrap!(self, "finish_runs", (**self).finish_runs(owner, runs))
             }
             async fn heartbeat_runs(
                 &self,
@@ -447,49 +449,139 @@ macro_rules! forward_store {
                 ids: &[RunId],
                 until: DateTime<Utc>,
             ) -> Result<u64> {
-                (**self).heartbeat_runs(owner, ids, until).await
+                $wrap!(self, "heartbeat_runs", (**self).heartbeat_runs(owner, ids, until))
             }
             async fn interrupt_lapsed(
                 &self,
                 now: DateTime<Utc>,
                 limit: usize,
             ) -> Result<Vec<RunRecord>> {
-                (**self).interrupt_lapsed(now, limit).await
+                $wrap!(self, "interrupt_lapsed", (**self).interrupt_lapsed(now, limit))
             }
             async fn query_runs(&self, query: &RunQuery) -> Result<Vec<RunRecord>> {
-                (**self).query_runs(query).await
+                $wrap!(self, "query_runs", (**self).query_runs(query))
             }
             async fn prune_runs(&self, before: DateTime<Utc>) -> Result<u64> {
-                (**self).prune_runs(before).await
+                $wrap!(self, "prune_runs", (**self).prune_runs(before))
             }
             async fn prune_job_runs(&self, keep: usize, before: DateTime<Utc>) -> Result<u64> {
-                (**self).prune_job_runs(keep, before).await
+                $wrap!(self, "prune_job_runs", (**self).prune_job_runs(keep, before))
             }
             async fn upsert_node(
                 &self,
                 node: &NodeRecord,
                 now: DateTime<Utc>,
             ) -> Result<Option<NodeRecord>> {
-                (**self).upsert_node(node, now).await
+                $wrap!(self, "upsert_node", (**self).upsert_node(node, now))
             }
             async fn list_nodes(&self) -> Result<Vec<NodeRecord>> {
-                (**self).list_nodes().await
+                $wrap!(self, "list_nodes", (**self).list_nodes())
             }
             async fn remove_node(&self, owner: &OwnerId, instance: &str) -> Result<()> {
-                (**self).remove_node(owner, instance).await
+                $wrap!(self, "remove_node", (**self).remove_node(owner, instance))
             }
             async fn prune_nodes(&self, before: DateTime<Utc>) -> Result<u64> {
-                (**self).prune_nodes(before).await
+                $wrap!(self, "prune_nodes", (**self).prune_nodes(before))
             }
             async fn server_time(&self) -> Result<Option<DateTime<Utc>>> {
-                (**self).server_time().await
+                $wrap!(self, "server_time", (**self).server_time())
             }
         }
     };
 }
 
-forward_store!(Arc<T>);
-forward_store!(Box<T>);
+/// Awaits the call as it is.
+macro_rules! plain {
+    ($s:ident, $op:literal, $call:expr) => {
+        $call.await
+    };
+}
+
+/// Awaits the call in a `sundial.store` span.
+macro_rules! traced {
+    ($s:ident, $op:literal, $call:expr) => {
+        traced_call($s.0.backend(), $op, $call).await
+    };
+}
+
+forward_store!([T: JobStore + ?Sized] Arc<T>, plain);
+forward_store!([T: JobStore + ?Sized] Box<T>, plain);
+forward_store!([] Traced, traced);
+
+/// A store whose every call runs in a `sundial.store` tracing span (at debug
+/// level) with the backend, the operation, whether it succeeded and how many
+/// rows it returned or changed; the scheduler wraps each store it is given.
+#[derive(Clone)]
+pub(crate) struct Traced(pub(crate) Arc<dyn JobStore>);
+
+impl fmt::Debug for Traced {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl std::ops::Deref for Traced {
+    type Target = dyn JobStore;
+    fn deref(&self) -> &(dyn JobStore + 'static) {
+        &*self.0
+    }
+}
+
+/// How many rows a store call returned or changed, where that means something.
+trait Rows {
+    fn rows(&self) -> Option<u64>;
+}
+
+impl Rows for () {
+    fn rows(&self) -> Option<u64> {
+        None
+    }
+}
+
+impl Rows for u64 {
+    fn rows(&self) -> Option<u64> {
+        Some(*self)
+    }
+}
+
+impl<T> Rows for Vec<T> {
+    fn rows(&self) -> Option<u64> {
+        Some(self.len() as u64)
+    }
+}
+
+impl<T> Rows for Option<T> {
+    fn rows(&self) -> Option<u64> {
+        Some(u64::from(self.is_some()))
+    }
+}
+
+impl Rows for ReleaseOutcome {
+    fn rows(&self) -> Option<u64> {
+        None
+    }
+}
+
+async fn traced_call<T: Rows>(
+    backend: &'static str,
+    op: &'static str,
+    call: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    use tracing::Instrument;
+    let span = tracing::debug_span!(
+        "sundial.store",
+        backend,
+        op,
+        ok = tracing::field::Empty,
+        rows = tracing::field::Empty,
+    );
+    let result = call.instrument(span.clone()).await;
+    span.record("ok", result.is_ok());
+    if let Some(n) = result.as_ref().ok().and_then(Rows::rows) {
+        span.record("rows", n);
+    }
+    result
+}
 
 /// Sorts records as `get_all_jobs` must return them: by next run time, paused last, then id.
 pub fn sort_records(records: &mut [JobRecord]) {

@@ -1,5 +1,6 @@
 //! Every run executes in a `sundial.run` tracing span that names its job, run
-//! id, slot and attempt and records its outcome, on both executors.
+//! id, slot and attempt and records its outcome, on both executors; every
+//! store call runs in a `sundial.store` span with its operation and rows.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -105,6 +106,24 @@ async fn each_run_has_a_span_with_its_identity_and_outcome() {
         assert_eq!(span["outcome"], run.state.as_str(), "{span:?}");
         assert_eq!(span["scheduled_time"], run.scheduled_time.to_string());
     }
+    // The claim of the two due jobs and the insert of their run records.
+    let store_ops: Vec<&HashMap<String, String>> = spans
+        .values()
+        .filter(|f| f["name"] == "sundial.store")
+        .collect();
+    for f in &store_ops {
+        assert_eq!(f["backend"], "memory", "{f:?}");
+        assert!(f.contains_key("ok"), "outcome recorded: {f:?}");
+    }
+    let claimed: u64 = store_ops
+        .iter()
+        .filter(|f| f["op"] == "acquire_due")
+        .map(|f| f.get("rows").map_or(0, |r| r.parse::<u64>().unwrap()))
+        .sum();
+    assert_eq!(claimed, 2, "{store_ops:?}");
+    assert!(store_ops
+        .iter()
+        .any(|f| f["op"] == "insert_runs" && f["ok"] == "true"));
     let outcomes: Vec<&str> = runs.iter().map(|r| r.state.as_str()).collect();
     assert!(
         outcomes.contains(&"succeeded") && outcomes.contains(&"failed"),

@@ -80,7 +80,8 @@ impl SchedulerBuilder {
                 "job store alias '{alias}' is used twice"
             )));
         }
-        self.stores.push((alias, store));
+        self.stores
+            .push((alias, Arc::new(crate::store::Traced(store))));
         self
     }
 

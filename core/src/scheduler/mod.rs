@@ -1611,7 +1611,7 @@ impl Scheduler {
         if self.is_running() {
             store.start().await?;
         }
-        let store: Arc<dyn JobStore> = Arc::new(store);
+        let store: Arc<dyn JobStore> = Arc::new(crate::store::Traced(Arc::new(store)));
         write(&self.inner.stores).push((alias.clone(), Arc::clone(&store)));
         let stop = lock(&self.inner.run)
             .as_ref()
