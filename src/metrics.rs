@@ -28,6 +28,7 @@
 //! | `sundial_retries_total` | counter | `job` |
 //! | `sundial_running_runs` | gauge | runs started and not yet finished on this process |
 //! | `sundial_store_errors_total` | counter | `store` |
+//! | `sundial_leases_lost_total` | counter | `store`: claims that lapsed before the job was handed back |
 //! | `sundial_jobs` | gauge | `store`, `state` (scheduled, paused): counted a second after this scheduler adds, changes or removes jobs, and every minute |
 //!
 //! With [`Labels::Aggregate`] the `job` label is left out, for applications
@@ -170,6 +171,9 @@ pub fn record(scheduler: &Scheduler, labels: Labels) -> ListenerId {
             }
             Event::JobRetry { job_id, .. } => {
                 counter!("sundial_retries_total", &job(job_id)).increment(1)
+            }
+            Event::LeaseLost { jobstore, .. } => {
+                counter!("sundial_leases_lost_total", "store" => jobstore.clone()).increment(1)
             }
             Event::StoreError { jobstore, .. } => {
                 counter!("sundial_store_errors_total", "store" => jobstore.clone()).increment(1)

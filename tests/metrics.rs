@@ -91,6 +91,11 @@ async fn a_burst_of_runs_is_counted_on_the_metrics_route() {
     }
     assert_eq!(done, 26, "25 runs and a missed slot recorded");
 
+    // A lapsed claim is counted by store.
+    s.events().emit(Event::LeaseLost {
+        job_id: "ok-0".into(),
+        jobstore: "default".into(),
+    });
     let app = router(
         s.clone(),
         AdminConfig::new()
@@ -118,7 +123,10 @@ async fn a_burst_of_runs_is_counted_on_the_metrics_route() {
             .starts_with("text/plain"));
         text = String::from_utf8(res.into_body().collect().await.unwrap().to_bytes().to_vec())
             .unwrap();
-        if sum(&text, "sundial_runs_total", "") >= 26.0 && text.contains("sundial_jobs{") {
+        if sum(&text, "sundial_runs_total", "") >= 26.0
+            && text.contains("sundial_jobs{")
+            && text.contains("sundial_leases_lost_total")
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -160,6 +168,11 @@ async fn a_burst_of_runs_is_counted_on_the_metrics_route() {
     );
     assert_eq!(sum(&text, "sundial_running_runs", ""), 0.0, "{text}");
     assert_eq!(sum(&text, "sundial_store_errors_total", ""), 0.0, "{text}");
+    assert_eq!(
+        sum(&text, "sundial_leases_lost_total", "store=\"default\""),
+        1.0,
+        "{text}"
+    );
     // The one-off jobs are gone; the paused one is counted.
     assert_eq!(
         sum(&text, "sundial_jobs", "state=\"paused\""),

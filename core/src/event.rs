@@ -62,8 +62,10 @@ bitflags::bitflags! {
         const JOB_INTERRUPTED = 1 << 20;
         /// [`Event::JobRetry`]
         const JOB_RETRY = 1 << 21;
+        /// [`Event::LeaseLost`]
+        const LEASE_LOST = 1 << 22;
         /// Every event.
-        const ALL = (1 << 22) - 1;
+        const ALL = (1 << 23) - 1;
     }
 }
 
@@ -251,6 +253,15 @@ pub enum Event {
         /// What went wrong.
         error: String,
     },
+    /// This scheduler's claim on a job lapsed before it handed the job back
+    /// (it stalled past its lease and another scheduler took the job); the
+    /// slots it started are in the run ledger, so none runs twice.
+    LeaseLost {
+        /// The job.
+        job_id: JobId,
+        /// The store alias.
+        jobstore: String,
+    },
 }
 
 impl Event {
@@ -279,6 +290,7 @@ impl Event {
             Event::JobStarted { .. } => EventMask::JOB_STARTED,
             Event::JobInterrupted { .. } => EventMask::JOB_INTERRUPTED,
             Event::JobRetry { .. } => EventMask::JOB_RETRY,
+            Event::LeaseLost { .. } => EventMask::LEASE_LOST,
         }
     }
 
@@ -296,7 +308,8 @@ impl Event {
             | Event::JobTimeout { job_id, .. }
             | Event::JobStarted { job_id, .. }
             | Event::JobInterrupted { job_id, .. }
-            | Event::JobRetry { job_id, .. } => Some(job_id),
+            | Event::JobRetry { job_id, .. }
+            | Event::LeaseLost { job_id, .. } => Some(job_id),
             _ => None,
         }
     }

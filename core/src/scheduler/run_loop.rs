@@ -854,6 +854,12 @@ impl Inner {
                 Ok(_) => {}
                 Err(e) => {
                     tracing::warn!(job_id = %item.id, error = %e, "lease lost before release (another scheduler took the job)");
+                    if matches!(e, Error::LeaseLost { .. }) {
+                        self.emit(Event::LeaseLost {
+                            job_id: item.id,
+                            jobstore: alias.to_string(),
+                        });
+                    }
                 }
             }
         }
