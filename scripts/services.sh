@@ -80,11 +80,22 @@ start_mongo() {
     start_secantus "$MONGO_RS_PORT" secantus-rs.pid
 }
 
-for s in ${SUNDIAL_SERVICES:-postgres mariadb redis mongo}; do
+# The dashboard's browser test drives headless Chromium through chromedriver.
+install_browser() {
+    if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then
+        log "chromium and chromedriver are installed"; return 0
+    fi
+    log "installing chromium and chromium-driver"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+}
+
+for s in ${SUNDIAL_SERVICES:-postgres mariadb redis mongo browser}; do
     case $s in
         postgres) command -v pg_ctlcluster >/dev/null && start_postgres || log "postgres not installed" ;;
         mariadb) command -v mysqladmin >/dev/null && start_mariadb || log "mariadb not installed" ;;
         redis) command -v redis-server >/dev/null && start_redis || log "redis not installed" ;;
         mongo) start_mongo ;;
+        browser) install_browser ;;
     esac
 done

@@ -5,6 +5,8 @@
 //! show, add, modify, pause, resume, run now, remove), shows the run ledger,
 //! the live nodes and the registered tasks, previews trigger fire times, and
 //! reports health and metrics. `GET /openapi.json` describes every route.
+//! `GET ui/jobs` is a dashboard of the same in HTML (signed in with a token
+//! kept in an `HttpOnly; SameSite=Strict` cookie).
 //!
 //! Requests carry a bearer token: an *admin* token may do everything, a
 //! *viewer* token only reads (`GET`, and `POST /triggers/preview`). Tokens are
@@ -36,6 +38,7 @@ mod error;
 mod info;
 mod jobs;
 mod openapi;
+mod ui;
 mod view;
 
 use std::fmt;
@@ -44,7 +47,7 @@ use std::sync::Arc;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{header, Method};
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 
 use sundial_core::scheduler::Scheduler;
@@ -197,9 +200,21 @@ pub fn router(scheduler: Scheduler, config: AdminConfig) -> sundial_core::Result
         .route("/metrics", get(info::metrics))
         .route("/openapi.json", get(openapi::document))
         .route_layer(middleware::from_fn_with_state(app.clone(), authorize));
+    let dashboard = Router::new()
+        .route("/ui/jobs", get(ui::jobs))
+        .route("/ui/job", get(ui::job))
+        .route("/ui/runs", get(ui::runs))
+        .route("/ui/nodes", get(ui::nodes))
+        .route("/ui/action", post(ui::action))
+        .route("/ui/logout", post(ui::logout))
+        .route_layer(middleware::from_fn_with_state(app.clone(), ui::signed_in));
     Ok(Router::new()
         .route("/healthz", get(info::healthz))
+        .route("/ui", get(|| async { Redirect::to("ui/jobs") }))
+        .route("/ui/", get(|| async { Redirect::to("jobs") }))
+        .route("/ui/login", get(ui::login_form).post(ui::login))
         .merge(guarded)
+        .merge(dashboard)
         .fallback(no_route)
         .method_not_allowed_fallback(no_method)
         .layer(DefaultBodyLimit::max(limit))

@@ -1,0 +1,826 @@
+//! The dashboard: server-rendered HTML pages over the same scheduler, under
+//! `ui/` of the admin router. Readable without JavaScript; pages refresh
+//! themselves every few seconds and keep their filters (they live in the URL).
+//!
+//! Sign-in takes an admin or viewer token once and keeps it in an `HttpOnly;
+//! SameSite=Strict` cookie. Actions (pause, resume, run now, remove) are forms
+//! that need the admin role and a same-origin `Origin` header; viewers see no
+//! action buttons. Every value from a job, a run or a node is HTML-escaped.
+
+use std::fmt::Write as _;
+
+use axum::extract::{Form, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::Next;
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::Value;
+use sundial_core::run::{RunQuery, RunRecord, RunState};
+use sundial_core::scheduler::Job;
+use sundial_core::trigger::fire_times;
+
+use crate::error::Params;
+use crate::{App, Role};
+
+const COOKIE: &str = "sundial_token";
+/// Seconds between automatic refreshes of a page.
+const REFRESH_SECS: u32 = 5;
+
+/// Escapes text for HTML content and attribute values.
+pub(crate) fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Escapes text for a URL query value.
+fn q(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
+fn token_from_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == COOKIE)
+        .map(|(_, v)| v.to_string())
+}
+
+/// The signed-in role, put in the request by [`signed_in`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Viewer(pub(crate) Role);
+
+/// Lets a request to a dashboard page through when its cookie holds a token;
+/// otherwise sends the browser to the sign-in page.
+pub(crate) async fn signed_in(State(app): State<App>, mut req: Request, next: Next) -> Response {
+    let token = token_from_cookie(req.headers());
+    match token.and_then(|t| app.config.role_of(Some(&t))) {
+        Some(role) => {
+            req.extensions_mut().insert(Viewer(role));
+            next.run(req).await
+        }
+        None if app.config.role_of(None).is_some() => {
+            req.extensions_mut().insert(Viewer(Role::Admin));
+            next.run(req).await
+        }
+        None => Redirect::to("login").into_response(),
+    }
+}
+
+fn page(title: &str, role: Option<Role>, refresh: bool, body: &str) -> Html<String> {
+    let nav = match role {
+        Some(r) => format!(
+            r#"<nav><a href="jobs">Jobs</a><a href="runs">Runs</a><a href="nodes">Nodes</a><span class="role">{}</span><form method="post" action="logout"><button>Sign out</button></form></nav>"#,
+            if r == Role::Admin { "admin" } else { "viewer" }
+        ),
+        None => String::new(),
+    };
+    let refresh = if refresh {
+        format!(r#"<meta http-equiv="refresh" content="{REFRESH_SECS}">"#)
+    } else {
+        String::new()
+    };
+    Html(format!(
+        r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">{refresh}<title>{title} · Sundial</title><style>{CSS}</style></head><body><header><b>☀ Sundial</b>{nav}</header><main><h1>{title}</h1>{body}</main></body></html>"#,
+        title = esc(title),
+    ))
+}
+
+const CSS: &str = "body{font:14px/1.4 system-ui,sans-serif;margin:0;color:#222}header{display:flex;flex-wrap:wrap;gap:1em;align-items:center;padding:.6em 1em;background:#1d3557;color:#fff}header a{color:#fff;margin-right:1em}nav{display:flex;flex-wrap:wrap;align-items:center;gap:.5em}nav form{display:inline}.role{opacity:.8;margin-right:.5em}main{padding:1em}h1{font-size:1.3em}.scroll{overflow-x:auto}table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:.35em .6em;border-bottom:1px solid #ddd;vertical-align:top}th{background:#f1f3f5}td form,.actions form{display:inline}button{cursor:pointer}.succeeded{color:#2b8a3e}.failed,.timed_out,.interrupted{color:#c92a2a}.missed,.skipped,.cancelled{color:#e67700}.running{color:#1971c2}.muted{color:#777}pre{white-space:pre-wrap;margin:0}form.filter{margin-bottom:1em;display:flex;flex-wrap:wrap;gap:.5em}dl{display:grid;grid-template-columns:max-content 1fr;gap:.3em 1em}dt{font-weight:600}";
+
+fn when(t: Option<DateTime<Utc>>, now: DateTime<Utc>) -> String {
+    let Some(t) = t else {
+        return r#"<span class="muted">—</span>"#.into();
+    };
+    let secs = (t - now).num_seconds();
+    let rel = match secs.abs() {
+        s if s < 60 => format!("{s} s"),
+        s if s < 3600 => format!("{} min", s / 60),
+        s if s < 86400 => format!("{} h", s / 3600),
+        s => format!("{} d", s / 86400),
+    };
+    let rel = if secs >= 0 {
+        format!("in {rel}")
+    } else {
+        format!("{rel} ago")
+    };
+    format!(
+        r#"{} <span class="muted">({rel})</span>"#,
+        esc(&t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+    )
+}
+
+/// A trigger in words, such as "every 30 minutes" or "at 09:00 on mon-fri, Asia/Shanghai".
+pub(crate) fn trigger_words(trigger: &Value, fallback: &str) -> String {
+    let s = |k: &str| trigger.get(k).and_then(Value::as_str);
+    let n = |k: &str| trigger.get(k).and_then(Value::as_u64).unwrap_or(0);
+    let tz = s("timezone").map(|z| format!(", {z}")).unwrap_or_default();
+    let steps = |names: &[&str]| {
+        let parts: Vec<String> = names
+            .iter()
+            .filter(|k| n(k) > 0)
+            .map(|k| {
+                let v = n(k);
+                let unit = k.trim_end_matches('s');
+                if v == 1 {
+                    unit.to_string()
+                } else {
+                    format!("{v} {k}")
+                }
+            })
+            .collect();
+        parts.join(" ")
+    };
+    match s("type") {
+        Some("interval") => {
+            // In the largest unit that divides the whole interval.
+            let total = n("weeks") * 604_800
+                + n("days") * 86_400
+                + n("hours") * 3_600
+                + n("minutes") * 60
+                + n("seconds");
+            let (size, unit) = [
+                (604_800, "week"),
+                (86_400, "day"),
+                (3_600, "hour"),
+                (60, "minute"),
+                (1, "second"),
+            ]
+            .into_iter()
+            .find(|(size, _)| total > 0 && total % size == 0)
+            .unwrap_or((1, "second"));
+            match total / size {
+                1 => format!("every {unit}"),
+                k => format!("every {k} {unit}s"),
+            }
+        }
+        Some("calendar_interval") => {
+            let every = steps(&["years", "months", "weeks", "days"]);
+            let at = match (trigger.get("hour"), trigger.get("minute")) {
+                (Some(h), Some(m)) => format!(
+                    " at {:02}:{:02}",
+                    h.as_u64().unwrap_or(0),
+                    m.as_u64().unwrap_or(0)
+                ),
+                _ => String::new(),
+            };
+            format!("every {every}{at}{tz}")
+        }
+        Some("date") => format!("once at {}", s("run_date").unwrap_or("?")),
+        Some("cron") if s("crontab").is_some() => {
+            let expr = s("crontab").unwrap_or_default();
+            let f: Vec<&str> = expr.split_whitespace().collect();
+            let num = |v: &str| !v.is_empty() && v.chars().all(|c| c.is_ascii_digit());
+            match f.as_slice() {
+                [m, h, dom, mon, dow] if num(m) && num(h) => {
+                    let mut on = Vec::new();
+                    if *dow != "*" {
+                        on.push(format!("on {}", crontab_weekdays(dow)));
+                    }
+                    if *dom != "*" {
+                        on.push(format!("on day {dom}"));
+                    }
+                    if *mon != "*" {
+                        on.push(format!("in month {mon}"));
+                    }
+                    let on = if on.is_empty() {
+                        " every day".to_string()
+                    } else {
+                        format!(" {}", on.join(" "))
+                    };
+                    format!("at {h:0>2}:{m:0>2}{on}{tz}")
+                }
+                _ => format!("cron {expr}{tz}"),
+            }
+        }
+        Some("cron") => {
+            let digits = |k: &str| s(k).filter(|v| v.chars().all(|c| c.is_ascii_digit()));
+            // Fields below the largest one given default to their minimum.
+            let minute = match s("minute") {
+                None => Some("0"),
+                Some(_) => digits("minute"),
+            };
+            let at = match (digits("hour"), minute) {
+                (Some(h), Some(m)) => {
+                    let sec = digits("second").filter(|s| *s != "0");
+                    let sec = sec.map(|s| format!(":{s:0>2}")).unwrap_or_default();
+                    format!("at {h:0>2}:{m:0>2}{sec}")
+                }
+                _ => {
+                    let fields: Vec<String> = [
+                        "year",
+                        "month",
+                        "day",
+                        "week",
+                        "day_of_week",
+                        "hour",
+                        "minute",
+                        "second",
+                    ]
+                    .iter()
+                    .filter_map(|k| s(k).map(|v| format!("{k}={v}")))
+                    .collect();
+                    return format!("cron {}{tz}", fields.join(" "));
+                }
+            };
+            let mut on = Vec::new();
+            if let Some(d) = s("day_of_week") {
+                on.push(format!("on {d}"));
+            }
+            if let Some(d) = s("day") {
+                on.push(format!("on day {d}"));
+            }
+            if let Some(m) = s("month") {
+                on.push(format!("in month {m}"));
+            }
+            let on = if on.is_empty() {
+                " every day".to_string()
+            } else {
+                format!(" {}", on.join(" "))
+            };
+            format!("{at}{on}{tz}")
+        }
+        _ => fallback.to_string(),
+    }
+}
+
+/// Crontab weekday numbers as names: `1-5` is `Mon–Fri`, `0,6` is `Sun, Sat`.
+fn crontab_weekdays(field: &str) -> String {
+    const NAMES: [&str; 8] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+    let name = |v: &str| match v.parse::<usize>() {
+        Ok(n) if n < NAMES.len() => NAMES[n].to_string(),
+        _ => v.to_string(),
+    };
+    field
+        .split(',')
+        .map(|part| match part.split_once('-') {
+            Some((a, b)) => format!("{}–{}", name(a), name(b)),
+            None => name(part),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn state_of(job: &Job) -> &'static str {
+    if job.is_pending() {
+        "pending"
+    } else if job.is_paused() {
+        "paused"
+    } else {
+        "scheduled"
+    }
+}
+
+fn run_state(state: RunState) -> String {
+    format!(r#"<span class="{0}">{0}</span>"#, state.as_str())
+}
+
+fn duration(run: &RunRecord) -> String {
+    run.duration()
+        .map_or_else(|| "—".into(), |d| format!("{:.3} s", d.as_secs_f64()))
+}
+
+fn actions(job: &Job) -> String {
+    let id = esc(job.id().as_str());
+    let pause = if job.is_paused() {
+        ("resume", "Resume")
+    } else {
+        ("pause", "Pause")
+    };
+    let form = |action: &str, label: &str, confirm: Option<&str>| {
+        let onsubmit = confirm
+            .map(|c| format!(r#" onsubmit="return confirm('{}')""#, esc(c)))
+            .unwrap_or_default();
+        format!(
+            r#"<form method="post" action="action"{onsubmit}><input type="hidden" name="id" value="{id}"><input type="hidden" name="action" value="{action}"><button class="action {action}" name="do" value="{action}">{label}</button></form>"#
+        )
+    };
+    format!(
+        "{} {} {}",
+        form(pause.0, pause.1, None),
+        form("run", "Run now", None),
+        form("remove", "Delete", Some("Delete this job?"))
+    )
+}
+
+/// `GET ui/jobs` filters.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct JobsFilter {
+    #[serde(default)]
+    text: String,
+    #[serde(default)]
+    state: String,
+}
+
+pub(crate) async fn jobs(
+    State(app): State<App>,
+    axum::Extension(Viewer(role)): axum::Extension<Viewer>,
+    Params(f): Params<JobsFilter>,
+) -> Response {
+    let now = Utc::now();
+    let jobs = match app.scheduler.get_jobs(None).await {
+        Ok(j) => j,
+        Err(e) => return unavailable(role, &e.to_string()),
+    };
+    let recent = app
+        .scheduler
+        .runs(&RunQuery::default().limit(1000), None)
+        .await
+        .unwrap_or_default();
+    let text = f.text.to_lowercase();
+    let mut rows = String::new();
+    let mut shown = 0;
+    for job in &jobs {
+        let state = state_of(job);
+        if !f.state.is_empty() && f.state != state {
+            continue;
+        }
+        if !text.is_empty()
+            && ![job.id().as_str(), job.name(), job.task()]
+                .iter()
+                .any(|v| v.to_lowercase().contains(&text))
+        {
+            continue;
+        }
+        shown += 1;
+        let last = recent
+            .iter()
+            .find(|r| r.job_id == *job.id() && r.state != RunState::Running)
+            .map_or_else(
+                || r#"<span class="muted">—</span>"#.to_string(),
+                |r| format!("{} {}", run_state(r.state), duration(r)),
+            );
+        let _ = write!(
+            rows,
+            r#"<tr data-job="{id}"><td><a href="job?id={qid}">{id}</a></td><td class="name">{name}</td><td>{task}</td><td>{trigger}</td><td class="state">{state}</td><td>{next}</td><td>{last}</td>{actions}</tr>"#,
+            id = esc(job.id().as_str()),
+            qid = q(job.id().as_str()),
+            name = esc(job.name()),
+            task = esc(job.task()),
+            trigger = esc(&trigger_words(
+                job.trigger_json(),
+                job.trigger_description()
+            )),
+            next = when(job.next_run_time(), now),
+            actions = if role == Role::Admin {
+                format!("<td>{}</td>", actions(job))
+            } else {
+                String::new()
+            },
+        );
+    }
+    let opts: String = ["", "scheduled", "paused"]
+        .iter()
+        .map(|s| {
+            let sel = if f.state == *s { " selected" } else { "" };
+            let label = if s.is_empty() { "any state" } else { s };
+            format!(r#"<option value="{s}"{sel}>{label}</option>"#)
+        })
+        .collect();
+    let body = format!(
+        r#"<form class="filter" method="get" action="jobs"><input name="text" placeholder="search id, name, task" value="{text}"><select name="state">{opts}</select><button>Filter</button></form><p class="muted">{shown} of {total} jobs</p><div class="scroll"><table id="jobs"><thead><tr><th>ID</th><th>Name</th><th>Task</th><th>Trigger</th><th>State</th><th>Next run</th><th>Last run</th>{act}</tr></thead><tbody>{rows}</tbody></table></div>"#,
+        text = esc(&f.text),
+        total = jobs.len(),
+        act = if role == Role::Admin {
+            "<th>Actions</th>"
+        } else {
+            ""
+        },
+    );
+    page("Jobs", Some(role), true, &body).into_response()
+}
+
+/// `GET ui/job` parameters.
+#[derive(Debug, Deserialize)]
+pub(crate) struct JobQuery {
+    id: String,
+}
+
+pub(crate) async fn job(
+    State(app): State<App>,
+    axum::Extension(Viewer(role)): axum::Extension<Viewer>,
+    Params(q): Params<JobQuery>,
+) -> Response {
+    let now = Utc::now();
+    let job = match app.scheduler.get_job(q.id.as_str(), None).await {
+        Ok(Some(j)) => j,
+        Ok(None) => {
+            let body = format!(
+                r#"<p>No job with id <code>{}</code>.</p><p><a href="jobs">All jobs</a></p>"#,
+                esc(&q.id)
+            );
+            return (
+                StatusCode::NOT_FOUND,
+                page("Job not found", Some(role), false, &body),
+            )
+                .into_response();
+        }
+        Err(e) => return unavailable(role, &e.to_string()),
+    };
+    let runs = app
+        .scheduler
+        .runs(&RunQuery::job(q.id.as_str()).limit(50), None)
+        .await
+        .unwrap_or_default();
+    let next: Vec<DateTime<Utc>> = match (
+        job.next_run_time(),
+        app.scheduler.parse_trigger(job.trigger_json()),
+    ) {
+        (Some(first), Ok(t)) => {
+            let mut v = vec![first];
+            v.extend(fire_times(t.as_ref(), Some(first), first, 9).unwrap_or_default());
+            v
+        }
+        _ => Vec::new(),
+    };
+    let tz = job
+        .next_run_time_local()
+        .map(|t| t.timezone())
+        .unwrap_or(app.scheduler.timezone());
+    let mut body = String::new();
+    let _ = write!(
+        body,
+        r#"<dl><dt>ID</dt><dd>{id}</dd><dt>Name</dt><dd class="name">{name}</dd><dt>Task</dt><dd>{task}</dd><dt>Trigger</dt><dd>{words} <span class="muted">{trigger}</span></dd><dt>State</dt><dd class="state">{state}</dd><dt>Arguments</dt><dd><pre>{args}</pre></dd><dt>Options</dt><dd><pre>{options}</pre></dd></dl>"#,
+        id = esc(job.id().as_str()),
+        name = esc(job.name()),
+        task = esc(job.task()),
+        words = esc(&trigger_words(
+            job.trigger_json(),
+            job.trigger_description()
+        )),
+        trigger = esc(&job.trigger_json().to_string()),
+        state = state_of(&job),
+        args = esc(&serde_json::to_string_pretty(job.args()).unwrap_or_default()),
+        options = esc(&serde_json::to_string_pretty(job.options()).unwrap_or_default()),
+    );
+    if role == Role::Admin {
+        let _ = write!(body, r#"<div class="actions">{}</div>"#, actions(&job));
+    }
+    body.push_str("<h2>Next fire times</h2><ol id=\"next\">");
+    for t in &next {
+        let local = t
+            .with_timezone(&tz)
+            .format("%Y-%m-%d %H:%M:%S %Z")
+            .to_string();
+        let utc = t.format("%Y-%m-%d %H:%M:%S UTC").to_string();
+        let utc = if utc == local {
+            String::new()
+        } else {
+            format!(r#" <span class="muted">{}</span>"#, esc(&utc))
+        };
+        let _ = write!(body, "<li>{}{utc}</li>", esc(&local));
+    }
+    body.push_str("</ol><h2>Run history</h2>");
+    body.push_str(&duration_chart(&runs));
+    body.push_str(&runs_table(&runs, now, false));
+    page(&format!("Job {}", job.id()), Some(role), true, &body).into_response()
+}
+
+/// A bar per finished run, newest on the right, height by duration (SVG).
+fn duration_chart(runs: &[RunRecord]) -> String {
+    let done: Vec<(f64, RunState)> = runs
+        .iter()
+        .rev()
+        .filter_map(|r| r.duration().map(|d| (d.as_secs_f64(), r.state)))
+        .collect();
+    if done.is_empty() {
+        return String::new();
+    }
+    let max = done
+        .iter()
+        .map(|(d, _)| *d)
+        .fold(f64::MIN_POSITIVE, f64::max);
+    let (w, h) = (8.0, 60.0);
+    let mut bars = String::new();
+    for (i, (d, state)) in done.iter().enumerate() {
+        let bh = (d / max * h).max(1.0);
+        let color = if *state == RunState::Succeeded {
+            "#2b8a3e"
+        } else {
+            "#c92a2a"
+        };
+        let _ = write!(
+            bars,
+            r#"<rect x="{x}" y="{y:.1}" width="{bw}" height="{bh:.1}" fill="{color}"><title>{d:.3} s, {s}</title></rect>"#,
+            x = i as f64 * w,
+            y = h - bh,
+            bw = w - 2.0,
+            s = state.as_str(),
+        );
+    }
+    format!(
+        r#"<svg class="chart" role="img" aria-label="run durations, longest {max:.3} s" width="{}" height="{h}" viewBox="0 0 {} {h}">{bars}</svg>"#,
+        done.len() as f64 * w,
+        done.len() as f64 * w,
+    )
+}
+
+fn runs_table(runs: &[RunRecord], now: DateTime<Utc>, with_job: bool) -> String {
+    let mut rows = String::new();
+    for r in runs {
+        let error = r.error.as_deref().map_or_else(String::new, |e| {
+            let first = e.lines().next().unwrap_or("");
+            format!(
+                "<details><summary>{}</summary><pre class=\"error\">{}</pre></details>",
+                esc(&first.chars().take(80).collect::<String>()),
+                esc(e)
+            )
+        });
+        let job = if with_job {
+            format!(
+                r#"<td><a href="job?id={}">{}</a></td>"#,
+                q(r.job_id.as_str()),
+                esc(r.job_id.as_str())
+            )
+        } else {
+            String::new()
+        };
+        let _ = write!(
+            rows,
+            r#"<tr>{job}<td>{sched}</td><td class="run-state">{state}</td><td>{attempt}</td><td>{node}</td><td>{started}</td><td>{dur}</td><td>{error}</td></tr>"#,
+            sched = esc(&r.scheduled_time.format("%Y-%m-%d %H:%M:%S UTC").to_string()),
+            state = run_state(r.state),
+            attempt = r.attempt,
+            node = esc(r.node.as_deref().unwrap_or("—")),
+            started = when(r.started_at, now),
+            dur = duration(r),
+        );
+    }
+    format!(
+        r#"<div class="scroll"><table class="runs"><thead><tr>{}<th>Scheduled</th><th>State</th><th>Attempt</th><th>Node</th><th>Started</th><th>Duration</th><th>Error</th></tr></thead><tbody>{rows}</tbody></table></div>"#,
+        if with_job { "<th>Job</th>" } else { "" }
+    )
+}
+
+/// `GET ui/runs` filters.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RunsFilter {
+    #[serde(default)]
+    state: String,
+    #[serde(default)]
+    since: String,
+}
+
+pub(crate) async fn runs(
+    State(app): State<App>,
+    axum::Extension(Viewer(role)): axum::Extension<Viewer>,
+    Params(f): Params<RunsFilter>,
+) -> Response {
+    let now = Utc::now();
+    let mut query = RunQuery::default().limit(200);
+    query.state = RunState::parse(&f.state);
+    let mut note = String::new();
+    if !f.since.is_empty() {
+        match crate::view::parse_since(&f.since, now) {
+            Ok(t) => query.since = Some(t),
+            Err(e) => note = format!(r#"<p class="failed">{}</p>"#, esc(&e)),
+        }
+    }
+    let runs = match app.scheduler.runs(&query, None).await {
+        Ok(r) => r,
+        Err(e) => return unavailable(role, &e.to_string()),
+    };
+    let opts: String = std::iter::once("")
+        .chain(RunState::ALL.map(RunState::as_str))
+        .map(|s| {
+            let sel = if f.state == s { " selected" } else { "" };
+            let label = if s.is_empty() { "any state" } else { s };
+            format!(r#"<option value="{s}"{sel}>{label}</option>"#)
+        })
+        .collect();
+    let body = format!(
+        r#"<form class="filter" method="get" action="runs"><select name="state">{opts}</select><input name="since" placeholder="since: 1h, 7d or RFC 3339" value="{since}"><button>Filter</button></form>{note}{table}"#,
+        since = esc(&f.since),
+        table = runs_table(&runs, now, true),
+    );
+    page("Runs", Some(role), true, &body).into_response()
+}
+
+pub(crate) async fn nodes(
+    State(app): State<App>,
+    axum::Extension(Viewer(role)): axum::Extension<Viewer>,
+) -> Response {
+    let now = Utc::now();
+    let nodes = match app.scheduler.nodes().await {
+        Ok(n) => n,
+        Err(e) => return unavailable(role, &e.to_string()),
+    };
+    let mut rows = String::new();
+    for n in &nodes {
+        let _ = write!(
+            rows,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1} s</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(n.owner.as_str()),
+            esc(&n.host),
+            n.pid,
+            if n.is_live(now) { "live" } else { "lapsed" },
+            (now - n.heartbeat_at).num_milliseconds() as f64 / 1000.0,
+            n.clock_offset_ms.map_or_else(|| "—".into(), |ms| format!("{ms} ms")),
+            n.running,
+            esc(&n.version),
+        );
+    }
+    let body = format!(
+        r#"<div class="scroll"><table id="nodes"><thead><tr><th>Owner</th><th>Host</th><th>PID</th><th>Status</th><th>Heartbeat age</th><th>Clock offset</th><th>Running</th><th>Version</th></tr></thead><tbody>{rows}</tbody></table></div>"#
+    );
+    page("Nodes", Some(role), true, &body).into_response()
+}
+
+fn unavailable(role: Role, error: &str) -> Response {
+    let body = format!(r#"<p class="failed">{}</p>"#, esc(error));
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        page("Store unavailable", Some(role), true, &body),
+    )
+        .into_response()
+}
+
+/// The sign-in form.
+pub(crate) async fn login_form() -> Html<String> {
+    page(
+        "Sign in",
+        None,
+        false,
+        r#"<form method="post" action="login"><p><label>Token <input type="password" name="token" id="token" autofocus></label></p><p><button id="sign-in">Sign in</button></p></form>"#,
+    )
+}
+
+/// Sign-in form fields.
+#[derive(Debug, Deserialize)]
+pub(crate) struct Login {
+    token: String,
+}
+
+pub(crate) async fn login(State(app): State<App>, Form(form): Form<Login>) -> Response {
+    let token = form.token.trim();
+    if app.config.role_of(Some(token)).is_none() || token.contains([';', ',', ' ']) {
+        let body = r#"<p class="failed">That token is not valid.</p><form method="post" action="login"><p><label>Token <input type="password" name="token" id="token" autofocus></label></p><p><button id="sign-in">Sign in</button></p></form>"#;
+        return (StatusCode::UNAUTHORIZED, page("Sign in", None, false, body)).into_response();
+    }
+    let cookie = format!("{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/");
+    ([(header::SET_COOKIE, cookie)], Redirect::to("jobs")).into_response()
+}
+
+pub(crate) async fn logout() -> Response {
+    let cookie = format!("{COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0");
+    ([(header::SET_COOKIE, cookie)], Redirect::to("login")).into_response()
+}
+
+/// An action form.
+#[derive(Debug, Deserialize)]
+pub(crate) struct Action {
+    id: String,
+    action: String,
+}
+
+/// Whether the request's `Origin` is the host it was sent to.
+fn same_origin(headers: &HeaderMap) -> bool {
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    match (host, origin) {
+        (Some(host), Some(origin)) => origin
+            .split_once("://")
+            .is_some_and(|(_, rest)| rest.trim_end_matches('/') == host),
+        _ => false,
+    }
+}
+
+pub(crate) async fn action(
+    State(app): State<App>,
+    axum::Extension(Viewer(role)): axum::Extension<Viewer>,
+    headers: HeaderMap,
+    Form(form): Form<Action>,
+) -> Response {
+    if role != Role::Admin {
+        let body = r#"<p class="failed">A viewer token may only read.</p>"#;
+        return (
+            StatusCode::FORBIDDEN,
+            page("Not allowed", Some(role), false, body),
+        )
+            .into_response();
+    }
+    if !same_origin(&headers) {
+        let body = r#"<p class="failed">The request did not come from this dashboard.</p>"#;
+        return (
+            StatusCode::FORBIDDEN,
+            page("Not allowed", Some(role), false, body),
+        )
+            .into_response();
+    }
+    let s = &app.scheduler;
+    let id = form.id.as_str();
+    let result = match form.action.as_str() {
+        "pause" => s.pause_job(id, None).await.map(|_| ()),
+        "resume" => s.resume_job(id, None).await.map(|_| ()),
+        "run" => s.run_job_now(id, None).await,
+        "remove" => s.remove_job(id, None).await,
+        other => Err(sundial_core::Error::InvalidJob(format!(
+            "unknown action '{other}'"
+        ))),
+    };
+    match result {
+        Ok(()) if form.action == "remove" => Redirect::to("jobs").into_response(),
+        Ok(()) => Redirect::to(&format!("job?id={}", q(id))).into_response(),
+        Err(e) => {
+            let body = format!(
+                r#"<p class="failed">{}</p><p><a href="job?id={}">Back to the job</a></p>"#,
+                esc(&e.to_string()),
+                q(id)
+            );
+            (
+                StatusCode::CONFLICT,
+                page("Action failed", Some(role), false, &body),
+            )
+                .into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn escapes_markup() {
+        assert_eq!(
+            esc(r#"<script>alert("x") & 'y'</script>"#),
+            "&lt;script&gt;alert(&quot;x&quot;) &amp; &#39;y&#39;&lt;/script&gt;"
+        );
+        assert_eq!(q("a b/<c>"), "a%20b%2F%3Cc%3E");
+    }
+
+    #[test]
+    fn triggers_in_words() {
+        let w = |v: Value| trigger_words(&v, "?");
+        assert_eq!(
+            w(json!({"type": "interval", "minutes": 30})),
+            "every 30 minutes"
+        );
+        assert_eq!(w(json!({"type": "interval", "hours": 1})), "every hour");
+        assert_eq!(
+            w(json!({"type": "interval", "seconds": 1800})),
+            "every 30 minutes"
+        );
+        assert_eq!(
+            w(json!({"type": "interval", "days": 1, "hours": 12})),
+            "every 36 hours"
+        );
+        assert_eq!(
+            w(
+                json!({"type": "cron", "hour": "9", "minute": "0", "day_of_week": "mon-fri", "timezone": "Asia/Shanghai"})
+            ),
+            "at 09:00 on mon-fri, Asia/Shanghai"
+        );
+        assert_eq!(
+            w(json!({"type": "cron", "hour": "9"})),
+            "at 09:00 every day"
+        );
+        assert_eq!(
+            w(json!({"type": "cron", "minute": "*/5"})),
+            "cron minute=*/5"
+        );
+        assert_eq!(
+            w(json!({"type": "date", "run_date": "2026-11-23T15:00:00+08:00"})),
+            "once at 2026-11-23T15:00:00+08:00"
+        );
+        assert_eq!(
+            w(json!({"type": "calendar_interval", "months": 1, "hour": 6, "minute": 30})),
+            "every month at 06:30"
+        );
+        assert_eq!(w(json!({"type": "custom"})), "?");
+        assert_eq!(
+            w(json!({"type": "cron", "crontab": "0 9 * * 1-5", "timezone": "Asia/Shanghai"})),
+            "at 09:00 on Mon–Fri, Asia/Shanghai"
+        );
+        assert_eq!(
+            w(json!({"type": "cron", "crontab": "*/5 * * * *"})),
+            "cron */5 * * * *"
+        );
+        assert_eq!(
+            w(json!({"type": "cron", "crontab": "30 6 1 * 0,6"})),
+            "at 06:30 on Sun, Sat on day 1"
+        );
+    }
+}
