@@ -206,6 +206,8 @@ pub fn router(scheduler: Scheduler, config: AdminConfig) -> sundial_core::Result
         .route("/ui/runs", get(ui::runs))
         .route("/ui/nodes", get(ui::nodes))
         .route("/ui/action", post(ui::action))
+        .route("/ui/add", get(ui::add_page).post(ui::add))
+        .route("/ui/edit", get(ui::edit_page).post(ui::edit))
         .route("/ui/logout", post(ui::logout))
         .route_layer(middleware::from_fn_with_state(app.clone(), ui::signed_in));
     Ok(Router::new()

@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use sundial_core::run::{RunQuery, RunRecord, RunState};
 use sundial_core::scheduler::Job;
-use sundial_core::trigger::fire_times;
+use sundial_core::trigger::{fire_times, CRON_FIELD_NAMES};
 
 use crate::error::Params;
 use crate::{App, Role};
@@ -91,7 +91,12 @@ pub(crate) async fn signed_in(State(app): State<App>, mut req: Request, next: Ne
 fn page(title: &str, role: Option<Role>, refresh: bool, body: &str) -> Html<String> {
     let nav = match role {
         Some(r) => format!(
-            r#"<nav><a href="jobs">Jobs</a><a href="runs">Runs</a><a href="nodes">Nodes</a><span class="role">{}</span><form method="post" action="logout"><button>Sign out</button></form></nav>"#,
+            r#"<nav><a href="jobs">Jobs</a><a href="runs">Runs</a><a href="nodes">Nodes</a>{}<span class="role">{}</span><form method="post" action="logout"><button>Sign out</button></form></nav>"#,
+            if r == Role::Admin {
+                r#"<a href="add" id="add-job">Add job</a>"#
+            } else {
+                ""
+            },
             if r == Role::Admin { "admin" } else { "viewer" }
         ),
         None => String::new(),
@@ -107,7 +112,7 @@ fn page(title: &str, role: Option<Role>, refresh: bool, body: &str) -> Html<Stri
     ))
 }
 
-const CSS: &str = "body{font:14px/1.4 system-ui,sans-serif;margin:0;color:#222}header{display:flex;flex-wrap:wrap;gap:1em;align-items:center;padding:.6em 1em;background:#1d3557;color:#fff}header a{color:#fff;margin-right:1em}nav{display:flex;flex-wrap:wrap;align-items:center;gap:.5em}nav form{display:inline}.role{opacity:.8;margin-right:.5em}main{padding:1em}h1{font-size:1.3em}.scroll{overflow-x:auto}table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:.35em .6em;border-bottom:1px solid #ddd;vertical-align:top}th{background:#f1f3f5}td form,.actions form{display:inline}button{cursor:pointer}.succeeded{color:#2b8a3e}.failed,.timed_out,.interrupted{color:#c92a2a}.missed,.skipped,.cancelled{color:#e67700}.running{color:#1971c2}.muted{color:#777}pre{white-space:pre-wrap;margin:0}form.filter{margin-bottom:1em;display:flex;flex-wrap:wrap;gap:.5em}dl{display:grid;grid-template-columns:max-content 1fr;gap:.3em 1em}dt{font-weight:600}";
+const CSS: &str = "body{font:14px/1.4 system-ui,sans-serif;margin:0;color:#222}header{display:flex;flex-wrap:wrap;gap:1em;align-items:center;padding:.6em 1em;background:#1d3557;color:#fff}header a{color:#fff;margin-right:1em}nav{display:flex;flex-wrap:wrap;align-items:center;gap:.5em}nav form{display:inline}.role{opacity:.8;margin-right:.5em}main{padding:1em}h1{font-size:1.3em}.scroll{overflow-x:auto}table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:.35em .6em;border-bottom:1px solid #ddd;vertical-align:top}th{background:#f1f3f5}td form,.actions form{display:inline}button{cursor:pointer}.succeeded{color:#2b8a3e}.failed,.timed_out,.interrupted{color:#c92a2a}.missed,.skipped,.cancelled{color:#e67700}.running{color:#1971c2}.muted{color:#777}pre{white-space:pre-wrap;margin:0}form.filter{margin-bottom:1em;display:flex;flex-wrap:wrap;gap:.5em}dl{display:grid;grid-template-columns:max-content 1fr;gap:.3em 1em}dt{font-weight:600}.field-error{color:#c92a2a}";
 
 fn when(t: Option<DateTime<Utc>>, now: DateTime<Utc>) -> String {
     let Some(t) = t else {
@@ -228,19 +233,10 @@ pub(crate) fn trigger_words(trigger: &Value, fallback: &str) -> String {
                     format!("at {h:0>2}:{m:0>2}{sec}")
                 }
                 _ => {
-                    let fields: Vec<String> = [
-                        "year",
-                        "month",
-                        "day",
-                        "week",
-                        "day_of_week",
-                        "hour",
-                        "minute",
-                        "second",
-                    ]
-                    .iter()
-                    .filter_map(|k| s(k).map(|v| format!("{k}={v}")))
-                    .collect();
+                    let fields: Vec<String> = CRON_FIELD_NAMES
+                        .iter()
+                        .filter_map(|k| s(k).map(|v| format!("{k}={v}")))
+                        .collect();
                     return format!("cron {}{tz}", fields.join(" "));
                 }
             };
@@ -352,7 +348,14 @@ pub(crate) async fn jobs(
     let mut rows = String::new();
     let mut shown = 0;
     for job in &jobs {
-        let state = state_of(job);
+        let running = recent
+            .iter()
+            .any(|r| r.job_id == *job.id() && r.state == RunState::Running);
+        let state = if running && !job.is_paused() {
+            "running"
+        } else {
+            state_of(job)
+        };
         if !f.state.is_empty() && f.state != state {
             continue;
         }
@@ -390,7 +393,7 @@ pub(crate) async fn jobs(
             },
         );
     }
-    let opts: String = ["", "scheduled", "paused"]
+    let opts: String = ["", "scheduled", "running", "paused"]
         .iter()
         .map(|s| {
             let sel = if f.state == *s { " selected" } else { "" };
@@ -420,15 +423,15 @@ pub(crate) struct JobQuery {
 pub(crate) async fn job(
     State(app): State<App>,
     axum::Extension(Viewer(role)): axum::Extension<Viewer>,
-    Params(q): Params<JobQuery>,
+    Params(query): Params<JobQuery>,
 ) -> Response {
     let now = Utc::now();
-    let job = match app.scheduler.get_job(q.id.as_str(), None).await {
+    let job = match app.scheduler.get_job(query.id.as_str(), None).await {
         Ok(Some(j)) => j,
         Ok(None) => {
             let body = format!(
                 r#"<p>No job with id <code>{}</code>.</p><p><a href="jobs">All jobs</a></p>"#,
-                esc(&q.id)
+                esc(&query.id)
             );
             return (
                 StatusCode::NOT_FOUND,
@@ -440,7 +443,7 @@ pub(crate) async fn job(
     };
     let runs = app
         .scheduler
-        .runs(&RunQuery::job(q.id.as_str()).limit(50), None)
+        .runs(&RunQuery::job(query.id.as_str()).limit(50), None)
         .await
         .unwrap_or_default();
     let next: Vec<DateTime<Utc>> = match (
@@ -475,7 +478,12 @@ pub(crate) async fn job(
         options = esc(&serde_json::to_string_pretty(job.options()).unwrap_or_default()),
     );
     if role == Role::Admin {
-        let _ = write!(body, r#"<div class="actions">{}</div>"#, actions(&job));
+        let _ = write!(
+            body,
+            r#"<div class="actions">{} <a class="action edit" id="edit" href="edit?id={}">Edit</a></div>"#,
+            actions(&job),
+            q(job.id().as_str())
+        );
     }
     body.push_str("<h2>Next fire times</h2><ol id=\"next\">");
     for t in &next {
@@ -712,21 +720,8 @@ pub(crate) async fn action(
     headers: HeaderMap,
     Form(form): Form<Action>,
 ) -> Response {
-    if role != Role::Admin {
-        let body = r#"<p class="failed">A viewer token may only read.</p>"#;
-        return (
-            StatusCode::FORBIDDEN,
-            page("Not allowed", Some(role), false, body),
-        )
-            .into_response();
-    }
-    if !same_origin(&headers) {
-        let body = r#"<p class="failed">The request did not come from this dashboard.</p>"#;
-        return (
-            StatusCode::FORBIDDEN,
-            page("Not allowed", Some(role), false, body),
-        )
-            .into_response();
+    if let Some(denied) = admin_only(role, Some(&headers)) {
+        return denied;
     }
     let s = &app.scheduler;
     let id = form.id.as_str();
@@ -754,6 +749,538 @@ pub(crate) async fn action(
             )
                 .into_response()
         }
+    }
+}
+
+/// The trigger part of the add and edit forms (all text, as a browser sends it).
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct TriggerForm {
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    crontab: String,
+    #[serde(default)]
+    every: String,
+    #[serde(default)]
+    unit: String,
+    #[serde(default)]
+    run_date: String,
+    #[serde(default)]
+    trigger_json: String,
+    #[serde(default)]
+    timezone: String,
+    #[serde(default)]
+    year: String,
+    #[serde(default)]
+    month: String,
+    #[serde(default)]
+    day: String,
+    #[serde(default)]
+    week: String,
+    #[serde(default)]
+    day_of_week: String,
+    #[serde(default)]
+    hour: String,
+    #[serde(default)]
+    minute: String,
+    #[serde(default)]
+    second: String,
+}
+
+/// A form error: the field it is about and what is wrong.
+type FieldError = (&'static str, String);
+
+impl TriggerForm {
+    fn field(&self, name: &str) -> &str {
+        match name {
+            "year" => &self.year,
+            "month" => &self.month,
+            "day" => &self.day,
+            "week" => &self.week,
+            "day_of_week" => &self.day_of_week,
+            "hour" => &self.hour,
+            "minute" => &self.minute,
+            "second" => &self.second,
+            _ => "",
+        }
+    }
+
+    /// The trigger JSON the form describes, or the field that is wrong and why.
+    fn trigger(&self) -> Result<Value, FieldError> {
+        let mut t = match self.kind.as_str() {
+            "cron" | "" => serde_json::json!({"type": "cron", "crontab": self.crontab.trim()}),
+            "fields" => {
+                let mut m = serde_json::Map::new();
+                m.insert("type".into(), "cron".into());
+                for name in CRON_FIELD_NAMES {
+                    let v = self.field(name).trim();
+                    if !v.is_empty() {
+                        m.insert(name.into(), v.into());
+                    }
+                }
+                Value::Object(m)
+            }
+            "interval" => {
+                let n: u64 = self.every.trim().parse().ok().filter(|n| *n > 0).ok_or((
+                    "every",
+                    format!("{:?} is not a whole number above 0", self.every),
+                ))?;
+                let unit = match self.unit.as_str() {
+                    u @ ("weeks" | "days" | "hours" | "minutes" | "seconds") => u,
+                    u => return Err(("unit", format!("unknown unit {u:?}"))),
+                };
+                serde_json::json!({"type": "interval", unit: n})
+            }
+            "date" => serde_json::json!({"type": "date", "run_date": self.run_date.trim()}),
+            "json" => serde_json::from_str(&self.trigger_json)
+                .map_err(|e| ("trigger_json", format!("not JSON: {e}")))?,
+            k => return Err(("kind", format!("unknown trigger kind {k:?}"))),
+        };
+        let tz = self.timezone.trim();
+        if !tz.is_empty() && self.kind != "json" {
+            t["timezone"] = Value::String(tz.to_string());
+        }
+        Ok(t)
+    }
+
+    /// The form's inputs, with `err` placing each field's error next to it.
+    fn html(&self, default_tz: &str, err: &dyn Fn(&str) -> String) -> String {
+        let kind = if self.kind.is_empty() {
+            "cron"
+        } else {
+            self.kind.as_str()
+        };
+        let kinds: String = [
+            ("cron", "cron (crontab)"),
+            ("fields", "cron (APScheduler fields)"),
+            ("interval", "interval"),
+            ("date", "once, at a date"),
+            (
+                "json",
+                "trigger JSON (calendar interval, and/or, any field)",
+            ),
+        ]
+        .iter()
+        .map(|(k, label)| {
+            let sel = if *k == kind { " selected" } else { "" };
+            format!(r#"<option value="{k}"{sel}>{label}</option>"#)
+        })
+        .collect();
+        let unit = if self.unit.is_empty() {
+            "minutes"
+        } else {
+            self.unit.as_str()
+        };
+        let units: String = ["seconds", "minutes", "hours", "days", "weeks"]
+            .iter()
+            .map(|u| {
+                let sel = if *u == unit { " selected" } else { "" };
+                format!(r#"<option{sel}>{u}</option>"#)
+            })
+            .collect();
+        let fields: String = CRON_FIELD_NAMES
+            .iter()
+            .map(|name| {
+                format!(
+                    r#"<label>{name} <input name="{name}" id="{name}" value="{}" size="8"></label> "#,
+                    esc(self.field(name))
+                )
+            })
+            .collect();
+        let tz = if self.timezone.is_empty() {
+            default_tz.to_string()
+        } else {
+            self.timezone.clone()
+        };
+        format!(
+            r#"<dt><label for="kind">Trigger</label></dt><dd><select name="kind" id="kind">{kinds}</select>{e_kind}</dd>
+<dt><label for="crontab">Crontab</label></dt><dd><input name="crontab" id="crontab" value="{crontab}" placeholder="0 9 * * 1-5"></dd>
+<dt>Cron fields</dt><dd class="fields">{fields}</dd>
+<dt><label for="every">Every</label></dt><dd><input name="every" id="every" value="{every}" size="6"> <select name="unit" id="unit">{units}</select>{e_every}{e_unit}</dd>
+<dt><label for="run_date">At</label></dt><dd><input type="datetime-local" name="run_date" id="run_date" value="{run_date}"></dd>
+<dt><label for="trigger_json">Trigger JSON</label></dt><dd><textarea name="trigger_json" id="trigger_json" rows="3" cols="60" placeholder='{{"type": "calendar_interval", "months": 1, "hour": 6}}'>{trigger_json}</textarea>{e_json}</dd>
+<dt><label for="timezone">Time zone</label></dt><dd><input name="timezone" id="timezone" value="{tz}">{e_tz}</dd>"#,
+            e_kind = err("kind"),
+            crontab = esc(&self.crontab),
+            every = esc(&self.every),
+            run_date = esc(&self.run_date),
+            trigger_json = esc(&self.trigger_json),
+            tz = esc(&tz),
+            e_every = err("every"),
+            e_unit = err("unit"),
+            e_json = err("trigger_json"),
+            e_tz = err("timezone"),
+        )
+    }
+}
+
+fn parse_args(text: &str) -> Result<Value, FieldError> {
+    if text.trim().is_empty() {
+        return Ok(Value::Null);
+    }
+    serde_json::from_str(text).map_err(|e| ("args", format!("not JSON: {e}")))
+}
+
+/// Which form field an error from the scheduler is about.
+fn field_of(e: &sundial_core::Error) -> &'static str {
+    match e {
+        sundial_core::Error::InvalidTrigger { field, .. } if field == "timezone" => "timezone",
+        sundial_core::Error::InvalidTrigger { .. } => "trigger",
+        sundial_core::Error::UnknownTask { .. } => "task",
+        sundial_core::Error::InvalidArgs { .. } => "args",
+        sundial_core::Error::ConflictingId { .. } => "id",
+        _ => "form",
+    }
+}
+
+/// Places an error next to its field.
+fn error_at(error: &Option<FieldError>) -> impl Fn(&str) -> String + '_ {
+    move |field: &str| match error {
+        Some((name, msg)) if *name == field => {
+            format!(
+                r#"<div class="error field-error" id="error-{field}">{}</div>"#,
+                esc(msg)
+            )
+        }
+        _ => String::new(),
+    }
+}
+
+/// The next five fire times of a trigger the form describes, as HTML.
+fn preview_html(app: &App, json: &Value) -> Result<String, FieldError> {
+    let mut trigger = app
+        .scheduler
+        .parse_trigger(json)
+        .map_err(|e| (field_of(&e), e.to_string()))?;
+    let now = Utc::now();
+    trigger.prepare(now, app.scheduler.timezone());
+    let tz = trigger.timezone().unwrap_or(app.scheduler.timezone());
+    let times =
+        fire_times(trigger.as_ref(), None, now, 5).map_err(|e| ("trigger", e.to_string()))?;
+    let items: String = times
+        .iter()
+        .map(|t| {
+            format!(
+                "<li>{}</li>",
+                esc(&t
+                    .with_timezone(&tz)
+                    .format("%Y-%m-%d %H:%M:%S %Z")
+                    .to_string())
+            )
+        })
+        .collect();
+    Ok(format!(
+        r#"<h2>Next fire times</h2><p class="muted">{}</p><ol id="preview-times">{items}</ol>"#,
+        esc(&trigger_words(&trigger.to_json(), &trigger.describe()))
+    ))
+}
+
+/// The add-job form's fields.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct NewJobForm {
+    #[serde(default)]
+    id: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    task: String,
+    #[serde(default)]
+    args: String,
+    #[serde(default)]
+    r#do: String,
+    #[serde(flatten)]
+    trigger: TriggerForm,
+}
+
+fn add_form(app: &App, f: &NewJobForm, error: Option<FieldError>, preview: &str) -> String {
+    let err = error_at(&error);
+    let tasks = app.scheduler.task_names();
+    let task = if tasks.is_empty() {
+        format!(
+            r#"<input name="task" id="task" value="{}" required>"#,
+            esc(&f.task)
+        )
+    } else {
+        let opts: String = tasks
+            .iter()
+            .map(|t| {
+                let sel = if *t == f.task { " selected" } else { "" };
+                format!(r#"<option{sel}>{}</option>"#, esc(t))
+            })
+            .collect();
+        format!(r#"<select name="task" id="task">{opts}</select>"#)
+    };
+    format!(
+        r#"{form_error}<form method="post" action="add" class="add"><dl>
+<dt><label for="id">ID</label></dt><dd><input name="id" id="id" value="{id}" placeholder="random when empty">{e_id}</dd>
+<dt><label for="name">Name</label></dt><dd><input name="name" id="name" value="{name}"></dd>
+<dt><label for="task">Task</label></dt><dd>{task}{e_task}</dd>
+{trigger}
+<dt><label for="args">Arguments (JSON)</label></dt><dd><textarea name="args" id="args" rows="3" cols="60" placeholder="null">{args}</textarea>{e_args}</dd>
+</dl>{e_trigger}<p><button name="do" value="preview" id="preview">Preview fire times</button> <button name="do" value="add" id="add">Add job</button></p></form>{preview}"#,
+        form_error = err("form"),
+        id = esc(&f.id),
+        name = esc(&f.name),
+        trigger = f.trigger.html(app.scheduler.timezone().name(), &err),
+        args = esc(&f.args),
+        e_id = err("id"),
+        e_task = err("task"),
+        e_args = err("args"),
+        e_trigger = err("trigger"),
+    )
+}
+
+fn admin_only(role: Role, headers: Option<&HeaderMap>) -> Option<Response> {
+    let message = if role != Role::Admin {
+        "A viewer token may only read."
+    } else if headers.is_some_and(|h| !same_origin(h)) {
+        "The request did not come from this dashboard."
+    } else {
+        return None;
+    };
+    let body = format!(r#"<p class="failed">{message}</p>"#);
+    Some(
+        (
+            StatusCode::FORBIDDEN,
+            page("Not allowed", Some(role), false, &body),
+        )
+            .into_response(),
+    )
+}
+
+pub(crate) async fn add_page(
+    State(app): State<App>,
+    axum::Extension(Viewer(role)): axum::Extension<Viewer>,
+) -> Response {
+    if let Some(denied) = admin_only(role, None) {
+        return denied;
+    }
+    let body = add_form(&app, &NewJobForm::default(), None, "");
+    page("Add a job", Some(role), false, &body).into_response()
+}
+
+pub(crate) async fn add(
+    State(app): State<App>,
+    axum::Extension(Viewer(role)): axum::Extension<Viewer>,
+    headers: HeaderMap,
+    Form(f): Form<NewJobForm>,
+) -> Response {
+    if let Some(denied) = admin_only(role, Some(&headers)) {
+        return denied;
+    }
+    let show = |error: Option<FieldError>, preview: &str| {
+        let status = if error.is_some() {
+            StatusCode::UNPROCESSABLE_ENTITY
+        } else {
+            StatusCode::OK
+        };
+        (
+            status,
+            page(
+                "Add a job",
+                Some(role),
+                false,
+                &add_form(&app, &f, error, preview),
+            ),
+        )
+            .into_response()
+    };
+    let (json, args) = match (f.trigger.trigger(), parse_args(&f.args)) {
+        (Ok(t), Ok(a)) => (t, a),
+        (Err(e), _) | (_, Err(e)) => return show(Some(e), ""),
+    };
+    if f.r#do == "preview" {
+        return match preview_html(&app, &json) {
+            Ok(p) => show(None, &p),
+            Err(e) => show(Some(e), ""),
+        };
+    }
+    let trigger = match app.scheduler.parse_trigger(&json) {
+        Ok(t) => t,
+        Err(e) => return show(Some((field_of(&e), e.to_string())), ""),
+    };
+    let mut spec =
+        sundial_core::scheduler::JobSpec::new_boxed(f.task.clone(), trigger).args_json(args);
+    if !f.id.trim().is_empty() {
+        spec = spec.id(f.id.trim());
+    }
+    if !f.name.trim().is_empty() {
+        spec = spec.name(f.name.trim());
+    }
+    match app.scheduler.add_job(spec).await {
+        Ok(job) => Redirect::to(&format!("job?id={}", q(job.id().as_str()))).into_response(),
+        Err(e) => show(Some((field_of(&e), e.to_string())), ""),
+    }
+}
+
+/// The edit form's fields.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct EditForm {
+    id: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    args: String,
+    #[serde(default)]
+    max_instances: String,
+    #[serde(default)]
+    misfire_grace_time: String,
+    #[serde(default)]
+    coalesce: Option<String>,
+    #[serde(default)]
+    r#do: String,
+    #[serde(flatten)]
+    trigger: TriggerForm,
+}
+
+impl EditForm {
+    /// The form filled in from a job: its trigger as JSON, its options.
+    fn of(job: &Job) -> EditForm {
+        let o = job.options();
+        EditForm {
+            id: job.id().to_string(),
+            name: o.name.clone().unwrap_or_default(),
+            args: serde_json::to_string(job.args()).unwrap_or_default(),
+            max_instances: o.max_instances.to_string(),
+            misfire_grace_time: o
+                .misfire_grace_time
+                .map(|d| d.as_secs_f64().to_string())
+                .unwrap_or_default(),
+            coalesce: o.coalesce.then(|| "on".to_string()),
+            r#do: String::new(),
+            trigger: TriggerForm {
+                kind: "json".into(),
+                trigger_json: job.trigger_json().to_string(),
+                ..TriggerForm::default()
+            },
+        }
+    }
+
+    fn changes(&self) -> Result<sundial_core::scheduler::JobChanges, FieldError> {
+        let max: u32 = self
+            .max_instances
+            .trim()
+            .parse()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or((
+                "max_instances",
+                format!("{:?} is not a whole number above 0", self.max_instances),
+            ))?;
+        let grace = match self.misfire_grace_time.trim() {
+            "" => None,
+            g => Some(
+                g.parse::<f64>()
+                    .ok()
+                    .and_then(|s| std::time::Duration::try_from_secs_f64(s).ok())
+                    .ok_or((
+                        "misfire_grace_time",
+                        format!("{g:?} is not a number of seconds"),
+                    ))?,
+            ),
+        };
+        let mut c = sundial_core::scheduler::JobChanges::new()
+            .trigger_json(self.trigger.trigger()?)
+            .args(parse_args(&self.args)?)
+            .max_instances(max)
+            .misfire_grace_time(grace)
+            .coalesce(self.coalesce.is_some());
+        if !self.name.trim().is_empty() {
+            c = c.name(self.name.trim());
+        }
+        Ok(c)
+    }
+}
+
+fn edit_form(app: &App, f: &EditForm, error: Option<FieldError>, preview: &str) -> String {
+    let err = error_at(&error);
+    format!(
+        r#"{form_error}<form method="post" action="edit" class="edit"><input type="hidden" name="id" value="{id}"><dl>
+<dt><label for="name">Name</label></dt><dd><input name="name" id="name" value="{name}"></dd>
+{trigger}
+<dt><label for="args">Arguments (JSON)</label></dt><dd><textarea name="args" id="args" rows="3" cols="60">{args}</textarea>{e_args}</dd>
+<dt><label for="max_instances">Max instances</label></dt><dd><input name="max_instances" id="max_instances" value="{max}" size="4">{e_max}</dd>
+<dt><label for="misfire_grace_time">Misfire grace (s)</label></dt><dd><input name="misfire_grace_time" id="misfire_grace_time" value="{grace}" size="6" placeholder="however late">{e_grace}</dd>
+<dt><label for="coalesce">Coalesce</label></dt><dd><input type="checkbox" name="coalesce" id="coalesce"{coalesce}></dd>
+</dl>{e_trigger}<p><button name="do" value="preview" id="preview">Preview fire times</button> <button name="do" value="save" id="save">Save</button> <a href="job?id={qid}">Cancel</a></p></form>{preview}"#,
+        form_error = err("form"),
+        id = esc(&f.id),
+        qid = q(&f.id),
+        name = esc(&f.name),
+        trigger = f.trigger.html(app.scheduler.timezone().name(), &err),
+        args = esc(&f.args),
+        max = esc(&f.max_instances),
+        grace = esc(&f.misfire_grace_time),
+        coalesce = if f.coalesce.is_some() { " checked" } else { "" },
+        e_args = err("args"),
+        e_max = err("max_instances"),
+        e_grace = err("misfire_grace_time"),
+        e_trigger = err("trigger"),
+    )
+}
+
+pub(crate) async fn edit_page(
+    State(app): State<App>,
+    axum::Extension(Viewer(role)): axum::Extension<Viewer>,
+    Params(query): Params<JobQuery>,
+) -> Response {
+    if let Some(denied) = admin_only(role, None) {
+        return denied;
+    }
+    match app.scheduler.get_job(query.id.as_str(), None).await {
+        Ok(Some(job)) => {
+            let body = edit_form(&app, &EditForm::of(&job), None, "");
+            page(&format!("Edit {}", job.id()), Some(role), false, &body).into_response()
+        }
+        Ok(None) => Redirect::to("jobs").into_response(),
+        Err(e) => unavailable(role, &e.to_string()),
+    }
+}
+
+pub(crate) async fn edit(
+    State(app): State<App>,
+    axum::Extension(Viewer(role)): axum::Extension<Viewer>,
+    headers: HeaderMap,
+    Form(f): Form<EditForm>,
+) -> Response {
+    if let Some(denied) = admin_only(role, Some(&headers)) {
+        return denied;
+    }
+    let title = format!("Edit {}", f.id);
+    let show = |error: Option<FieldError>, preview: &str| {
+        let status = if error.is_some() {
+            StatusCode::UNPROCESSABLE_ENTITY
+        } else {
+            StatusCode::OK
+        };
+        (
+            status,
+            page(
+                &title,
+                Some(role),
+                false,
+                &edit_form(&app, &f, error, preview),
+            ),
+        )
+            .into_response()
+    };
+    if f.r#do == "preview" {
+        return match f
+            .trigger
+            .trigger()
+            .and_then(|json| preview_html(&app, &json))
+        {
+            Ok(p) => show(None, &p),
+            Err(e) => show(Some(e), ""),
+        };
+    }
+    let changes = match f.changes() {
+        Ok(c) => c,
+        Err(e) => return show(Some(e), ""),
+    };
+    match app.scheduler.modify_job(f.id.as_str(), None, changes).await {
+        Ok(job) => Redirect::to(&format!("job?id={}", q(job.id().as_str()))).into_response(),
+        Err(e) => show(Some((field_of(&e), e.to_string())), ""),
     }
 }
 

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use sundial_admin::{router, AdminConfig};
 use sundial_core::scheduler::{JobSpec, Scheduler};
-use sundial_core::trigger::{CronTrigger, IntervalTrigger};
+use sundial_core::trigger::{CronTrigger, IntervalTrigger, Trigger as _};
 use sundial_executor_async::AsyncExecutor;
 use sundial_jobstore_memory::MemoryJobStore;
 
@@ -227,6 +227,12 @@ impl Browser {
             Some(json!({"text": text})),
         )
         .unwrap();
+    }
+
+    fn clear(&self, css: &str) {
+        let id = self.find(css);
+        self.cmd("POST", &format!("/element/{id}/clear"), Some(json!({})))
+            .unwrap();
     }
 
     fn source(&self) -> String {
@@ -449,11 +455,85 @@ fn the_dashboard_in_a_real_browser() {
         )
         .unwrap();
 
+    // Add a cron job through the form: preview its fire times, then add it.
+    browser.click("#add-job");
+    until("the add form", || browser.url().ends_with("/ui/add"));
+    browser.type_into("#id", "morning");
+    browser.click("#task option:nth-child(2)");
+    browser.type_into("#crontab", "30 8 * * *");
+    browser.clear("#timezone");
+    browser.type_into("#timezone", "Asia/Shanghai");
+    browser.click("#preview");
+    until("the preview", || {
+        browser.find_all("#preview-times li").len() == 5
+    });
+    let first = browser.text("#preview-times li");
+    assert!(first.ends_with("08:30:00 CST"), "{first}");
+    browser.screenshot("add");
+    browser.click("#add");
+    until("the new job's page", || {
+        browser.url().contains("job?id=morning")
+    });
+    let job = rt.block_on(s.get_job("morning", None)).unwrap().unwrap();
+    assert_eq!(job.task(), "noop");
+    let mut want = sundial_core::trigger::trigger_from_json(&json!({
+        "type": "cron", "crontab": "30 8 * * *", "timezone": "Asia/Shanghai"
+    }))
+    .unwrap();
+    let now = chrono::Utc::now();
+    want.prepare(now, sundial_core::chrono_tz::UTC);
+    assert_eq!(job.next_run_time(), want.next_fire_time(None, now));
+    // Edit its trigger and options, previewing before saving.
+    browser.click("#edit");
+    until("the edit form", || {
+        browser.url().contains("edit?id=morning")
+    });
+    browser.click("#kind option[value=\"fields\"]");
+    browser.type_into("#hour", "7");
+    browser.type_into("#minute", "15");
+    browser.clear("#timezone");
+    browser.type_into("#timezone", "Asia/Shanghai");
+    browser.clear("#max_instances");
+    browser.type_into("#max_instances", "3");
+    browser.click("#preview");
+    until("the edit preview", || {
+        browser.find_all("#preview-times li").len() == 5
+    });
+    let first = browser.text("#preview-times li");
+    assert!(first.ends_with("07:15:00 CST"), "{first}");
+    browser.screenshot("edit");
+    browser.click("#save");
+    until("the job page after saving", || {
+        browser.url().contains("job?id=morning")
+    });
+    let job = rt.block_on(s.get_job("morning", None)).unwrap().unwrap();
+    assert_eq!(job.options().max_instances, 3);
+    assert_eq!(job.trigger_json()["hour"], "7", "{}", job.trigger_json());
+    assert_eq!(
+        job.next_run_time_local()
+            .unwrap()
+            .format("%H:%M")
+            .to_string(),
+        "07:15"
+    );
+
+    // A bad field is named next to it and nothing is added.
+    browser.go(&format!("{base}/ui/add"));
+    browser.type_into("#crontab", "61 * * * *");
+    browser.click("#add");
+    until("the field error", || {
+        !browser.find_all("#error-trigger").is_empty()
+    });
+    let error = browser.text("#error-trigger");
+    assert!(error.contains("minute"), "{error}");
+    assert_eq!(rt.block_on(s.get_jobs(None)).unwrap().len(), 5);
+
     // A viewer sees the jobs and no action buttons.
     browser.click("nav button");
     until("the sign-in page", || browser.url().ends_with("/ui/login"));
     browser.sign_in(&base, VIEWER);
-    assert_eq!(browser.find_all("tr[data-job]").len(), 4);
+    assert_eq!(browser.find_all("tr[data-job]").len(), 5);
+    assert!(browser.find_all("#add-job").is_empty());
     assert!(
         browser.find_all("button.action").is_empty(),
         "a viewer sees no buttons"

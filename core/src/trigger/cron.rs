@@ -17,7 +17,8 @@ use crate::error::{Error, Result};
 /// schedule with no match in 401 candidate years never matches.
 pub const SEARCH_HORIZON_YEARS: u32 = 401;
 
-const FIELD_NAMES: [&str; 8] = [
+/// The cron trigger's field names, from the largest unit to the smallest.
+pub const FIELD_NAMES: [&str; 8] = [
     "year",
     "month",
     "day",

@@ -34,7 +34,7 @@ use crate::error::{Error, Result};
 
 pub use calendar::CalendarIntervalTrigger;
 pub use combining::{AndTrigger, OrTrigger, MAX_AND_ITERATIONS};
-pub use cron::{CronFields, CronTrigger, SEARCH_HORIZON_YEARS};
+pub use cron::{CronFields, CronTrigger, FIELD_NAMES as CRON_FIELD_NAMES, SEARCH_HORIZON_YEARS};
 pub use date::DateTrigger;
 pub use interval::IntervalTrigger;
 pub use jitter::{JitterSource, RandomJitter, SeededJitter};
