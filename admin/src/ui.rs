@@ -1017,7 +1017,7 @@ fn add_form(app: &App, f: &NewJobForm, error: Option<FieldError>, preview: &str)
 <dt><label for="task">Task</label></dt><dd>{task}{e_task}</dd>
 {trigger}
 <dt><label for="args">Arguments (JSON)</label></dt><dd><textarea name="args" id="args" rows="3" cols="60" placeholder="null">{args}</textarea>{e_args}</dd>
-</dl>{e_trigger}<p><button name="do" value="preview" id="preview">Preview fire times</button> <button name="do" value="add" id="add">Add job</button></p></form>{preview}"#,
+</dl>{e_trigger}<p><button name="do" value="preview" id="preview">Preview fire times</button> <button name="do" value="add" id="add">Add job</button></p></form><div id="preview-box">{preview}</div>{LIVE_PREVIEW}"#,
         form_error = err("form"),
         id = esc(&f.id),
         name = esc(&f.name),
@@ -1028,6 +1028,30 @@ fn add_form(app: &App, f: &NewJobForm, error: Option<FieldError>, preview: &str)
         e_args = err("args"),
         e_trigger = err("trigger"),
     )
+}
+
+/// Progressive enhancement of the add and edit forms: while the user types,
+/// the preview of the next fire times (or the error) updates by itself, from
+/// the same form post the Preview button makes.
+const LIVE_PREVIEW: &str = r#"<script>(function(){var f=document.querySelector('form.add,form.edit');if(!f||!window.fetch||!window.DOMParser)return;var t;f.addEventListener('input',function(){clearTimeout(t);t=setTimeout(function(){var d=new FormData(f);d.set('do','preview');fetch(f.getAttribute('action'),{method:'POST',body:new URLSearchParams(d),credentials:'same-origin'}).then(function(r){return r.text()}).then(function(h){var n=new DOMParser().parseFromString(h,'text/html').getElementById('preview-box');var o=document.getElementById('preview-box');if(n&&o)o.replaceWith(n)})},300)})})();</script>"#;
+
+/// The preview box's content for an error.
+fn preview_error(e: &FieldError) -> String {
+    format!(
+        r#"<p class="failed" id="preview-error">{}: {}</p>"#,
+        esc(e.0),
+        esc(&e.1)
+    )
+}
+
+/// A form page: 422 when it shows an error, else 200.
+fn form_page(title: &str, role: Role, failed: bool, form: &str) -> Response {
+    let status = if failed {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::OK
+    };
+    (status, page(title, Some(role), false, form)).into_response()
 }
 
 fn admin_only(role: Role, headers: Option<&HeaderMap>) -> Option<Response> {
@@ -1069,30 +1093,32 @@ pub(crate) async fn add(
         return denied;
     }
     let show = |error: Option<FieldError>, preview: &str| {
-        let status = if error.is_some() {
-            StatusCode::UNPROCESSABLE_ENTITY
-        } else {
-            StatusCode::OK
-        };
-        (
-            status,
-            page(
-                "Add a job",
-                Some(role),
-                false,
-                &add_form(&app, &f, error, preview),
-            ),
+        let failed = error.is_some();
+        form_page(
+            "Add a job",
+            role,
+            failed,
+            &add_form(&app, &f, error, preview),
         )
-            .into_response()
     };
     let (json, args) = match (f.trigger.trigger(), parse_args(&f.args)) {
         (Ok(t), Ok(a)) => (t, a),
-        (Err(e), _) | (_, Err(e)) => return show(Some(e), ""),
+        (Err(e), _) | (_, Err(e)) => {
+            let shown = if f.r#do == "preview" {
+                preview_error(&e)
+            } else {
+                String::new()
+            };
+            return show(Some(e), &shown);
+        }
     };
     if f.r#do == "preview" {
         return match preview_html(&app, &json) {
             Ok(p) => show(None, &p),
-            Err(e) => show(Some(e), ""),
+            Err(e) => {
+                let shown = preview_error(&e);
+                show(Some(e), &shown)
+            }
         };
     }
     let trigger = match app.scheduler.parse_trigger(&json) {
@@ -1202,7 +1228,7 @@ fn edit_form(app: &App, f: &EditForm, error: Option<FieldError>, preview: &str) 
 <dt><label for="max_instances">Max instances</label></dt><dd><input name="max_instances" id="max_instances" value="{max}" size="4">{e_max}</dd>
 <dt><label for="misfire_grace_time">Misfire grace (s)</label></dt><dd><input name="misfire_grace_time" id="misfire_grace_time" value="{grace}" size="6" placeholder="however late">{e_grace}</dd>
 <dt><label for="coalesce">Coalesce</label></dt><dd><input type="checkbox" name="coalesce" id="coalesce"{coalesce}></dd>
-</dl>{e_trigger}<p><button name="do" value="preview" id="preview">Preview fire times</button> <button name="do" value="save" id="save">Save</button> <a href="job?id={qid}">Cancel</a></p></form>{preview}"#,
+</dl>{e_trigger}<p><button name="do" value="preview" id="preview">Preview fire times</button> <button name="do" value="save" id="save">Save</button> <a href="job?id={qid}">Cancel</a></p></form><div id="preview-box">{preview}</div>{LIVE_PREVIEW}"#,
         form_error = err("form"),
         id = esc(&f.id),
         qid = q(&f.id),
@@ -1248,21 +1274,8 @@ pub(crate) async fn edit(
     }
     let title = format!("Edit {}", f.id);
     let show = |error: Option<FieldError>, preview: &str| {
-        let status = if error.is_some() {
-            StatusCode::UNPROCESSABLE_ENTITY
-        } else {
-            StatusCode::OK
-        };
-        (
-            status,
-            page(
-                &title,
-                Some(role),
-                false,
-                &edit_form(&app, &f, error, preview),
-            ),
-        )
-            .into_response()
+        let failed = error.is_some();
+        form_page(&title, role, failed, &edit_form(&app, &f, error, preview))
     };
     if f.r#do == "preview" {
         return match f
@@ -1271,7 +1284,10 @@ pub(crate) async fn edit(
             .and_then(|json| preview_html(&app, &json))
         {
             Ok(p) => show(None, &p),
-            Err(e) => show(Some(e), ""),
+            Err(e) => {
+                let shown = preview_error(&e);
+                show(Some(e), &shown)
+            }
         };
     }
     let changes = match f.changes() {

@@ -213,6 +213,23 @@ impl Browser {
             .to_string()
     }
 
+    /// The text of the first element matching `css`, or `None` while there is
+    /// none (or it was just replaced).
+    fn try_text(&self, css: &str) -> Option<String> {
+        let v = self
+            .cmd(
+                "POST",
+                "/element",
+                Some(json!({"using": "css selector", "value": css})),
+            )
+            .ok()?;
+        let id = v[ELEMENT].as_str()?;
+        self.cmd("GET", &format!("/element/{id}/text"), None)
+            .ok()?
+            .as_str()
+            .map(str::to_string)
+    }
+
     fn click(&self, css: &str) {
         let id = self.find(css);
         self.cmd("POST", &format!("/element/{id}/click"), Some(json!({})))
@@ -401,7 +418,9 @@ fn the_dashboard_in_a_real_browser() {
         browser
             .find_all("table.runs .run-state")
             .first()
-            .is_some_and(|_| browser.text("table.runs .run-state") == "succeeded")
+            .is_some_and(|_| {
+                browser.try_text("table.runs .run-state").as_deref() == Some("succeeded")
+            })
     });
     assert_eq!(
         browser.find_all("#next li").len(),
@@ -460,15 +479,21 @@ fn the_dashboard_in_a_real_browser() {
     until("the add form", || browser.url().ends_with("/ui/add"));
     browser.type_into("#id", "morning");
     browser.click("#task option:nth-child(2)");
+    // The preview follows the typing (no button pressed), errors included.
+    browser.type_into("#crontab", "30 8 * * * * *");
+    until("the live preview's error", || {
+        !browser.find_all("#preview-error").is_empty()
+    });
+    browser.clear("#crontab");
     browser.type_into("#crontab", "30 8 * * *");
     browser.clear("#timezone");
     browser.type_into("#timezone", "Asia/Shanghai");
-    browser.click("#preview");
-    until("the preview", || {
+    until("the live preview", || {
         browser.find_all("#preview-times li").len() == 5
+            && browser
+                .try_text("#preview-times li")
+                .is_some_and(|t| t.ends_with("08:30:00 CST"))
     });
-    let first = browser.text("#preview-times li");
-    assert!(first.ends_with("08:30:00 CST"), "{first}");
     browser.screenshot("add");
     browser.click("#add");
     until("the new job's page", || {
