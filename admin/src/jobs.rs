@@ -52,7 +52,7 @@ fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
 }
 
 /// The longest duration accepted for an option (100 years).
-const MAX_SECS: f64 = 100.0 * 365.0 * 86400.0;
+pub(crate) const MAX_SECS: f64 = 100.0 * 365.0 * 86400.0;
 
 fn secs(field: &str, v: f64) -> Result<Duration, ApiError> {
     if !(0.0..=MAX_SECS).contains(&v) {

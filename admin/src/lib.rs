@@ -77,6 +77,7 @@ pub struct AdminConfig {
     anonymous: bool,
     body_limit: Option<usize>,
     metrics: Option<Render>,
+    pub(crate) public_origin: Option<String>,
 }
 
 impl fmt::Debug for AdminConfig {
@@ -86,6 +87,7 @@ impl fmt::Debug for AdminConfig {
             .field("anonymous", &self.anonymous)
             .field("body_limit", &self.body_limit)
             .field("metrics", &self.metrics.is_some())
+            .field("public_origin", &self.public_origin)
             .finish()
     }
 }
@@ -128,7 +130,15 @@ impl AdminConfig {
         self
     }
 
-    fn role_of(&self, token: Option<&str>) -> Option<Role> {
+    /// The origin browsers reach the dashboard at (`https://ops.example.com`),
+    /// for the same-origin check of its forms behind a proxy that rewrites
+    /// `Host`; by default the request's `Host` is the origin.
+    pub fn public_origin(mut self, origin: impl Into<String>) -> Self {
+        self.public_origin = Some(origin.into());
+        self
+    }
+
+    pub(crate) fn role_of(&self, token: Option<&str>) -> Option<Role> {
         let Some(token) = token else {
             return self.anonymous.then_some(Role::Admin);
         };
@@ -209,12 +219,13 @@ pub fn router(scheduler: Scheduler, config: AdminConfig) -> sundial_core::Result
         .route("/ui/add", get(ui::add_page).post(ui::add))
         .route("/ui/edit", get(ui::edit_page).post(ui::edit))
         .route("/ui/logout", post(ui::logout))
-        .route_layer(middleware::from_fn_with_state(app.clone(), ui::signed_in));
-    Ok(Router::new()
-        .route("/healthz", get(info::healthz))
+        .route_layer(middleware::from_fn_with_state(app.clone(), ui::signed_in))
         .route("/ui", get(|| async { Redirect::to("ui/jobs") }))
         .route("/ui/", get(|| async { Redirect::to("jobs") }))
         .route("/ui/login", get(ui::login_form).post(ui::login))
+        .layer(middleware::map_response(no_framing));
+    Ok(Router::new()
+        .route("/healthz", get(info::healthz))
         .merge(guarded)
         .merge(dashboard)
         .fallback(no_route)
@@ -281,6 +292,20 @@ async fn authorize(State(app): State<App>, req: Request, next: Next) -> Response
         .into_response();
     }
     next.run(req).await
+}
+
+/// Dashboard pages are not to be shown in frames (clickjacking).
+async fn no_framing(mut res: Response) -> Response {
+    let h = res.headers_mut();
+    h.insert(
+        header::X_FRAME_OPTIONS,
+        header::HeaderValue::from_static("DENY"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        header::HeaderValue::from_static("frame-ancestors 'none'"),
+    );
+    res
 }
 
 async fn no_route(req: Request) -> ApiError {

@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use sundial_core::run::{RunQuery, RunRecord, RunState};
 use sundial_core::scheduler::Job;
-use sundial_core::trigger::{fire_times, CRON_FIELD_NAMES};
+use sundial_core::trigger::CRON_FIELD_NAMES;
 
 use crate::error::Params;
 use crate::{App, Role};
@@ -56,15 +56,39 @@ fn q(s: &str) -> String {
     out
 }
 
+/// Undoes [`q`].
+fn unq(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 fn token_from_cookie(headers: &HeaderMap) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE)
-        .map(|(_, v)| v.to_string())
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .flat_map(|v| {
+            v.split(';')
+                .map(|kv| kv.trim().to_string())
+                .collect::<Vec<_>>()
+        })
+        .find_map(|kv| {
+            kv.split_once('=')
+                .filter(|(k, _)| *k == COOKIE)
+                .and_then(|(_, v)| unq(v))
+        })
 }
 
 /// The signed-in role, put in the request by [`signed_in`].
@@ -101,8 +125,13 @@ fn page(title: &str, role: Option<Role>, refresh: bool, body: &str) -> Html<Stri
         ),
         None => String::new(),
     };
+    // Reloads unless the user is typing in a field or reading an opened
+    // error; without JavaScript a plain meta refresh does it.
     let refresh = if refresh {
-        format!(r#"<meta http-equiv="refresh" content="{REFRESH_SECS}">"#)
+        format!(
+            r#"<noscript><meta http-equiv="refresh" content="{REFRESH_SECS}"></noscript><script>setInterval(function(){{var a=document.activeElement;if(a&&/^(INPUT|SELECT|TEXTAREA)$/.test(a.tagName))return;if(document.querySelector('details[open]'))return;location.reload()}},{}000)</script>"#,
+            REFRESH_SECS
+        )
     } else {
         String::new()
     };
@@ -344,13 +373,22 @@ pub(crate) async fn jobs(
         .runs(&RunQuery::default().limit(1000), None)
         .await
         .unwrap_or_default();
+    let running_runs = app
+        .scheduler
+        .runs(
+            &RunQuery {
+                state: Some(RunState::Running),
+                ..RunQuery::default().limit(1000)
+            },
+            None,
+        )
+        .await
+        .unwrap_or_default();
     let text = f.text.to_lowercase();
     let mut rows = String::new();
     let mut shown = 0;
     for job in &jobs {
-        let running = recent
-            .iter()
-            .any(|r| r.job_id == *job.id() && r.state == RunState::Running);
+        let running = running_runs.iter().any(|r| r.job_id == *job.id());
         let state = if running && !job.is_paused() {
             "running"
         } else {
@@ -452,7 +490,11 @@ pub(crate) async fn job(
     ) {
         (Some(first), Ok(t)) => {
             let mut v = vec![first];
-            v.extend(fire_times(t.as_ref(), Some(first), first, 9).unwrap_or_default());
+            v.extend(
+                crate::jobs::fire_times_blocking(t, Some(first), first, 9)
+                    .await
+                    .unwrap_or_default(),
+            );
             v
         }
         _ => Vec::new(),
@@ -599,6 +641,12 @@ pub(crate) async fn runs(
     let mut query = RunQuery::default().limit(200);
     query.state = RunState::parse(&f.state);
     let mut note = String::new();
+    if !f.state.is_empty() && query.state.is_none() {
+        note = format!(
+            r#"<p class="failed">Unknown state {}: showing every state.</p>"#,
+            esc(&f.state)
+        );
+    }
     if !f.since.is_empty() {
         match crate::view::parse_since(&f.since, now) {
             Ok(t) => query.since = Some(t),
@@ -680,18 +728,53 @@ pub(crate) struct Login {
     token: String,
 }
 
-pub(crate) async fn login(State(app): State<App>, Form(form): Form<Login>) -> Response {
+/// How long a sign-in lasts.
+const SESSION_SECS: u32 = 12 * 3600;
+
+/// The cookie path: where the dashboard is mounted (`/sundial/ui` when the
+/// router is nested under `/sundial`).
+fn cookie_path(uri: &axum::http::Uri) -> String {
+    let path = uri.path();
+    match path.rfind("/ui/") {
+        Some(i) => path[..i + 3].to_string(),
+        None => "/".to_string(),
+    }
+}
+
+pub(crate) async fn login(
+    State(app): State<App>,
+    axum::extract::OriginalUri(uri): axum::extract::OriginalUri,
+    headers: HeaderMap,
+    Form(form): Form<Login>,
+) -> Response {
+    if !same_origin(&app, &headers) {
+        let body = r#"<p class="failed">The request did not come from this dashboard.</p>"#;
+        return (
+            StatusCode::FORBIDDEN,
+            page("Not allowed", None, false, body),
+        )
+            .into_response();
+    }
     let token = form.token.trim();
-    if app.config.role_of(Some(token)).is_none() || token.contains([';', ',', ' ']) {
+    if app.config.role_of(Some(token)).is_none() {
         let body = r#"<p class="failed">That token is not valid.</p><form method="post" action="login"><p><label>Token <input type="password" name="token" id="token" autofocus></label></p><p><button id="sign-in">Sign in</button></p></form>"#;
         return (StatusCode::UNAUTHORIZED, page("Sign in", None, false, body)).into_response();
     }
-    let cookie = format!("{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/");
+    let cookie = format!(
+        "{COOKIE}={}; HttpOnly; SameSite=Strict; Path={}; Max-Age={SESSION_SECS}",
+        q(token),
+        cookie_path(&uri)
+    );
     ([(header::SET_COOKIE, cookie)], Redirect::to("jobs")).into_response()
 }
 
-pub(crate) async fn logout() -> Response {
-    let cookie = format!("{COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0");
+pub(crate) async fn logout(
+    axum::extract::OriginalUri(uri): axum::extract::OriginalUri,
+) -> Response {
+    let cookie = format!(
+        "{COOKIE}=; HttpOnly; SameSite=Strict; Path={}; Max-Age=0",
+        cookie_path(&uri)
+    );
     ([(header::SET_COOKIE, cookie)], Redirect::to("login")).into_response()
 }
 
@@ -703,14 +786,24 @@ pub(crate) struct Action {
 }
 
 /// Whether the request's `Origin` is the host it was sent to.
-fn same_origin(headers: &HeaderMap) -> bool {
+///
+/// With [`AdminConfig::public_origin`](crate::AdminConfig::public_origin) set
+/// (behind a proxy that rewrites `Host`), the `Origin` must be that one. A
+/// missing or `null` origin is refused.
+fn same_origin(app: &App, headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let origin = origin.trim_end_matches('/');
+    if let Some(public) = &app.config.public_origin {
+        return origin == public.trim_end_matches('/');
+    }
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
-    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
-    match (host, origin) {
-        (Some(host), Some(origin)) => origin
+    match host {
+        Some(host) => origin
             .split_once("://")
-            .is_some_and(|(_, rest)| rest.trim_end_matches('/') == host),
-        _ => false,
+            .is_some_and(|(_, rest)| rest == host),
+        None => false,
     }
 }
 
@@ -720,7 +813,7 @@ pub(crate) async fn action(
     headers: HeaderMap,
     Form(form): Form<Action>,
 ) -> Response {
-    if let Some(denied) = admin_only(role, Some(&headers)) {
+    if let Some(denied) = admin_only(&app, role, Some(&headers)) {
         return denied;
     }
     let s = &app.scheduler;
@@ -947,7 +1040,7 @@ fn error_at(error: &Option<FieldError>) -> impl Fn(&str) -> String + '_ {
 }
 
 /// The next five fire times of a trigger the form describes, as HTML.
-fn preview_html(app: &App, json: &Value) -> Result<String, FieldError> {
+async fn preview_html(app: &App, json: &Value) -> Result<String, FieldError> {
     let mut trigger = app
         .scheduler
         .parse_trigger(json)
@@ -955,8 +1048,10 @@ fn preview_html(app: &App, json: &Value) -> Result<String, FieldError> {
     let now = Utc::now();
     trigger.prepare(now, app.scheduler.timezone());
     let tz = trigger.timezone().unwrap_or(app.scheduler.timezone());
-    let times =
-        fire_times(trigger.as_ref(), None, now, 5).map_err(|e| ("trigger", e.to_string()))?;
+    let description = trigger_words(&trigger.to_json(), &trigger.describe());
+    let times = crate::jobs::fire_times_blocking(trigger, None, now, 5)
+        .await
+        .map_err(|e| ("trigger", e.to_string()))?;
     let items: String = times
         .iter()
         .map(|t| {
@@ -971,7 +1066,7 @@ fn preview_html(app: &App, json: &Value) -> Result<String, FieldError> {
         .collect();
     Ok(format!(
         r#"<h2>Next fire times</h2><p class="muted">{}</p><ol id="preview-times">{items}</ol>"#,
-        esc(&trigger_words(&trigger.to_json(), &trigger.describe()))
+        esc(&description)
     ))
 }
 
@@ -1054,10 +1149,10 @@ fn form_page(title: &str, role: Role, failed: bool, form: &str) -> Response {
     (status, page(title, Some(role), false, form)).into_response()
 }
 
-fn admin_only(role: Role, headers: Option<&HeaderMap>) -> Option<Response> {
+fn admin_only(app: &App, role: Role, headers: Option<&HeaderMap>) -> Option<Response> {
     let message = if role != Role::Admin {
         "A viewer token may only read."
-    } else if headers.is_some_and(|h| !same_origin(h)) {
+    } else if headers.is_some_and(|h| !same_origin(app, h)) {
         "The request did not come from this dashboard."
     } else {
         return None;
@@ -1076,7 +1171,7 @@ pub(crate) async fn add_page(
     State(app): State<App>,
     axum::Extension(Viewer(role)): axum::Extension<Viewer>,
 ) -> Response {
-    if let Some(denied) = admin_only(role, None) {
+    if let Some(denied) = admin_only(&app, role, None) {
         return denied;
     }
     let body = add_form(&app, &NewJobForm::default(), None, "");
@@ -1089,7 +1184,7 @@ pub(crate) async fn add(
     headers: HeaderMap,
     Form(f): Form<NewJobForm>,
 ) -> Response {
-    if let Some(denied) = admin_only(role, Some(&headers)) {
+    if let Some(denied) = admin_only(&app, role, Some(&headers)) {
         return denied;
     }
     let show = |error: Option<FieldError>, preview: &str| {
@@ -1113,7 +1208,7 @@ pub(crate) async fn add(
         }
     };
     if f.r#do == "preview" {
-        return match preview_html(&app, &json) {
+        return match preview_html(&app, &json).await {
             Ok(p) => show(None, &p),
             Err(e) => {
                 let shown = preview_error(&e);
@@ -1177,12 +1272,18 @@ impl EditForm {
             trigger: TriggerForm {
                 kind: "json".into(),
                 trigger_json: job.trigger_json().to_string(),
+                timezone: job.trigger_json()["timezone"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
                 ..TriggerForm::default()
             },
         }
     }
 
-    fn changes(&self) -> Result<sundial_core::scheduler::JobChanges, FieldError> {
+    /// The changes the form makes to `job`: only the fields that differ, so
+    /// saving a rename leaves the schedule (and a pending run request) alone.
+    fn changes(&self, job: &Job) -> Result<sundial_core::scheduler::JobChanges, FieldError> {
         let max: u32 = self
             .max_instances
             .trim()
@@ -1198,21 +1299,36 @@ impl EditForm {
             g => Some(
                 g.parse::<f64>()
                     .ok()
+                    .filter(|s| (0.0..=crate::jobs::MAX_SECS).contains(s))
                     .and_then(|s| std::time::Duration::try_from_secs_f64(s).ok())
                     .ok_or((
                         "misfire_grace_time",
-                        format!("{g:?} is not a number of seconds"),
+                        format!("{g:?} is not a number of seconds from 0 to 100 years"),
                     ))?,
             ),
         };
-        let mut c = sundial_core::scheduler::JobChanges::new()
-            .trigger_json(self.trigger.trigger()?)
-            .args(parse_args(&self.args)?)
-            .max_instances(max)
-            .misfire_grace_time(grace)
-            .coalesce(self.coalesce.is_some());
-        if !self.name.trim().is_empty() {
-            c = c.name(self.name.trim());
+        let trigger = self.trigger.trigger()?;
+        let args = parse_args(&self.args)?;
+        let o = job.options();
+        let mut c = sundial_core::scheduler::JobChanges::new();
+        if trigger != *job.trigger_json() {
+            c = c.trigger_json(trigger);
+        }
+        if args != *job.args() {
+            c = c.args(args);
+        }
+        if max != o.max_instances {
+            c = c.max_instances(max);
+        }
+        if grace != o.misfire_grace_time {
+            c = c.misfire_grace_time(grace);
+        }
+        if self.coalesce.is_some() != o.coalesce {
+            c = c.coalesce(self.coalesce.is_some());
+        }
+        let name = self.name.trim();
+        if !name.is_empty() && Some(name) != o.name.as_deref() {
+            c = c.name(name);
         }
         Ok(c)
     }
@@ -1250,7 +1366,7 @@ pub(crate) async fn edit_page(
     axum::Extension(Viewer(role)): axum::Extension<Viewer>,
     Params(query): Params<JobQuery>,
 ) -> Response {
-    if let Some(denied) = admin_only(role, None) {
+    if let Some(denied) = admin_only(&app, role, None) {
         return denied;
     }
     match app.scheduler.get_job(query.id.as_str(), None).await {
@@ -1269,7 +1385,7 @@ pub(crate) async fn edit(
     headers: HeaderMap,
     Form(f): Form<EditForm>,
 ) -> Response {
-    if let Some(denied) = admin_only(role, Some(&headers)) {
+    if let Some(denied) = admin_only(&app, role, Some(&headers)) {
         return denied;
     }
     let title = format!("Edit {}", f.id);
@@ -1278,11 +1394,11 @@ pub(crate) async fn edit(
         form_page(&title, role, failed, &edit_form(&app, &f, error, preview))
     };
     if f.r#do == "preview" {
-        return match f
-            .trigger
-            .trigger()
-            .and_then(|json| preview_html(&app, &json))
-        {
+        let previewed = match f.trigger.trigger() {
+            Ok(json) => preview_html(&app, &json).await,
+            Err(e) => Err(e),
+        };
+        return match previewed {
             Ok(p) => show(None, &p),
             Err(e) => {
                 let shown = preview_error(&e);
@@ -1290,7 +1406,15 @@ pub(crate) async fn edit(
             }
         };
     }
-    let changes = match f.changes() {
+    let job = match app.scheduler.get_job(f.id.as_str(), None).await {
+        Ok(Some(job)) => job,
+        Ok(None) => return Redirect::to("jobs").into_response(),
+        Err(e) => return unavailable(role, &e.to_string()),
+    };
+    let changes = match f.changes(&job) {
+        Ok(c) if c.is_empty() => {
+            return Redirect::to(&format!("job?id={}", q(job.id().as_str()))).into_response()
+        }
         Ok(c) => c,
         Err(e) => return show(Some(e), ""),
     };

@@ -787,3 +787,139 @@ async fn every_documented_operation_is_routed_and_the_router_nests() {
     assert!(ops >= 17, "{ops}");
     s.shutdown(false).await.unwrap();
 }
+
+/// A dashboard request with a cookie and the given origin and host.
+async fn ui_post(
+    app: &Router,
+    uri: &str,
+    cookie: Option<&str>,
+    origin: Option<&str>,
+    body: &str,
+) -> (StatusCode, axum::http::HeaderMap) {
+    let mut req = Request::builder()
+        .method(Method::POST)
+        .uri(uri)
+        .header(header::HOST, "ops.test:8080")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+    if let Some(c) = cookie {
+        req = req.header(header::COOKIE, c);
+    }
+    if let Some(o) = origin {
+        req = req.header(header::ORIGIN, o);
+    }
+    let res = app
+        .clone()
+        .oneshot(req.body(Body::from(body.to_string())).unwrap())
+        .await
+        .unwrap();
+    (res.status(), res.headers().clone())
+}
+
+#[tokio::test]
+async fn dashboard_forms_need_the_admin_role_and_the_same_origin() {
+    let s = scheduler().await;
+    let odd = "odd;token, with spaces é";
+    let app = router(s.clone(), config().admin_token(odd)).unwrap();
+    call(&app, Method::POST, "/jobs", Some(ADMIN), Some(hourly("j"))).await;
+    let same = Some("http://ops.test:8080");
+    // Sign-in: a foreign origin is refused; any valid token works, encoded in the cookie.
+    let form = |t: &str| {
+        format!(
+            "token={}",
+            t.replace(';', "%3B")
+                .replace(',', "%2C")
+                .replace(' ', "+")
+                .replace('é', "%C3%A9")
+        )
+    };
+    let (st, _) = ui_post(
+        &app,
+        "/ui/login",
+        None,
+        Some("http://evil.test"),
+        &form(ADMIN),
+    )
+    .await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    let (st, h) = ui_post(&app, "/ui/login", None, same, &form(odd)).await;
+    assert_eq!(st, StatusCode::SEE_OTHER, "{h:?}");
+    let set = h[header::SET_COOKIE].to_str().unwrap().to_string();
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Strict") && set.contains("Path=/ui;"),
+        "{set}"
+    );
+    assert!(!set.contains(odd), "the token is encoded: {set}");
+    assert_eq!(h[header::X_FRAME_OPTIONS], "DENY");
+    let odd_cookie = set.split(';').next().unwrap().to_string();
+    let res = app
+        .clone()
+        .oneshot(
+            Request::get("/ui/jobs")
+                .header(header::COOKIE, &odd_cookie)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK, "signed in with an odd token");
+
+    let admin = format!("sundial_token={ADMIN}");
+    let viewer = format!("sundial_token={VIEWER}");
+    let pause = "id=j&action=pause";
+    for (cookie, origin, want) in [
+        (Some(viewer.as_str()), same, StatusCode::FORBIDDEN),
+        (Some(admin.as_str()), None, StatusCode::FORBIDDEN),
+        (Some(admin.as_str()), Some("null"), StatusCode::FORBIDDEN),
+        (
+            Some(admin.as_str()),
+            Some("http://evil.test"),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            Some(admin.as_str()),
+            Some("http://ops.test:9999"),
+            StatusCode::FORBIDDEN,
+        ),
+    ] {
+        let (st, _) = ui_post(&app, "/ui/action", cookie, origin, pause).await;
+        assert_eq!(st, want, "{cookie:?} {origin:?}");
+        assert!(!s.get_job("j", None).await.unwrap().unwrap().is_paused());
+    }
+    for uri in ["/ui/add", "/ui/edit"] {
+        let (st, _) = ui_post(
+            &app,
+            uri,
+            Some(&viewer),
+            same,
+            "id=j&kind=cron&crontab=0+9+*+*+*&task=noop",
+        )
+        .await;
+        assert_eq!(st, StatusCode::FORBIDDEN, "{uri}");
+    }
+    // No cookie: sent to sign in.
+    let (st, h) = ui_post(&app, "/ui/action", None, same, pause).await;
+    assert_eq!(
+        (st, h[header::LOCATION].to_str().unwrap()),
+        (StatusCode::SEE_OTHER, "login")
+    );
+    let (st, _) = ui_post(&app, "/ui/action", Some(&admin), same, pause).await;
+    assert_eq!(st, StatusCode::SEE_OTHER);
+    assert!(s.get_job("j", None).await.unwrap().unwrap().is_paused());
+
+    // Behind a proxy: the configured public origin is the one accepted.
+    let proxied = router(s.clone(), config().public_origin("https://ops.example.com")).unwrap();
+    let resume = "id=j&action=resume";
+    let (st, _) = ui_post(&proxied, "/ui/action", Some(&admin), same, resume).await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    let (st, _) = ui_post(
+        &proxied,
+        "/ui/action",
+        Some(&admin),
+        Some("https://ops.example.com"),
+        resume,
+    )
+    .await;
+    assert_eq!(st, StatusCode::SEE_OTHER);
+    assert!(!s.get_job("j", None).await.unwrap().unwrap().is_paused());
+    s.shutdown(false).await.unwrap();
+}

@@ -293,6 +293,12 @@ fn base64_decode(s: &str) -> Vec<u8> {
     out
 }
 
+/// No script from user data ran: the browser has no alert open.
+fn assert_no_alert(browser: &Browser) {
+    let e = browser.cmd("GET", "/alert/text", None).unwrap_err();
+    assert!(e.contains("no such alert"), "{e}");
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -389,10 +395,7 @@ fn the_dashboard_in_a_real_browser() {
         browser.text("tr[data-job=\"xss\"] .name"),
         "<script>alert(1)</script>"
     );
-    assert!(
-        browser.cmd("GET", "/alert/text", None).is_err(),
-        "no alert opened"
-    );
+    assert_no_alert(&browser);
     browser.screenshot("jobs");
 
     // Pause a job with its button: the scheduler has it paused.
@@ -433,7 +436,7 @@ fn the_dashboard_in_a_real_browser() {
     browser.go(&format!("{base}/ui/job?id=fails"));
     until("the failed run", || {
         browser.go(&format!("{base}/ui/job?id=fails"));
-        browser.source().contains("failed")
+        browser.try_text("table.runs .run-state").as_deref() == Some("failed")
     });
     browser.click("table.runs details summary");
     assert!(
@@ -443,10 +446,7 @@ fn the_dashboard_in_a_real_browser() {
         "{}",
         browser.source()
     );
-    assert!(
-        browser.cmd("GET", "/alert/text", None).is_err(),
-        "no alert opened"
-    );
+    assert_no_alert(&browser);
     browser.screenshot("job-failed");
 
     browser.go(&format!("{base}/ui/runs?state=failed"));
