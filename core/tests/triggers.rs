@@ -882,3 +882,66 @@ fn custom_triggers_register_by_type_name() {
         .unwrap();
     assert_eq!(t.next_fire_time(None, Utc::now()), None);
 }
+
+#[test]
+fn a_step_larger_than_its_range_is_an_error_as_in_apscheduler() {
+    use serde_json::json;
+    for (field, expr) in [
+        ("minute", "*/60"),
+        ("hour", "*/24"),
+        ("second", "0-59/60"),
+        ("minute", "10-20/11"),
+        ("minute", "50/10"),
+        ("day_of_week", "*/7"),
+    ] {
+        let e = sundial_core::trigger::trigger_from_json(&json!({"type": "cron", field: expr}))
+            .expect_err(expr)
+            .to_string();
+        assert!(
+            e.contains(field) && e.contains("larger than the range"),
+            "{field}={expr}: {e}"
+        );
+    }
+    for (field, expr) in [
+        ("minute", "*/59"),
+        ("hour", "*/23"),
+        ("minute", "10-20/10"),
+        ("minute", "50/9"),
+    ] {
+        sundial_core::trigger::trigger_from_json(&json!({"type": "cron", field: expr}))
+            .unwrap_or_else(|e| panic!("{field}={expr}: {e}"));
+    }
+    assert!(CronTrigger::from_crontab("*/60 * * * *").is_err());
+    // A step that fits still fires on its first value only when that is all there is.
+    check(
+        &crontab("*/59 * * * *", "UTC"),
+        "2026-01-01T00:00:30Z",
+        &["2026-01-01T00:59:00+00:00", "2026-01-01T01:00:00+00:00"],
+    );
+}
+
+#[test]
+fn a_date_with_second_60_is_an_error() {
+    use serde_json::json;
+    for run_date in [
+        "2025-01-01 10:00:60",
+        "2025-01-01T10:00:60Z",
+        "2025-01-01T10:00:60+08:00",
+    ] {
+        let e = sundial_core::trigger::trigger_from_json(
+            &json!({"type": "date", "run_date": run_date}),
+        )
+        .expect_err(run_date)
+        .to_string();
+        assert!(
+            e.contains("run_date") && e.contains("second 60"),
+            "{run_date}: {e}"
+        );
+    }
+    let e = sundial_core::trigger::trigger_from_json(&json!({
+        "type": "interval", "minutes": 5, "start_date": "2025-01-01 10:00:60"
+    }))
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("start_date"), "{e}");
+}

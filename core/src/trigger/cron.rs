@@ -350,6 +350,19 @@ fn parse_range(
         let a = parse_value(field, whole, body, min, max, names, name_base)?;
         (a, if step.is_some() { max } else { a })
     };
+    // As APScheduler: a step must fit in the range it steps through.
+    if let Some(step) = step {
+        if step > last - first {
+            return Err(Error::invalid_trigger(
+                field,
+                whole,
+                format!(
+                    "step {step} is larger than the range {first}-{last} it steps through ({})",
+                    last - first
+                ),
+            ));
+        }
+    }
     Ok(Range {
         first,
         last,

@@ -1,6 +1,8 @@
 //! Time-zone helpers: parsing IANA names and turning wall-clock times into instants.
 
-use chrono::{DateTime, FixedOffset, LocalResult, NaiveDate, NaiveDateTime, Offset, TimeZone, Utc};
+use chrono::{
+    DateTime, FixedOffset, LocalResult, NaiveDate, NaiveDateTime, Offset, TimeZone, Timelike, Utc,
+};
 use chrono_tz::Tz;
 
 use crate::error::{Error, Result};
@@ -42,6 +44,19 @@ pub(crate) fn resolve_fixed(tz: Tz, naive: NaiveDateTime) -> DateTime<Utc> {
 /// Parses a date-time: RFC 3339 with an offset, or a naive
 /// `YYYY-MM-DD[( |T)HH:MM[:SS[.ffffff]]]` read as wall time in `tz`.
 pub(crate) fn parse_datetime(field: &str, text: &str, tz: Tz) -> Result<DateTime<Utc>> {
+    let t = parse_datetime_any(field, text, tz)?;
+    // chrono reads second 60 as a leap second; no zone has one.
+    if t.nanosecond() >= 1_000_000_000 {
+        return Err(Error::invalid_trigger(
+            field,
+            text,
+            "second 60 does not exist (seconds run from 0 to 59)",
+        ));
+    }
+    Ok(t)
+}
+
+fn parse_datetime_any(field: &str, text: &str, tz: Tz) -> Result<DateTime<Utc>> {
     if let Ok(t) = DateTime::parse_from_rfc3339(text) {
         return Ok(t.with_timezone(&Utc));
     }
