@@ -232,7 +232,9 @@ pub(crate) fn trigger_words(trigger: &Value, fallback: &str) -> String {
                     if *dow != "*" {
                         on.push(format!("on {}", crontab_weekdays(dow)));
                     }
-                    if *dom != "*" {
+                    if dom.eq_ignore_ascii_case("l") || dom.eq_ignore_ascii_case("last") {
+                        on.push("on the last day".to_string());
+                    } else if *dom != "*" {
                         on.push(format!("on day {dom}"));
                     }
                     if *mon != "*" {
@@ -297,11 +299,21 @@ fn crontab_weekdays(field: &str) -> String {
         Ok(n) if n < NAMES.len() => NAMES[n].to_string(),
         _ => v.to_string(),
     };
+    const NTH: [&str; 6] = ["", "1st", "2nd", "3rd", "4th", "5th"];
     field
         .split(',')
-        .map(|part| match part.split_once('-') {
-            Some((a, b)) => format!("{}–{}", name(a), name(b)),
-            None => name(part),
+        .map(|part| {
+            if let Some(d) = part.strip_suffix(['L', 'l']) {
+                return format!("last {}", name(d));
+            }
+            if let Some((d, k)) = part.split_once('#') {
+                let k = k.parse::<usize>().ok().and_then(|k| NTH.get(k).copied());
+                return format!("{} {}", k.unwrap_or("?"), name(d));
+            }
+            match part.split_once('-') {
+                Some((a, b)) => format!("{}–{}", name(a), name(b)),
+                None => name(part),
+            }
         })
         .collect::<Vec<_>>()
         .join(", ")

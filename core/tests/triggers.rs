@@ -945,3 +945,67 @@ fn a_date_with_second_60_is_an_error() {
     .to_string();
     assert!(e.contains("start_date"), "{e}");
 }
+
+#[test]
+fn crontab_last_day_and_quartz_weekday_days() {
+    // L: the last day of each month.
+    check(
+        &crontab("0 18 L * *", "UTC"),
+        "2026-01-01T00:00:00Z",
+        &[
+            "2026-01-31T18:00:00+00:00",
+            "2026-02-28T18:00:00+00:00",
+            "2026-03-31T18:00:00+00:00",
+        ],
+    );
+    // 5L: the last Friday.
+    check(
+        &crontab("0 18 * * 5L", "UTC"),
+        "2026-01-01T00:00:00Z",
+        &[
+            "2026-01-30T18:00:00+00:00",
+            "2026-02-27T18:00:00+00:00",
+            "2026-03-27T18:00:00+00:00",
+        ],
+    );
+    // 5#3: the third Friday, in the trigger's zone.
+    check(
+        &crontab("0 9 * * 5#3", "Asia/Shanghai"),
+        "2026-01-01T00:00:00Z",
+        &[
+            "2026-01-16T09:00:00+08:00",
+            "2026-02-20T09:00:00+08:00",
+            "2026-03-20T09:00:00+08:00",
+        ],
+    );
+    // With the day of month restricted too, either matches (as plain crontab days do).
+    check(
+        &crontab("0 9 1 * 5L", "UTC"),
+        "2026-01-01T12:00:00Z",
+        &[
+            "2026-01-30T09:00:00+00:00",
+            "2026-02-01T09:00:00+00:00",
+            "2026-02-27T09:00:00+00:00",
+        ],
+    );
+    // Plain weekdays and a Quartz day: Mondays or the last Friday.
+    check(
+        &crontab("0 9 * * 1,5L", "UTC"),
+        "2026-01-24T00:00:00Z",
+        &[
+            "2026-01-26T09:00:00+00:00",
+            "2026-01-30T09:00:00+00:00",
+            "2026-02-02T09:00:00+00:00",
+        ],
+    );
+    for bad in [
+        "0 9 * * 5#6",
+        "0 9 * * 5#0",
+        "0 9 * * 8L",
+        "0 9 * * fri#2",
+        "0 9 LW * *",
+    ] {
+        let e = CronTrigger::from_crontab(bad).expect_err(bad).to_string();
+        assert!(e.contains("day"), "{bad}: {e}");
+    }
+}

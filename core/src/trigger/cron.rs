@@ -830,6 +830,45 @@ fn compile_fields(f: &Fields) -> Result<(Schedule, bool)> {
     ))
 }
 
+/// Splits a crontab weekday field into its plain part (`None` when nothing is
+/// left) and its Quartz-style days: `nL` (the last weekday n of the month) and
+/// `n#k` (the k-th weekday n), with POSIX numbers (0 and 7 Sunday).
+fn crontab_weekday_days(field: &str) -> Result<(Option<String>, Vec<DayExpr>)> {
+    let weekday = |text: &str, part: &str| -> Result<u32> {
+        match text.parse::<u32>() {
+            // Internally Monday is 0.
+            Ok(p) if p <= 7 => Ok((p + 6) % 7),
+            _ => Err(Error::invalid_trigger(
+                "day_of_week",
+                field,
+                format!("'{part}': the weekday must be a number from 0 to 7 (0 and 7 are Sunday)"),
+            )),
+        }
+    };
+    let mut plain = Vec::new();
+    let mut days = Vec::new();
+    for part in field.split(',') {
+        if let Some(n) = part.strip_suffix(['L', 'l']) {
+            days.push(DayExpr::LastWeekday(weekday(n, part)?));
+        } else if let Some((n, k)) = part.split_once('#') {
+            let n = weekday(n, part)?;
+            match k.parse::<u32>() {
+                Ok(k @ 1..=5) => days.push(DayExpr::Nth { n: k, weekday: n }),
+                _ => {
+                    return Err(Error::invalid_trigger(
+                        "day_of_week",
+                        field,
+                        format!("'{part}': the occurrence after # must be 1 to 5"),
+                    ))
+                }
+            }
+        } else {
+            plain.push(part);
+        }
+    }
+    Ok(((!plain.is_empty()).then(|| plain.join(",")), days))
+}
+
 fn compile_crontab(expr: &str) -> Result<(Schedule, bool)> {
     let expanded = match expr.to_ascii_lowercase().as_str() {
         "@yearly" | "@annually" => "0 0 1 1 *".to_string(),
@@ -862,11 +901,56 @@ fn compile_crontab(expr: &str) -> Result<(Schedule, bool)> {
     let seconds = parse_mask("second", sec, 0, 59, &[], 0)?;
     let minutes = parse_mask("minute", min_t, 0, 59, &[], 0)?;
     let hours = parse_mask("hour", hour_t, 0, 23, &[], 0)?;
-    let days = parse_list("day", dom_t, 1, 31, &[], 0)?
-        .into_iter()
-        .map(DayExpr::Range)
-        .collect();
+    let mut days: Vec<DayExpr> = Vec::new();
+    for part in dom_t.split(',') {
+        if part.eq_ignore_ascii_case("l") || part.eq_ignore_ascii_case("last") {
+            days.push(DayExpr::Last);
+        } else {
+            days.push(DayExpr::Range(parse_range(
+                "day",
+                dom_t,
+                part,
+                1,
+                31,
+                &[],
+                0,
+            )?));
+        }
+    }
     let months = parse_mask("month", mon_t, 1, 12, &MONTH_NAMES, 1)?;
+    // Quartz-style weekday days (`5L` last Friday, `5#3` third Friday) are
+    // days of the month; the plain weekdays stay weekdays.
+    let (dow_plain, specials) = crontab_weekday_days(dow_t)?;
+    let dom_restricted = !dom_t.starts_with('*');
+    if !specials.is_empty() {
+        if !dom_restricted {
+            days.clear();
+        }
+        days.extend(specials.iter().copied());
+    }
+    let Some(dow_plain) = dow_plain else {
+        // Only `L` / `#` weekdays: every weekday, and the days above decide.
+        return Ok((
+            Schedule {
+                years: vec![Range {
+                    first: 1970,
+                    last: 9999,
+                    step: 1,
+                }],
+                months,
+                days,
+                weeks: u64::MAX,
+                week_star: true,
+                weekdays: 0x7f,
+                hours,
+                minutes,
+                seconds,
+                day_or: false,
+            },
+            !hour_t.starts_with('*'),
+        ));
+    };
+    let dow_t = dow_plain.as_str();
     // `fri-sun` ends on Sunday: read a range-ending `sun` as 7.
     let dow_fixed = dow_t.to_ascii_lowercase().replace("-sun", "-7");
     let posix = parse_mask("day_of_week", &dow_fixed, 0, 7, &POSIX_WEEKDAY_NAMES, 0).map_err(
@@ -886,7 +970,7 @@ fn compile_crontab(expr: &str) -> Result<(Schedule, bool)> {
             weekdays |= 1 << ((p + 6) % 7);
         }
     }
-    let day_or = !dom_t.starts_with('*') && !dow_t.starts_with('*');
+    let day_or = !dow_t.starts_with('*') && (dom_restricted || !specials.is_empty());
     Ok((
         Schedule {
             years: vec![Range {
