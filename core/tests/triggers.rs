@@ -1009,3 +1009,50 @@ fn crontab_last_day_and_quartz_weekday_days() {
         assert!(e.contains("day"), "{bad}: {e}");
     }
 }
+
+#[test]
+fn week_53_includes_the_january_days_of_last_years_week_53() {
+    use serde_json::json;
+    // 2027-01-01..03 are in 2026-W53; 2033-01-01..02 in 2032-W53.
+    let t = sundial_core::trigger::trigger_from_json(
+        &json!({"type": "cron", "week": "53", "hour": "0", "timezone": "UTC"}),
+    )
+    .unwrap();
+    check(
+        t.as_ref(),
+        "2026-12-25T00:00:00Z",
+        &[
+            "2026-12-28T00:00:00+00:00",
+            "2026-12-29T00:00:00+00:00",
+            "2026-12-30T00:00:00+00:00",
+            "2026-12-31T00:00:00+00:00",
+            "2027-01-01T00:00:00+00:00",
+            "2027-01-02T00:00:00+00:00",
+            "2027-01-03T00:00:00+00:00",
+            "2032-12-27T00:00:00+00:00",
+        ],
+    );
+    check(
+        t.as_ref(),
+        "2032-12-31T12:00:00Z",
+        &[
+            "2033-01-01T00:00:00+00:00",
+            "2033-01-02T00:00:00+00:00",
+            "2037-12-28T00:00:00+00:00",
+        ],
+    );
+    // Year 2027 and week 53: only its first three days.
+    let t = sundial_core::trigger::trigger_from_json(
+        &json!({"type": "cron", "year": "2027", "week": "53", "hour": "0", "timezone": "UTC"}),
+    )
+    .unwrap();
+    check_exhausted(
+        t.as_ref(),
+        "2026-06-01T00:00:00Z",
+        &[
+            "2027-01-01T00:00:00+00:00",
+            "2027-01-02T00:00:00+00:00",
+            "2027-01-03T00:00:00+00:00",
+        ],
+    );
+}

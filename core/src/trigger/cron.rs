@@ -209,10 +209,16 @@ impl Schedule {
                     return None;
                 }
                 current_year = Some(y);
-                // A week field that needs week 53 skips 52-week years at once.
+                // A week field that needs week 53 skips years without one at
+                // once; early January may still be in last year's week 53.
                 if !self.week_star {
                     let last_week = NaiveDate::from_ymd_opt(y, 12, 28)?.iso_week().week();
-                    if self.weeks & ((1u64 << (last_week + 1)) - 2) == 0 {
+                    let mut year_weeks = (1u64 << (last_week + 1)) - 2;
+                    let jan1 = NaiveDate::from_ymd_opt(y, 1, 1)?.iso_week();
+                    if jan1.year() < y {
+                        year_weeks |= 1 << jan1.week();
+                    }
+                    if self.weeks & year_weeks == 0 {
                         (y, m, d, time) = (y + 1, 1, 1, None);
                         continue;
                     }
