@@ -32,12 +32,13 @@ type Starts = Arc<Mutex<Vec<(String, DateTime<Utc>, DateTime<Utc>)>>>;
 /// A runner on one handle (polling at most every `idle`, or at its default)
 /// and a client on another; the client adds five jobs one after another, each
 /// due 100 ms later, and waits up to `wait` for the runner to start it.
-/// Returns how late each started, in milliseconds.
-async fn run_jobs_added_elsewhere(
-    open: impl Fn() -> Arc<dyn JobStore>,
+/// A started runner on one store handle (noting each start of task `note`,
+/// polling at most every `idle` or at its default) and a started client on
+/// another.
+async fn runner_and_client(
+    open: &impl Fn() -> Arc<dyn JobStore>,
     idle: Option<Duration>,
-    wait: Duration,
-) -> Vec<i64> {
+) -> (Scheduler, Scheduler, Starts) {
     let starts: Starts = Arc::default();
     let seen = Arc::clone(&starts);
     let mut builder = Scheduler::builder()
@@ -61,6 +62,16 @@ async fn run_jobs_added_elsewhere(
         .build_client()
         .unwrap();
     client.start().await.unwrap();
+    (runner, client, starts)
+}
+
+/// Returns how late each started, in milliseconds.
+async fn run_jobs_added_elsewhere(
+    open: impl Fn() -> Arc<dyn JobStore>,
+    idle: Option<Duration>,
+    wait: Duration,
+) -> Vec<i64> {
+    let (runner, client, starts) = runner_and_client(&open, idle).await;
     // Let the runner subscribe and fall asleep on an empty store.
     tokio::time::sleep(Duration::from_millis(500)).await;
     for i in 0..5 {
@@ -183,29 +194,7 @@ async fn mariadb_without_notices_is_polled_every_second_by_default() {
 /// runners to run a job now: the runner starts that one slot on time, within
 /// the default one-second misfire grace, and the job keeps its schedule.
 async fn run_requested_by_a_client(open: impl Fn() -> Arc<dyn JobStore>, idle: Option<Duration>) {
-    let starts: Starts = Arc::default();
-    let seen = Arc::clone(&starts);
-    let mut builder = Scheduler::builder()
-        .jobstore_arc("default", open())
-        .executor("default", AsyncExecutor::new())
-        .task("note", move |ctx: JobContext, _: ()| {
-            seen.lock().unwrap().push((
-                ctx.job_id().to_string(),
-                ctx.scheduled_run_time(),
-                Utc::now(),
-            ));
-            async { Ok::<_, sundial::BoxError>(()) }
-        });
-    if let Some(idle) = idle {
-        builder = builder.max_idle_sleep(idle);
-    }
-    let runner = builder.build().unwrap();
-    runner.start().await.unwrap();
-    let client = Scheduler::builder()
-        .jobstore_arc("default", open())
-        .build_client()
-        .unwrap();
-    client.start().await.unwrap();
+    let (runner, client, starts) = runner_and_client(&open, idle).await;
     let hourly = IntervalTrigger::every(Duration::from_secs(3600)).unwrap();
     let job = client
         .add_job(JobSpec::new("note", hourly).id("report"))

@@ -875,6 +875,26 @@ fn crontab_weekday_days(field: &str) -> Result<(Option<String>, Vec<DayExpr>)> {
     Ok(((!plain.is_empty()).then(|| plain.join(",")), days))
 }
 
+/// The weekday mask (Monday bit 0) of a plain POSIX weekday field.
+fn crontab_weekdays(dow_t: &str) -> Result<u64> {
+    // `fri-sun` ends on Sunday: read a range-ending `sun` as 7.
+    let dow_fixed = dow_t.to_ascii_lowercase().replace("-sun", "-7");
+    let posix = parse_mask("day_of_week", &dow_fixed, 0, 7, &POSIX_WEEKDAY_NAMES, 0).map_err(
+        |e| match e {
+            Error::InvalidTrigger { field, reason, .. } => Error::InvalidTrigger {
+                field,
+                value: dow_t.to_string(),
+                reason,
+            },
+            other => other,
+        },
+    )?;
+    // POSIX: 0 and 7 are Sunday. Internally Monday is bit 0.
+    Ok((0..8u32)
+        .filter(|p| posix & (1 << p) != 0)
+        .fold(0u64, |m, p| m | 1 << ((p + 6) % 7)))
+}
+
 fn compile_crontab(expr: &str) -> Result<(Schedule, bool)> {
     let expanded = match expr.to_ascii_lowercase().as_str() {
         "@yearly" | "@annually" => "0 0 1 1 *".to_string(),
@@ -934,49 +954,15 @@ fn compile_crontab(expr: &str) -> Result<(Schedule, bool)> {
         }
         days.extend(specials.iter().copied());
     }
-    let Some(dow_plain) = dow_plain else {
+    let (weekdays, day_or) = match dow_plain {
         // Only `L` / `#` weekdays: every weekday, and the days above decide.
-        return Ok((
-            Schedule {
-                years: vec![Range {
-                    first: 1970,
-                    last: 9999,
-                    step: 1,
-                }],
-                months,
-                days,
-                weeks: u64::MAX,
-                week_star: true,
-                weekdays: 0x7f,
-                hours,
-                minutes,
-                seconds,
-                day_or: false,
-            },
-            !hour_t.starts_with('*'),
-        ));
-    };
-    let dow_t = dow_plain.as_str();
-    // `fri-sun` ends on Sunday: read a range-ending `sun` as 7.
-    let dow_fixed = dow_t.to_ascii_lowercase().replace("-sun", "-7");
-    let posix = parse_mask("day_of_week", &dow_fixed, 0, 7, &POSIX_WEEKDAY_NAMES, 0).map_err(
-        |e| match e {
-            Error::InvalidTrigger { field, reason, .. } => Error::InvalidTrigger {
-                field,
-                value: dow_t.to_string(),
-                reason,
-            },
-            other => other,
-        },
-    )?;
-    // POSIX: 0 and 7 are Sunday. Internally Monday is bit 0.
-    let mut weekdays = 0u64;
-    for p in 0..8u32 {
-        if posix & (1 << p) != 0 {
-            weekdays |= 1 << ((p + 6) % 7);
+        None => (0x7f, false),
+        Some(plain) => {
+            let weekdays = crontab_weekdays(&plain)?;
+            let day_or = !plain.starts_with('*') && (dom_restricted || !specials.is_empty());
+            (weekdays, day_or)
         }
-    }
-    let day_or = !dow_t.starts_with('*') && (dom_restricted || !specials.is_empty());
+    };
     Ok((
         Schedule {
             years: vec![Range {
