@@ -10,13 +10,13 @@ pub use sundial_core::{
 
 pub use sundial_core::event::{Event, EventMask};
 pub use sundial_core::job::{
-    JobDefaults, JobId, JobOptions, JobRecord, OnInterrupted, RetryPolicy,
+    JobContent, JobData, JobDefaults, JobId, JobOptions, JobRecord, OnInterrupted, RetryPolicy,
 };
 pub use sundial_core::node::NodeRecord;
 pub use sundial_core::run::{RunQuery, RunRecord, RunState};
 pub use sundial_core::scheduler::{
     BackgroundScheduler, Job, JobChanges, JobListing, JobSpec, OnConflict, Scheduler,
-    SchedulerBuilder, SchedulerState,
+    SchedulerBuilder, SchedulerState, UnreadableJob,
 };
 pub use sundial_core::store::JobStore;
 pub use sundial_core::task::JobContext;
@@ -85,6 +85,11 @@ pub mod prelude {
         Trigger,
     };
 }
+
+/// The testing guide (`docs/testing.md`); its examples run as doc tests.
+#[cfg(all(doctest, feature = "test-util", feature = "async"))]
+#[doc = include_str!("../docs/testing.md")]
+pub struct TestingGuide;
 
 /// Opens a job store from a URL, so that dev and prod differ by one config value.
 ///

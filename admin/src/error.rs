@@ -73,6 +73,7 @@ impl From<Error> for ApiError {
             Error::ConflictingId { .. } => (StatusCode::CONFLICT, "conflict"),
             Error::JobChanged { .. } => (StatusCode::CONFLICT, "changed"),
             Error::MaxInstancesReached { .. } => (StatusCode::CONFLICT, "max_instances"),
+            Error::UnreadableJob { .. } => (StatusCode::CONFLICT, "unreadable"),
             Error::InvalidTrigger { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_trigger"),
             Error::InvalidArgs { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_args"),
             Error::UnknownTask { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "unknown_task"),

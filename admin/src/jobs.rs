@@ -94,11 +94,23 @@ pub(crate) async fn list(
     let limit = q.limit.unwrap_or(100).min(MAX_LIMIT);
     let offset = q.offset.unwrap_or(0);
     let text = q.text.as_deref().map(str::to_lowercase);
-    let jobs: Vec<Value> = app
-        .scheduler
-        .get_jobs(q.store.as_deref())
-        .await?
+    let listing = app.scheduler.job_listing(q.store.as_deref()).await?;
+    let unreadable: Vec<Value> = listing
+        .unreadable()
         .iter()
+        .map(|u| {
+            json!({
+                "id": u.id.as_str(),
+                "jobstore": u.jobstore,
+                "next_run_time": u.next_run_time,
+                "reason": u.reason,
+            })
+        })
+        .collect();
+    let mut listed: Vec<&Job> = listing.jobs().collect();
+    listed.sort_by(|a, b| sundial_core::store::run_order(a.record(), b.record()));
+    let jobs: Vec<Value> = listed
+        .into_iter()
         .map(job_json)
         .filter(|j| q.state.as_deref().is_none_or(|s| j["state"] == s))
         .filter(|j| q.task.as_deref().is_none_or(|t| j["task"] == t))
@@ -113,7 +125,7 @@ pub(crate) async fn list(
     let total = jobs.len();
     let page: Vec<Value> = jobs.into_iter().skip(offset).take(limit).collect();
     Ok(Json(
-        json!({"jobs": page, "total": total, "offset": offset, "limit": limit}),
+        json!({"jobs": page, "total": total, "offset": offset, "limit": limit, "unreadable": unreadable}),
     ))
 }
 

@@ -141,7 +141,7 @@ fn page(title: &str, role: Option<Role>, refresh: bool, body: &str) -> Html<Stri
     ))
 }
 
-const CSS: &str = "body{font:14px/1.4 system-ui,sans-serif;margin:0;color:#222}header{display:flex;flex-wrap:wrap;gap:1em;align-items:center;padding:.6em 1em;background:#1d3557;color:#fff}header a{color:#fff;margin-right:1em}nav{display:flex;flex-wrap:wrap;align-items:center;gap:.5em}nav form{display:inline}.role{opacity:.8;margin-right:.5em}main{padding:1em}h1{font-size:1.3em}.scroll{overflow-x:auto}table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:.35em .6em;border-bottom:1px solid #ddd;vertical-align:top}th{background:#f1f3f5}td form,.actions form{display:inline}button{cursor:pointer}.succeeded{color:#2b8a3e}.failed,.timed_out,.interrupted{color:#c92a2a}.missed,.skipped,.cancelled{color:#e67700}.running{color:#1971c2}.muted{color:#777}pre{white-space:pre-wrap;margin:0}form.filter{margin-bottom:1em;display:flex;flex-wrap:wrap;gap:.5em}dl{display:grid;grid-template-columns:max-content 1fr;gap:.3em 1em}dt{font-weight:600}.field-error{color:#c92a2a}";
+const CSS: &str = "body{font:14px/1.4 system-ui,sans-serif;margin:0;color:#222}header{display:flex;flex-wrap:wrap;gap:1em;align-items:center;padding:.6em 1em;background:#1d3557;color:#fff}header a{color:#fff;margin-right:1em}nav{display:flex;flex-wrap:wrap;align-items:center;gap:.5em}nav form{display:inline}.role{opacity:.8;margin-right:.5em}main{padding:1em}h1{font-size:1.3em}.scroll{overflow-x:auto}table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:.35em .6em;border-bottom:1px solid #ddd;vertical-align:top}th{background:#f1f3f5}td form,.actions form{display:inline}button{cursor:pointer}.succeeded{color:#2b8a3e}.failed,.timed_out,.interrupted{color:#c92a2a}.missed,.skipped,.cancelled{color:#e67700}.running{color:#1971c2}.muted{color:#777}pre{white-space:pre-wrap;margin:0}form.filter{margin-bottom:1em;display:flex;flex-wrap:wrap;gap:.5em}dl{display:grid;grid-template-columns:max-content 1fr;gap:.3em 1em}dt{font-weight:600}.field-error{color:#c92a2a}.problem{background:#fff5f5;border:1px solid #c92a2a;padding:.5em}";
 
 fn when(t: Option<DateTime<Utc>>, now: DateTime<Utc>) -> String {
     let Some(t) = t else {
@@ -376,10 +376,26 @@ pub(crate) async fn jobs(
     Params(f): Params<JobsFilter>,
 ) -> Response {
     let now = Utc::now();
-    let jobs = match app.scheduler.get_jobs(None).await {
-        Ok(j) => j,
+    let listing = match app.scheduler.job_listing(None).await {
+        Ok(l) => l,
         Err(e) => return unavailable(role, &e.to_string()),
     };
+    let mut jobs: Vec<&sundial_core::scheduler::Job> = listing.jobs().collect();
+    jobs.sort_by(|a, b| sundial_core::store::run_order(a.record(), b.record()));
+    // Stored jobs that cannot be decoded are never run: say so, with why.
+    let unreadable: String = listing
+        .unreadable()
+        .iter()
+        .map(|u| {
+            format!(
+                r#"<p class="problem">Job <b>{}</b> in store {} is unreadable and does not run: {}. Update or remove it (<code>sundial jobs remove {}</code>).</p>"#,
+                esc(u.id.as_str()),
+                esc(&u.jobstore),
+                esc(&u.reason),
+                esc(u.id.as_str()),
+            )
+        })
+        .collect();
     let recent = app
         .scheduler
         .runs(&RunQuery::default().limit(1000), None)
@@ -399,7 +415,7 @@ pub(crate) async fn jobs(
     let text = f.text.to_lowercase();
     let mut rows = String::new();
     let mut shown = 0;
-    for job in &jobs {
+    for &job in &jobs {
         let running = running_runs.iter().any(|r| r.job_id == *job.id());
         let state = if running && !job.is_paused() {
             "running"
@@ -452,7 +468,7 @@ pub(crate) async fn jobs(
         })
         .collect();
     let body = format!(
-        r#"<form class="filter" method="get" action="jobs"><input name="text" placeholder="search id, name, task" value="{text}"><select name="state">{opts}</select><button>Filter</button></form><p class="muted">{shown} of {total} jobs</p><div class="scroll"><table id="jobs"><thead><tr><th>ID</th><th>Name</th><th>Task</th><th>Trigger</th><th>State</th><th>Next run</th><th>Last run</th>{act}</tr></thead><tbody>{rows}</tbody></table></div>"#,
+        r#"{unreadable}<form class="filter" method="get" action="jobs"><input name="text" placeholder="search id, name, task" value="{text}"><select name="state">{opts}</select><button>Filter</button></form><p class="muted">{shown} of {total} jobs</p><div class="scroll"><table id="jobs"><thead><tr><th>ID</th><th>Name</th><th>Task</th><th>Trigger</th><th>State</th><th>Next run</th><th>Last run</th>{act}</tr></thead><tbody>{rows}</tbody></table></div>"#,
         text = esc(&f.text),
         total = jobs.len(),
         act = if role == Role::Admin {

@@ -26,6 +26,16 @@ pub enum Error {
         id: String,
     },
 
+    /// A stored job's content cannot be decoded (edited by hand, or written by
+    /// a newer version): it is never run; update or remove it.
+    #[error("stored job '{id}' is unreadable: {reason}; update or remove it")]
+    UnreadableJob {
+        /// The job id.
+        id: String,
+        /// What is wrong with the stored content.
+        reason: String,
+    },
+
     /// A job refers to a task name that is not registered on this scheduler.
     #[error("unknown task '{task}': register it on the scheduler builder with .task() or .blocking_task()")]
     UnknownTask {

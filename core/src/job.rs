@@ -1,6 +1,7 @@
 //! The job model: ids, options, persisted records, leases.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -314,26 +315,110 @@ pub struct Lease {
     pub until: DateTime<Utc>,
 }
 
-/// What a store persists for one job. Stores never interpret `trigger` or `args`.
+/// A job's content: its task, trigger, arguments and options as one JSON
+/// text. Only the scheduler encodes and decodes it; stores keep the text as
+/// they get it (MongoDB keeps it as a document).
+#[derive(Clone, PartialEq, Eq)]
+pub struct JobContent(Arc<str>);
+
+impl JobContent {
+    /// Wraps the text a store kept, as it is: a text that does not decode is
+    /// reported by the scheduler when it reads the job, never by the store.
+    pub fn from_stored(text: impl Into<Arc<str>>) -> Self {
+        JobContent(text.into())
+    }
+
+    /// Encodes decoded content.
+    pub fn encode(data: &JobData) -> Self {
+        // A `JobData` holds strings, JSON values and plain options only, all of
+        // which serialise without error.
+        let text = serde_json::to_string(data).unwrap_or_else(|_| String::from("null"));
+        JobContent(text.into())
+    }
+
+    /// The JSON text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The shared text, for stores that keep it without copying.
+    pub fn as_arc(&self) -> &Arc<str> {
+        &self.0
+    }
+
+    /// Decodes the content of job `id`.
+    ///
+    /// # Errors
+    /// [`crate::Error::UnreadableJob`] naming the job and what is wrong when
+    /// the text is not the content of a job (edited by hand, or written by a
+    /// newer version).
+    pub fn decode(&self, id: &JobId) -> crate::Result<JobData> {
+        serde_json::from_str(&self.0).map_err(|e| crate::Error::UnreadableJob {
+            id: id.to_string(),
+            reason: e.to_string(),
+        })
+    }
+}
+
+impl fmt::Debug for JobContent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Display for JobContent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Serialize for JobContent {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for JobContent {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(JobContent::from_stored)
+    }
+}
+
+/// A job's content, decoded: what it runs, when, with what, and how.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub struct JobRecord {
-    /// The job's id.
-    pub id: JobId,
+#[serde(deny_unknown_fields)]
+pub struct JobData {
     /// The registered task name the job runs.
     pub task: String,
     /// The trigger's JSON form.
     pub trigger: Value,
     /// The task's arguments as JSON.
+    #[serde(default)]
     pub args: Value,
     /// Run settings.
     pub options: JobOptions,
+}
+
+/// What a store persists for one job: the opaque content plus what stores
+/// index and compare (next run time, lease, version).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct JobRecord {
+    /// The job's id.
+    pub id: JobId,
+    /// Task, trigger, arguments and options; stores never interpret it.
+    pub content: JobContent,
     /// When the job runs next; `None` means paused.
     pub next_run_time: Option<DateTime<Utc>>,
     /// The current claim, if a scheduler holds one.
     pub lease: Option<Lease>,
     /// Bumped by the store on every write; guards `release` against stale writers.
     pub version: u64,
+    /// Set by a store that found this record's stored fields corrupted and
+    /// took it out of the due set instead of claiming it: why. The scheduler
+    /// reports such a record and does not run it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quarantined: Option<String>,
 }
 
 #[cfg(test)]
@@ -391,24 +476,41 @@ mod retry_tests {
 
 impl JobRecord {
     /// A new, unleased record at version 0.
-    pub fn new(
-        id: JobId,
-        task: impl Into<String>,
-        trigger: Value,
-        args: Value,
-        options: JobOptions,
-        next_run_time: Option<DateTime<Utc>>,
-    ) -> Self {
+    pub fn new(id: JobId, content: JobContent, next_run_time: Option<DateTime<Utc>>) -> Self {
         JobRecord {
             id,
-            task: task.into(),
-            trigger,
-            args,
-            options,
+            content,
             next_run_time,
             lease: None,
             version: 0,
+            quarantined: None,
         }
+    }
+
+    /// A record as a store read it back.
+    pub fn stored(
+        id: JobId,
+        content: JobContent,
+        next_run_time: Option<DateTime<Utc>>,
+        lease: Option<Lease>,
+        version: u64,
+    ) -> Self {
+        JobRecord {
+            id,
+            content,
+            next_run_time,
+            lease,
+            version,
+            quarantined: None,
+        }
+    }
+
+    /// Decodes the content.
+    ///
+    /// # Errors
+    /// [`crate::Error::UnreadableJob`] when the content cannot be decoded.
+    pub fn decode(&self) -> crate::Result<JobData> {
+        self.content.decode(&self.id)
     }
 
     /// The instant from which [`JobStore::acquire_due`](crate::store::JobStore::acquire_due)
@@ -420,117 +522,6 @@ impl JobRecord {
             Some(l) if l.until > next => l.until,
             _ => next,
         })
-    }
-
-    /// The job content (everything but lease and version) as JSON, the form SQL,
-    /// Redis and MongoDB stores keep in one column or field.
-    pub fn content_json(&self) -> Value {
-        serde_json::json!({
-            "task": self.task,
-            "trigger": self.trigger,
-            "args": self.args,
-            "options": self.options,
-        })
-    }
-
-    /// Rebuilds a record from [`content_json`](JobRecord::content_json) plus the
-    /// columns stores keep separately.
-    ///
-    /// # Errors
-    /// [`crate::Error::Serialization`] when the JSON does not have the documented shape.
-    pub fn from_content_json(
-        id: JobId,
-        content: Value,
-        next_run_time: Option<DateTime<Utc>>,
-        lease: Option<Lease>,
-        version: u64,
-    ) -> crate::Result<Self> {
-        #[derive(Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct Content {
-            task: String,
-            trigger: Value,
-            #[serde(default)]
-            args: Value,
-            options: JobOptions,
-        }
-        let c: Content = serde_json::from_value(content).map_err(|e| {
-            crate::Error::serialization(format!("stored job '{id}' has malformed JSON"), e)
-        })?;
-        Ok(JobRecord {
-            id,
-            task: c.task,
-            trigger: c.trigger,
-            args: c.args,
-            options: c.options,
-            next_run_time,
-            lease,
-            version,
-        })
-    }
-}
-
-/// Task name of a placeholder record for a stored job that cannot be read.
-const UNREADABLE: &str = "__unreadable__";
-
-impl JobRecord {
-    /// A placeholder for a stored job whose content cannot be read (corrupted by
-    /// hand, or written by a newer version). Stores return it instead of failing
-    /// a whole batch; the scheduler reports it and leaves the stored row alone.
-    pub fn unreadable(
-        id: JobId,
-        error: impl fmt::Display,
-        next_run_time: Option<DateTime<Utc>>,
-        lease: Option<Lease>,
-        version: u64,
-    ) -> Self {
-        JobRecord {
-            id,
-            task: UNREADABLE.to_string(),
-            trigger: serde_json::json!({"type": UNREADABLE, "error": error.to_string()}),
-            args: Value::Null,
-            options: JobOptions::default(),
-            next_run_time,
-            lease,
-            version,
-        }
-    }
-
-    /// Why the stored job could not be read, for a placeholder from [`JobRecord::unreadable`].
-    pub fn unreadable_reason(&self) -> Option<&str> {
-        if self.task != UNREADABLE {
-            return None;
-        }
-        self.trigger.get("error").and_then(Value::as_str)
-    }
-
-    /// Like [`from_content_json`](JobRecord::from_content_json), but returns an
-    /// [`unreadable`](JobRecord::unreadable) placeholder instead of an error.
-    pub fn from_content_lenient(
-        id: JobId,
-        content: Result<Value, String>,
-        next_run_time: Option<DateTime<Utc>>,
-        lease: Option<Lease>,
-        version: u64,
-    ) -> Self {
-        let parsed = content.and_then(|c| {
-            JobRecord::from_content_json(id.clone(), c, next_run_time, lease.clone(), version)
-                .map_err(|e| {
-                    format!(
-                        "{e}: {}",
-                        std::error::Error::source(&e)
-                            .map(|s| s.to_string())
-                            .unwrap_or_default()
-                    )
-                })
-        });
-        match parsed {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!(job_id = %id, error = %e, "stored job is unreadable");
-                JobRecord::unreadable(id, e, next_run_time, lease, version)
-            }
-        }
     }
 }
 

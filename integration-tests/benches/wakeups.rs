@@ -117,12 +117,11 @@ async fn notice_only(kind: &str, n: usize) {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut took = Vec::with_capacity(n);
     for i in 0..n {
-        let rec = sundial::JobRecord::new(
-            sundial::JobId::new(format!("n{i}")),
+        let rec = sundial_integration_tests::conformance::record(
+            &format!("n{i}"),
             "note",
             serde_json::json!({"type": "date", "run_date": "2030-01-01T00:00:00Z"}),
             serde_json::Value::Null,
-            sundial::JobOptions::default(),
             Some(Utc::now() + chrono::Duration::days(1)),
         );
         writer.add_job(&rec).await.unwrap_or_else(|e| panic!("{e}"));

@@ -289,3 +289,35 @@ pub fn stores() -> Vec<Arc<dyn StoreFactory>> {
         Arc::new(MongoFactory { url: mongo_url() }),
     ]
 }
+
+/// Checks that the stored job `id` could not be decoded and is shown as such:
+/// left out of `get_jobs`, listed apart with why, an error that names it
+/// from `get_job`, and still in its store, from which it can be removed.
+pub async fn check_listed_unreadable(s: &sundial::Scheduler, id: &str) -> anyhow::Result<()> {
+    use anyhow::{ensure, Context};
+    let jobs = s.get_jobs(None).await?;
+    ensure!(
+        jobs.iter().all(|j| j.id().as_str() != id),
+        "{id} listed as a job"
+    );
+    let listing = s.job_listing(None).await?;
+    let u = listing
+        .unreadable()
+        .iter()
+        .find(|u| u.id.as_str() == id)
+        .with_context(|| format!("{id} not listed as unreadable: {listing}"))?;
+    ensure!(!u.reason.is_empty(), "{u:?}");
+    ensure!(
+        listing.to_string().contains(&format!("{id} unreadable:")),
+        "{listing}"
+    );
+    match s.get_job(id, None).await {
+        Err(sundial::Error::UnreadableJob { id: i, .. }) if i == id => {}
+        other => anyhow::bail!("get_job of an unreadable job: {other:?}"),
+    }
+    s.remove_job(id, None)
+        .await
+        .context("an unreadable job cannot be removed")?;
+    ensure!(s.get_job(id, None).await?.is_none(), "{id} not removed");
+    Ok(())
+}

@@ -10,7 +10,6 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures::{FutureExt, StreamExt};
 use sundial::clock::{Clock, VirtualClock};
-use sundial::job::{JobOptions, JobRecord};
 use sundial::prelude::*;
 use sundial::{JobId, JobStore, SchedulerState};
 
@@ -527,12 +526,11 @@ async fn failing_and_panicking_tasks_become_error_events() {
         .unwrap();
     // Arguments are checked when a job is added; a job stored with arguments
     // that no longer fit (its task changed) fails when it runs.
-    let stored = JobRecord::new(
-        JobId::new("bad-args"),
+    let stored = sundial_integration_tests::conformance::record(
+        "bad-args",
         "fail",
         when.to_json(),
         serde_json::json!(42),
-        JobOptions::default(),
         Some(at("2026-01-01T00:01:00Z")),
     );
     h.store.add_job(&stored).await.unwrap();
@@ -596,12 +594,11 @@ async fn unknown_task_in_a_stored_job_is_reported_and_kept() {
     let h = harness("2026-01-01T00:00:00Z");
     let mut events = h.scheduler.subscribe();
     let next = at("2026-01-01T00:01:00Z");
-    let record = JobRecord::new(
-        JobId::new("orphan"),
+    let record = sundial_integration_tests::conformance::record(
+        "orphan",
         "deleted_task",
         serde_json::json!({"type": "interval", "minutes": 1, "start_date": "2026-01-01T00:01:00Z"}),
         serde_json::Value::Null,
-        JobOptions::default(),
         Some(next),
     );
     h.store.add_job(&record).await.unwrap();

@@ -1,7 +1,8 @@
 //! Raw stored records, fuzzed: random bytes and extreme values written straight
 //! into the real servers' rows and hashes (as a hand edit, a bad migration or
-//! another program might leave them). Every store call must answer — a value,
-//! an unreadable placeholder or a typed error, never a panic or a hang — and
+//! another program might leave them). Every store call must answer — a value
+//! (whose content may not decode, or marked quarantined) or a typed error,
+//! never a panic or a hang — and
 //! the store must keep serving the healthy jobs beside the damaged ones.
 //!
 //! `SUNDIAL_FUZZ_CASES` sets the number of damaging writes per store (200 by
@@ -17,6 +18,7 @@ use sundial::job::{JobId, OwnerId};
 use sundial::prelude::*;
 use sundial::store::ReleaseItem;
 use sundial::{JobRecord, JobStore};
+use sundial_integration_tests::conformance::record;
 use sundial_integration_tests::support::{mysql_url, postgres_url, redis_url, Namespace};
 
 fn cases() -> usize {
@@ -51,18 +53,22 @@ fn junk(rng: &mut fastrand::Rng) -> String {
 }
 
 fn job(id: &str, at: DateTime<Utc>) -> JobRecord {
-    JobRecord::new(
-        JobId::new(id),
+    record(
+        id,
         "record",
         sundial::trigger::Trigger::to_json(&DateTrigger::at(at)),
         serde_json::Value::Null,
-        sundial::JobOptions::default(),
         Some(at),
     )
 }
 
+/// Whether the scheduler would find a record damaged.
+fn damaged(r: &JobRecord) -> bool {
+    r.quarantined.is_some() || r.decode().is_err()
+}
+
 /// Every read and claim path, bounded; errors are answers, panics and hangs
-/// are not. Says whether the damage showed (an error or an unreadable record).
+/// are not. Says whether the damage showed (an error or a damaged record).
 async fn exercise(store: &dyn JobStore, what: &str) -> bool {
     let owner = OwnerId::new("fuzz");
     let far = DateTime::parse_from_rfc3339("2999-01-01T00:00:00Z")
@@ -70,7 +76,7 @@ async fn exercise(store: &dyn JobStore, what: &str) -> bool {
         .with_timezone(&Utc);
     let answered = tokio::time::timeout(Duration::from_secs(20), async {
         let mut showed = match store.get_all_jobs().await {
-            Ok(all) => all.iter().any(|r| r.unreadable_reason().is_some()),
+            Ok(all) => all.iter().any(damaged),
             Err(_) => true,
         };
         let _ = store.get_next_run_time(&[]).await;
@@ -90,7 +96,7 @@ async fn exercise(store: &dyn JobStore, what: &str) -> bool {
                     outcome: sundial::job::Release::Unclaim,
                 })
                 .collect();
-            showed |= claimed.iter().any(|r| r.unreadable_reason().is_some());
+            showed |= claimed.iter().any(damaged);
             let _ = store.release_many(&owner, items).await;
         } else {
             showed = true;

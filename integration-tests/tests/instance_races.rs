@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
-use sundial::job::{JobId, JobOptions, JobRecord, OwnerId};
+use sundial::job::{JobId, JobRecord, OwnerId};
 use sundial::run::{NewRun, RunInsert, RunQuery, RunRecord, RunState};
 use sundial::{JobStore, SqlJobStore};
 use sundial_integration_tests::support::{
@@ -28,12 +28,11 @@ async fn concurrent_starts_respect_max_instances(base: &str, ns: &Namespace) {
     let base: DateTime<Utc> = "2026-01-01T00:00:00Z".parse().unwrap();
     let jobs: Vec<JobRecord> = (0..60)
         .map(|i| {
-            JobRecord::new(
-                JobId::new(format!("j{i:02}")),
+            sundial_integration_tests::conformance::record(
+                &format!("j{i:02}"),
                 "task",
                 serde_json::json!({"type": "date", "run_date": "2026-01-01T00:00:00+00:00"}),
                 serde_json::Value::Null,
-                JobOptions::default(),
                 Some(base),
             )
         })

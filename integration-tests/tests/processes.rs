@@ -55,12 +55,15 @@ fn record(id: &str, trigger: &dyn Trigger, next: DateTime<Utc>, coalesce: bool) 
         max_instances: 10,
         ..JobOptions::default()
     };
+    let data = sundial::job::JobData {
+        task: "record".into(),
+        trigger: trigger.to_json(),
+        args: serde_json::Value::Null,
+        options,
+    };
     JobRecord::new(
         JobId::new(id),
-        "record",
-        trigger.to_json(),
-        serde_json::Value::Null,
-        options,
+        sundial::job::JobContent::encode(&data),
         Some(next),
     )
 }

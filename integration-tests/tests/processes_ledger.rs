@@ -15,10 +15,11 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use sundial::job::{JobId, JobOptions, JobRecord};
+use sundial::job::{JobContent, JobData, JobId, JobOptions, JobRecord};
 use sundial::run::{RunQuery, RunState};
 use sundial::trigger::{DateTrigger, IntervalTrigger, Trigger};
 use sundial::JobStore;
+use sundial_integration_tests::conformance::ContentExt;
 use sundial_integration_tests::support::{
     mongo_url, mysql_url, postgres_url, redis_url, Namespace,
 };
@@ -71,14 +72,13 @@ fn job(
         max_instances: 5,
         ..JobOptions::default()
     };
-    JobRecord::new(
-        JobId::new(id),
-        task,
-        trigger.to_json(),
+    let data = JobData {
+        task: task.into(),
+        trigger: trigger.to_json(),
         args,
         options,
-        Some(next),
-    )
+    };
+    JobRecord::new(JobId::new(id), JobContent::encode(&data), Some(next))
 }
 
 fn whole_second(t: DateTime<Utc>) -> DateTime<Utc> {
@@ -208,7 +208,8 @@ async fn killed_run_is_interrupted_by_a_peer(base: &str, rerun: bool) {
         serde_json::json!(10),
     );
     if rerun {
-        long.options.on_interrupted = sundial::OnInterrupted::Rerun;
+        long.edit(|d| d.options.on_interrupted = sundial::OnInterrupted::Rerun)
+            .unwrap();
     }
     store.add_job(&long).await.unwrap();
     let runs = runs_file(&ns);

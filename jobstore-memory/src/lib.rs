@@ -13,8 +13,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use serde_json::Value;
-use sundial_core::job::{JobId, JobOptions, JobRecord, Lease, OwnerId, Release, ReleaseOutcome};
+use sundial_core::job::{JobContent, JobId, JobRecord, Lease, OwnerId, Release, ReleaseOutcome};
 use sundial_core::node::NodeRecord;
 use sundial_core::run::{
     sort_runs, NewRun, RunFinish, RunId, RunInsert, RunQuery, RunRecord, RunState,
@@ -25,14 +24,11 @@ use sundial_core::store::{
 };
 use sundial_core::{Error, Result};
 
-/// A job as kept in memory: trigger and arguments as compact JSON text (a
-/// parsed `serde_json::Value` costs several times more memory per job).
+/// A job as kept in memory: the content text shared with the record it came
+/// from (one allocation per job, not copied on claim).
 #[derive(Debug, Clone)]
 struct Stored {
-    task: Box<str>,
-    trigger: Box<str>,
-    args: Box<str>,
-    options: JobOptions,
+    content: JobContent,
     next_run_time: Option<DateTime<Utc>>,
     lease: Option<Lease>,
     version: u64,
@@ -41,10 +37,7 @@ struct Stored {
 impl Stored {
     fn from_record(rec: &JobRecord) -> Stored {
         Stored {
-            task: rec.task.as_str().into(),
-            trigger: rec.trigger.to_string().into_boxed_str(),
-            args: rec.args.to_string().into_boxed_str(),
-            options: rec.options.clone(),
+            content: rec.content.clone(),
             next_run_time: rec.next_run_time,
             lease: rec.lease.clone(),
             version: rec.version,
@@ -52,19 +45,13 @@ impl Stored {
     }
 
     fn to_record(&self, id: &JobId) -> JobRecord {
-        // The text was produced by serde_json from a Value, so it parses back.
-        let parse = |t: &str| serde_json::from_str(t).unwrap_or(Value::Null);
-        let mut rec = JobRecord::new(
+        JobRecord::stored(
             id.clone(),
-            &*self.task,
-            parse(&self.trigger),
-            parse(&self.args),
-            self.options.clone(),
+            self.content.clone(),
             self.next_run_time,
-        );
-        rec.lease = self.lease.clone();
-        rec.version = self.version;
-        rec
+            self.lease.clone(),
+            self.version,
+        )
     }
 }
 

@@ -53,7 +53,7 @@ use futures::TryStreamExt;
 use mongodb::bson::{self, doc, Bson, Document};
 use mongodb::options::{ClientOptions, IndexOptions};
 use mongodb::{Client, Collection, Database, IndexModel};
-use sundial_core::job::{JobId, JobRecord, Lease, OwnerId, Release, ReleaseOutcome};
+use sundial_core::job::{JobContent, JobId, JobRecord, Lease, OwnerId, Release, ReleaseOutcome};
 use sundial_core::node::NodeRecord;
 use sundial_core::redact::redact_url;
 use sundial_core::run::{NewRun, RunFinish, RunId, RunInsert, RunQuery, RunRecord};
@@ -401,13 +401,21 @@ impl MongoJobStore {
         })
     }
 
-    fn to_document(rec: &JobRecord) -> sundial_core::Result<Document> {
-        let job = bson::to_bson(&rec.content_json()).map_err(|e| {
-            core_err(Error::Bson {
-                id: rec.id.to_string(),
-                reason: e.to_string(),
+    /// The job content as a readable document (stores elsewhere keep the text).
+    fn content_bson(rec: &JobRecord) -> sundial_core::Result<Bson> {
+        serde_json::from_str::<serde_json::Value>(rec.content.as_str())
+            .map_err(|e| e.to_string())
+            .and_then(|v| bson::to_bson(&v).map_err(|e| e.to_string()))
+            .map_err(|reason| {
+                core_err(Error::Bson {
+                    id: rec.id.to_string(),
+                    reason,
+                })
             })
-        })?;
+    }
+
+    fn to_document(rec: &JobRecord) -> sundial_core::Result<Document> {
+        let job = Self::content_bson(rec)?;
         let mut d = doc! {
             "_id": rec.id.as_str(),
             "job": job,
@@ -422,11 +430,11 @@ impl MongoJobStore {
 
     fn from_document(d: &Document) -> JobRecord {
         let id = d.get_str("_id").unwrap_or_default().to_string();
-        let content = match d.get("job") {
-            Some(b) => serde_json::to_value(b.clone().into_relaxed_extjson())
-                .map_err(|e| format!("job document is unreadable: {e}")),
-            None => Err("job document is missing".to_string()),
-        };
+        // Kept as found: the scheduler reports content it cannot decode.
+        let content = d
+            .get("job")
+            .map(|b| b.clone().into_relaxed_extjson().to_string())
+            .unwrap_or_default();
         let lease = match (d.get_str("lease_owner"), d.get_i64("lease_until_us")) {
             (Ok(owner), Ok(until)) => from_micros(until).map(|until| Lease {
                 owner: OwnerId::new(owner),
@@ -434,9 +442,9 @@ impl MongoJobStore {
             }),
             _ => None,
         };
-        JobRecord::from_content_lenient(
+        JobRecord::stored(
             JobId::new(id),
-            content,
+            JobContent::from_stored(content),
             d.get_i64("next_run_time_us").ok().and_then(from_micros),
             lease,
             d.get_i64("version")
@@ -601,12 +609,7 @@ impl JobStore for MongoJobStore {
     }
 
     async fn update_job(&self, job: &JobRecord) -> sundial_core::Result<()> {
-        let content = bson::to_bson(&job.content_json()).map_err(|e| {
-            core_err(Error::Bson {
-                id: job.id.to_string(),
-                reason: e.to_string(),
-            })
-        })?;
+        let content = Self::content_bson(job)?;
         let update = merge(
             doc! { "$set": { "job": content }, "$inc": { "version": 1_i64 } },
             Self::schedule_update(job.next_run_time),

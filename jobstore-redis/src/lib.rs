@@ -71,7 +71,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use redis::aio::MultiplexedConnection;
 use redis::Script;
-use sundial_core::job::{JobId, JobRecord, Lease, OwnerId, Release, ReleaseOutcome};
+use sundial_core::job::{JobContent, JobId, JobRecord, Lease, OwnerId, Release, ReleaseOutcome};
 use sundial_core::node::NodeRecord;
 use sundial_core::redact::redact_url;
 use sundial_core::run::{
@@ -314,13 +314,10 @@ fn record(
     lease: Option<&str>,
     ver: Option<&str>,
 ) -> JobRecord {
-    let content = match job {
-        Some(j) => serde_json::from_str(j).map_err(|e| format!("job JSON is unreadable: {e}")),
-        None => Err("job JSON is missing".to_string()),
-    };
-    JobRecord::from_content_lenient(
+    // Missing content stays empty: the scheduler reports it as unreadable.
+    JobRecord::stored(
         JobId::new(id),
-        content,
+        JobContent::from_stored(job.unwrap_or_default()),
         nrt.and_then(from_micros),
         lease.and_then(parse_lease),
         ver.and_then(|v| v.parse().ok()).unwrap_or(0),
@@ -669,7 +666,7 @@ impl RedisJobStore {
         inv.arg(jobs.len());
         for j in jobs {
             inv.arg(j.id.as_str())
-                .arg(j.content_json().to_string())
+                .arg(j.content.as_str())
                 .arg(j.next_run_time.map(micros).unwrap_or_default());
         }
         let mut conn = self.conn().await?;
@@ -753,7 +750,7 @@ impl JobStore for RedisJobStore {
     async fn update_job(&self, job: &JobRecord) -> sundial_core::Result<()> {
         let mut inv = self.invoke(&self.scripts.update);
         inv.arg(job.id.as_str())
-            .arg(job.content_json().to_string())
+            .arg(job.content.as_str())
             .arg(job.next_run_time.map(micros).unwrap_or_default())
             .arg(job.version.to_string());
         let mut conn = self.conn().await?;
@@ -910,17 +907,19 @@ impl JobStore for RedisJobStore {
                 )
             })
             .collect();
-        // Quarantined records come back unreadable (and unclaimed), so that
-        // the scheduler reports them.
+        // Quarantined records come back marked (and unclaimed), so that the
+        // scheduler reports them.
         for c in bad.chunks(2).filter(|c| c.len() == 2) {
             tracing::error!(job_id = %c[0], reason = %c[1], "corrupted job quarantined: it is not claimed until updated or removed");
-            out.push(JobRecord::from_content_lenient(
+            let mut rec = JobRecord::stored(
                 JobId::new(c[0].as_str()),
-                Err(format!("quarantined: {}; update or remove the job", c[1])),
+                JobContent::from_stored(""),
                 None,
                 None,
                 0,
-            ));
+            );
+            rec.quarantined = Some(format!("quarantined: {}; update or remove the job", c[1]));
+            out.push(rec);
         }
         sort_records(&mut out);
         Ok(out)

@@ -1433,10 +1433,7 @@ mod tests {
             store.start().await.unwrap();
             let job = JobRecord::new(
                 JobId::new("keep"),
-                "t",
-                serde_json::json!({"type": "date", "run_date": "2030-01-01T00:00:00Z"}),
-                serde_json::Value::Null,
-                Default::default(),
+                sundial_core::job::JobContent::from_stored(r#"{"task":"t"}"#),
                 None,
             );
             store.add_job(&job).await.unwrap();

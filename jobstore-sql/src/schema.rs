@@ -1,7 +1,7 @@
 //! SQL text per dialect, and the mapping between rows and job records.
 
 use chrono::{DateTime, Utc};
-use sundial_core::job::{JobId, JobRecord, Lease, OwnerId};
+use sundial_core::job::{JobContent, JobId, JobRecord, Lease, OwnerId};
 use sundial_core::run::{RunId, RunRecord, RunState};
 
 use crate::Param;
@@ -46,14 +46,14 @@ impl Row {
         Row {
             id: rec.id.to_string(),
             next_run_time: rec.next_run_time.map(to_micros),
-            job: rec.content_json().to_string(),
+            job: rec.content.as_str().to_string(),
             lease_owner: rec.lease.as_ref().map(|l| l.owner.to_string()),
             lease_until: rec.lease.as_ref().map(|l| to_micros(l.until)),
             version: i64::try_from(rec.version).unwrap_or(i64::MAX),
         }
     }
 
-    /// The record; a row whose JSON cannot be read becomes an unreadable placeholder.
+    /// The record, its content kept as stored (the scheduler decodes it).
     pub(crate) fn into_record(self) -> JobRecord {
         let lease = match (self.lease_owner, self.lease_until) {
             (Some(owner), Some(until)) => Some(Lease {
@@ -62,11 +62,9 @@ impl Row {
             }),
             _ => None,
         };
-        let content =
-            serde_json::from_str(&self.job).map_err(|e| format!("job column is not JSON: {e}"));
-        JobRecord::from_content_lenient(
+        JobRecord::stored(
             JobId::new(self.id),
-            content,
+            JobContent::from_stored(self.job),
             self.next_run_time.map(from_micros),
             lease,
             u64::try_from(self.version).unwrap_or(0),

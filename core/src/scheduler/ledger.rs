@@ -402,9 +402,12 @@ impl Inner {
         if self.config.client || self.state() == SchedulerState::Stopped {
             return;
         }
-        let rec = match store.lookup_job(&run.job_id).await {
-            Ok(Some(rec)) if rec.options.on_interrupted == OnInterrupted::Rerun => rec,
-            Ok(_) => return,
+        let (rec, data) = match store.lookup_job(&run.job_id).await {
+            Ok(Some(rec)) => match rec.decode() {
+                Ok(data) if data.options.on_interrupted == OnInterrupted::Rerun => (rec, data),
+                _ => return,
+            },
+            Ok(None) => return,
             Err(e) => {
                 tracing::warn!(job_id = %run.job_id, error = %e, "cannot read the interrupted run's job; not rerunning it");
                 return;
@@ -415,9 +418,9 @@ impl Inner {
         // slot is settled.
         let held = rec.next_run_time.is_none()
             && self
-                .parse_trigger(&rec)
+                .parse_trigger(&data)
                 .is_ok_and(|t| matches!(next_after(t.as_ref(), run.scheduled_time, now), Ok(None)));
-        let max = rec
+        let max = data
             .options
             .retry
             .as_ref()
@@ -429,7 +432,7 @@ impl Inner {
             }
             return;
         }
-        let (task, executor) = match self.runnable(&rec) {
+        let (parsed, task, executor) = match self.runnable(alias, &rec) {
             Ok(r) => r,
             Err(why) => {
                 tracing::warn!(job_id = %run.job_id, scheduled = %run.scheduled_time, reason = %why, "interrupted run not rerun: it cannot run on this scheduler");
@@ -448,7 +451,7 @@ impl Inner {
             attempt,
             retry_at: now,
         });
-        let mut plan = Plan::new(rec, task, executor, attempt);
+        let mut plan = Plan::new(rec, &parsed.data, task, executor, attempt);
         plan.held = held;
         let retry = Retry {
             alias: alias.to_string(),
@@ -474,7 +477,8 @@ impl Inner {
             match store.lookup_job(id).await? {
                 Some(rec) if rec.next_run_time.is_none_or(|t| t <= slot) => {
                     store.remove_job(id).await?;
-                    Ok(Some(rec.task))
+                    // An unreadable job has no inline closure to forget.
+                    Ok(Some(rec.decode().map(|d| d.task).unwrap_or_default()))
                 }
                 _ => Ok(None),
             }

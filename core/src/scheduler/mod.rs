@@ -1,6 +1,7 @@
 //! The scheduler: job API, run loop and run modes.
 
 mod builder;
+mod decoded_cache;
 mod ledger;
 mod modes;
 mod nodes;
@@ -21,13 +22,17 @@ use tokio_util::sync::CancellationToken;
 
 pub use builder::SchedulerBuilder;
 pub use modes::BackgroundScheduler;
-pub use spec::{Job, JobChanges, JobListing, JobSpec, OnConflict};
+pub use spec::{Job, JobChanges, JobListing, JobSpec, OnConflict, UnreadableJob};
+
+use spec::Decoded;
 
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::event::{Event, EventBus, EventMask, Listener, ListenerId};
 use crate::executor::{Executor, ExecutorContext, ExecutorKind, JobRun, RunDone, SubmitError};
-use crate::job::{trunc_micros, JobDefaults, JobId, JobOptions, JobRecord, OwnerId};
+use crate::job::{
+    trunc_micros, JobContent, JobData, JobDefaults, JobId, JobOptions, JobRecord, OwnerId,
+};
 use crate::run::{NewRun, RunId, RunInsert, RunQuery, RunRecord, RunState};
 use crate::store::{run_order, JobStore, ReleaseItem};
 pub(crate) use crate::sync::lock;
@@ -119,10 +124,13 @@ pub enum SchedulerState {
 }
 
 struct Pending {
-    record: JobRecord,
+    record: Decoded,
     jobstore: String,
     upsert: Upsert,
 }
+
+/// A change to a job's content and next run time, applied by [`Scheduler::edit`].
+type Edit<'a> = dyn FnMut(&mut JobData, &mut Option<DateTime<Utc>>) -> Result<()> + Send + 'a;
 
 /// How many times a job edit is read and tried again after another writer
 /// changed the job first (with a short random pause between tries).
@@ -240,6 +248,8 @@ pub(crate) struct Inner {
     pub(crate) held: Mutex<HashMap<RunId, ledger::Held>>,
     /// Jobs this scheduler cannot run, left to other schedulers for a while.
     pub(crate) passed_over: Mutex<passed_over::PassedOver>,
+    /// Decoded contents and parsed triggers of claimed jobs.
+    pub(crate) decoded: Mutex<decoded_cache::DecodedCache>,
     /// The task watching each shared store for other processes' changes.
     pub(crate) watchers: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
     /// The stores whose change notices are being received.
@@ -412,8 +422,8 @@ impl Inner {
             })
     }
 
-    pub(crate) fn parse_trigger(&self, rec: &JobRecord) -> Result<Box<dyn Trigger>> {
-        self.triggers.parse(&rec.trigger)
+    pub(crate) fn parse_trigger(&self, data: &JobData) -> Result<Box<dyn Trigger>> {
+        self.triggers.parse(&data.trigger)
     }
 
     pub(crate) fn emit(&self, e: Event) {
@@ -439,13 +449,15 @@ impl Inner {
         }
     }
 
-    fn job_view(&self, record: JobRecord, jobstore: &str, pending: bool) -> Job {
-        let (desc, tz) = match self.triggers.parse(&record.trigger) {
+    fn job_view(&self, job: Decoded, jobstore: &str, pending: bool) -> Job {
+        let Decoded { record, data } = job;
+        let (desc, tz) = match self.triggers.parse(&data.trigger) {
             Ok(t) => (t.describe(), t.timezone().unwrap_or(self.timezone)),
             Err(e) => (format!("<unreadable trigger: {e}>"), self.timezone),
         };
         Job {
             record,
+            data,
             jobstore: jobstore.to_string(),
             trigger_description: desc,
             timezone: tz,
@@ -492,6 +504,7 @@ impl Scheduler {
                 retries: Mutex::new(HashMap::new()),
                 held: Mutex::new(HashMap::new()),
                 passed_over: Mutex::new(passed_over::PassedOver::default()),
+                decoded: Mutex::new(decoded_cache::DecodedCache::default()),
                 watchers: Mutex::new(HashMap::new()),
                 watched: Mutex::new(std::collections::HashSet::new()),
                 instance: uuid::Uuid::new_v4().simple().to_string(),
@@ -830,7 +843,7 @@ impl Scheduler {
         spec: JobSpec,
         store: &dyn JobStore,
         now: DateTime<Utc>,
-    ) -> Result<(JobRecord, String, Upsert)> {
+    ) -> Result<(Decoded, String, Upsert)> {
         let JobSpec {
             task,
             mut trigger,
@@ -920,7 +933,13 @@ impl Scheduler {
         };
         let next = next.map(trunc_micros);
         let inline = task_fn.filter(|_| task_name.starts_with(INLINE_PREFIX));
-        let record = JobRecord::new(id, task_name, trigger.to_json(), args, options, next);
+        let data = JobData {
+            task: task_name,
+            trigger: trigger.to_json(),
+            args,
+            options,
+        };
+        let record = Decoded::encoded(JobRecord::new(id, JobContent::from_stored(""), next), data);
         let upsert = Upsert {
             on_conflict,
             explicit_next,
@@ -932,22 +951,17 @@ impl Scheduler {
 
     /// Stores a prepared job, meeting a stored one with the same id as `upsert`
     /// says; returns the job as stored.
-    async fn store_job(
-        &self,
-        record: &JobRecord,
-        alias: &str,
-        upsert: &Upsert,
-    ) -> Result<JobRecord> {
+    async fn store_job(&self, record: &Decoded, alias: &str, upsert: &Upsert) -> Result<Decoded> {
         // An inline closure is in place before the job can be claimed, and
         // the one before it comes back when the job was not written.
         let previous = upsert
             .inline
             .as_ref()
-            .map(|f| self.inner.swap_task(&record.task, Some(f.clone())));
+            .map(|f| self.inner.swap_task(&record.data.task, Some(f.clone())));
         let result = self.write_job(record, alias, upsert).await;
         if let Some(previous) = previous {
             if !matches!(result, Ok((_, true))) {
-                self.inner.swap_task(&record.task, previous);
+                self.inner.swap_task(&record.data.task, previous);
             }
         }
         result.map(|(stored, _)| stored)
@@ -957,55 +971,66 @@ impl Scheduler {
     /// whether this call's job took effect (added or replaced, not kept).
     async fn write_job(
         &self,
-        record: &JobRecord,
+        job: &Decoded,
         alias: &str,
         upsert: &Upsert,
-    ) -> Result<(JobRecord, bool)> {
+    ) -> Result<(Decoded, bool)> {
         let store = self.inner.store(alias)?;
+        let id = &job.record.id;
         // A job removed between a failed insert and the lookup: insert again.
         for _ in 0..EDIT_TRIES {
-            match store.add_job(record).await {
+            match store.add_job(&job.record).await {
                 Ok(()) => {
-                    self.announce_added(&record.id, alias);
-                    return Ok((record.clone(), true));
+                    self.announce_added(id, alias);
+                    return Ok((job.clone(), true));
                 }
                 Err(Error::ConflictingId { .. }) if upsert.on_conflict != OnConflict::Fail => {}
                 Err(e) => return Err(e),
             }
-            let Some(stored) = store.lookup_job(&record.id).await? else {
+            let Some(stored) = store.lookup_job(id).await? else {
                 continue;
             };
             if upsert.on_conflict == OnConflict::Keep {
-                return Ok((stored, false));
+                return Ok((Decoded::decode(stored)?, false));
             }
-            let mut new = record.clone();
-            let same = !upsert.explicit_next
-                && upsert
-                    .later_trigger
-                    .as_ref()
-                    .is_some_and(|later| same_schedule(&stored.trigger, &new.trigger, later));
-            if same {
-                new.trigger = stored.trigger.clone();
-                new.next_run_time = stored.next_run_time;
-                if new.content_json() == stored.content_json() {
-                    // Nothing to write; the replacement (an inline closure) applies.
-                    return Ok((stored, true));
+            // A stored job that cannot be read is replaced whole.
+            let stored_data = stored.decode().ok();
+            let mut new = job.clone();
+            if let Some(stored_data) = stored_data {
+                let same = !upsert.explicit_next
+                    && upsert.later_trigger.as_ref().is_some_and(|later| {
+                        same_schedule(&stored_data.trigger, &new.data.trigger, later)
+                    });
+                if same {
+                    new.data.trigger = stored_data.trigger.clone();
+                    new.record.next_run_time = stored.next_run_time;
+                    if new.data == stored_data {
+                        // Nothing to write; the replacement (an inline closure) applies.
+                        return Ok((
+                            Decoded {
+                                record: stored,
+                                data: stored_data,
+                            },
+                            true,
+                        ));
+                    }
+                    new = Decoded::encoded(new.record, new.data);
                 }
             }
-            new.lease = stored.lease.clone();
-            new.version = stored.version;
-            match store.update_job(&new).await {
+            new.record.lease = stored.lease.clone();
+            new.record.version = stored.version;
+            match store.update_job(&new.record).await {
                 Ok(()) => {}
                 // Removed or written meanwhile: look again.
                 Err(Error::JobNotFound { .. } | Error::JobChanged { .. }) => continue,
                 Err(e) => return Err(e),
             }
-            self.announce_added(&record.id, alias);
+            self.announce_added(id, alias);
             return Ok((new, true));
         }
         // Every try met another writer in between.
         Err(Error::JobChanged {
-            id: record.id.to_string(),
+            id: id.to_string(),
             read: 0,
         })
     }
@@ -1038,12 +1063,12 @@ impl Scheduler {
             let mut pending = lock(&self.inner.pending);
             if let Some(pos) = pending
                 .iter()
-                .position(|p| p.record.id == record.id && p.jobstore == alias)
+                .position(|p| p.record.record.id == record.record.id && p.jobstore == alias)
             {
                 match upsert.on_conflict {
                     OnConflict::Fail => {
                         return Err(Error::ConflictingId {
-                            id: record.id.to_string(),
+                            id: record.record.id.to_string(),
                         })
                     }
                     OnConflict::Keep => {
@@ -1098,13 +1123,13 @@ impl Scheduler {
                     "add_jobs does not support replace_existing or if_absent; use add_job".into(),
                 ));
             }
-            inlines.push(upsert.inline.map(|f| (record.task.clone(), f)));
+            inlines.push(upsert.inline.map(|f| (record.data.task.clone(), f)));
             records.push(record);
         }
         let Some(alias) = alias else {
             return Ok(Vec::new());
         };
-        let ids: Vec<JobId> = records.iter().map(|r| r.id.clone()).collect();
+        let ids: Vec<JobId> = records.iter().map(|r| r.record.id.clone()).collect();
         if self.state() == SchedulerState::Stopped {
             let mut pending = lock(&self.inner.pending);
             for (record, inline) in records.into_iter().zip(inlines) {
@@ -1130,6 +1155,7 @@ impl Scheduler {
                 (task, before)
             })
             .collect();
+        let records: Vec<JobRecord> = records.into_iter().map(|r| r.record).collect();
         if let Err(e) = store.add_jobs(&records).await {
             for (task, before) in previous {
                 self.inner.swap_task(&task, before);
@@ -1158,9 +1184,9 @@ impl Scheduler {
             let pending = lock(&self.inner.pending);
             if let Some(p) = pending
                 .iter()
-                .find(|p| p.record.id == *id && store.is_none_or(|s| s == p.jobstore))
+                .find(|p| p.record.record.id == *id && store.is_none_or(|s| s == p.jobstore))
             {
-                return Ok(Some((p.jobstore.clone(), p.record.clone(), true)));
+                return Ok(Some((p.jobstore.clone(), p.record.record.clone(), true)));
             }
         }
         let stores = match store {
@@ -1186,19 +1212,20 @@ impl Scheduler {
     }
 
     /// Writes a modified record back (to the pending list or its store).
-    async fn write_back(&self, alias: &str, record: JobRecord, pending: bool) -> Result<Job> {
+    async fn write_back(&self, alias: &str, record: Decoded, pending: bool) -> Result<Job> {
+        let id = &record.record.id;
         if pending {
             let mut list = lock(&self.inner.pending);
             if let Some(p) = list
                 .iter_mut()
-                .find(|p| p.record.id == record.id && p.jobstore == alias)
+                .find(|p| p.record.record.id == *id && p.jobstore == alias)
             {
                 p.record = record.clone();
             }
         } else {
-            self.inner.store(alias)?.update_job(&record).await?;
+            self.inner.store(alias)?.update_job(&record.record).await?;
             self.inner.emit(Event::JobModified {
-                job_id: record.id.clone(),
+                job_id: id.clone(),
                 jobstore: alias.to_string(),
             });
             self.inner.wake.notify_one();
@@ -1209,16 +1236,23 @@ impl Scheduler {
     /// Looks a job up (`None` if no store has it).
     ///
     /// # Errors
-    /// [`Error::UnknownStore`], store errors.
+    /// [`Error::UnknownStore`], store errors; [`Error::UnreadableJob`] when
+    /// the stored content cannot be decoded.
     pub async fn get_job(&self, id: impl Into<JobId>, store: Option<&str>) -> Result<Option<Job>> {
         let id = id.into();
-        Ok(self
-            .find(&id, store)
-            .await?
-            .map(|(alias, rec, pending)| self.inner.job_view(rec, &alias, pending)))
+        match self.find(&id, store).await? {
+            Some((alias, rec, pending)) => Ok(Some(self.inner.job_view(
+                Decoded::decode(rec)?,
+                &alias,
+                pending,
+            ))),
+            None => Ok(None),
+        }
     }
 
-    /// Every job (of one store, or all), by next run time with paused jobs last.
+    /// Every job (of one store, or all), by next run time with paused jobs
+    /// last; jobs whose stored content cannot be decoded are left out (see
+    /// [`JobListing::unreadable`]).
     ///
     /// # Errors
     /// [`Error::UnknownStore`], store errors.
@@ -1239,8 +1273,9 @@ impl Scheduler {
             None => self.inner.stores(),
         };
         let mut out = Vec::new();
+        let mut unreadable = Vec::new();
         for (alias, s) in stores {
-            let mut records: Vec<(JobRecord, bool)> = {
+            let mut records: Vec<(Decoded, bool)> = {
                 let pending = lock(&self.inner.pending);
                 pending
                     .iter()
@@ -1249,9 +1284,25 @@ impl Scheduler {
                     .collect()
             };
             if self.is_running() {
-                records.extend(s.get_all_jobs().await?.into_iter().map(|r| (r, false)));
+                for rec in s.get_all_jobs().await? {
+                    match rec.decode() {
+                        Ok(data) => records.push((Decoded { record: rec, data }, false)),
+                        Err(e) => {
+                            tracing::warn!(job_id = %rec.id, jobstore = %alias, error = %e, "stored job is unreadable");
+                            unreadable.push(UnreadableJob {
+                                id: rec.id,
+                                jobstore: alias.clone(),
+                                next_run_time: rec.next_run_time,
+                                reason: match e {
+                                    Error::UnreadableJob { reason, .. } => reason,
+                                    other => other.to_string(),
+                                },
+                            });
+                        }
+                    }
+                }
             }
-            records.sort_by(|a, b| run_order(&a.0, &b.0));
+            records.sort_by(|a, b| run_order(&a.0.record, &b.0.record));
             let jobs = records
                 .into_iter()
                 .map(|(r, pending)| self.inner.job_view(r, &alias, pending))
@@ -1260,6 +1311,7 @@ impl Scheduler {
         }
         Ok(JobListing {
             stores: out,
+            unreadable,
             timezone: self.inner.timezone,
         })
     }
@@ -1296,20 +1348,20 @@ impl Scheduler {
             }
             None => None,
         };
-        self.edit(&id, store, &mut |rec| {
+        self.edit(&id, store, &mut |data, next_run_time| {
             if let Some((json, next)) = &trigger {
-                rec.trigger = json.clone();
-                rec.options.resume_at = None;
-                if rec.next_run_time.is_some() {
-                    rec.next_run_time = Some(*next);
+                data.trigger = json.clone();
+                data.options.resume_at = None;
+                if next_run_time.is_some() {
+                    *next_run_time = Some(*next);
                 }
             }
-            changes.clone().apply(rec)?;
+            changes.clone().apply(&id, data, next_run_time)?;
             if new_args {
-                self.inner.check_args(&rec.task, &rec.args)?;
+                self.inner.check_args(&data.task, &data.args)?;
             }
-            if let Some(task) = self.inner.task(&rec.task).filter(|_| !self.is_client()) {
-                self.inner.executor_for(&rec.options, &task)?;
+            if let Some(task) = self.inner.task(&data.task).filter(|_| !self.is_client()) {
+                self.inner.executor_for(&data.options, &task)?;
             }
             Ok(())
         })
@@ -1318,17 +1370,16 @@ impl Scheduler {
 
     /// Reads a job, changes it with `change` and writes it back if nobody
     /// wrote it meanwhile; otherwise reads it again and repeats.
-    async fn edit(
-        &self,
-        id: &JobId,
-        store: Option<&str>,
-        change: &mut (dyn FnMut(&mut JobRecord) -> Result<()> + Send),
-    ) -> Result<Job> {
+    async fn edit(&self, id: &JobId, store: Option<&str>, change: &mut Edit<'_>) -> Result<Job> {
         let mut tries = 0;
         loop {
             let (alias, mut rec, pending) = self.find_required(id, store).await?;
-            change(&mut rec)?;
-            match self.write_back(&alias, rec, pending).await {
+            let mut data = rec.decode()?;
+            change(&mut data, &mut rec.next_run_time)?;
+            match self
+                .write_back(&alias, Decoded::encoded(rec, data), pending)
+                .await
+            {
                 Err(Error::JobChanged { .. }) if tries < EDIT_TRIES => {
                     tries += 1;
                     edit_backoff(tries).await;
@@ -1362,10 +1413,10 @@ impl Scheduler {
                 ))
             })?;
         let json = trigger.to_json();
-        self.edit(&id, store, &mut |rec| {
-            rec.trigger = json.clone();
-            rec.next_run_time = Some(next);
-            rec.options.resume_at = None;
+        self.edit(&id, store, &mut |data, next_run_time| {
+            data.trigger = json.clone();
+            *next_run_time = Some(next);
+            data.options.resume_at = None;
             Ok(())
         })
         .await
@@ -1393,13 +1444,14 @@ impl Scheduler {
         let id = id.into();
         let mut tries = 0;
         loop {
-            let (alias, mut rec, pending) = self.find_required(&id, store).await?;
+            let (alias, rec, pending) = self.find_required(&id, store).await?;
+            let mut job = Decoded::decode(rec)?;
             let now = self.inner.clock.now();
-            let trigger = self.inner.parse_trigger(&rec)?;
+            let trigger = self.inner.parse_trigger(&job.data)?;
             match trigger.try_next_fire_time(None, now)? {
                 Some(next) => {
-                    rec.next_run_time = Some(trunc_micros(next));
-                    match self.write_back(&alias, rec, pending).await {
+                    job.record.next_run_time = Some(trunc_micros(next));
+                    match self.write_back(&alias, job, pending).await {
                         Err(Error::JobChanged { .. }) if tries < EDIT_TRIES => {
                             tries += 1;
                             edit_backoff(tries).await;
@@ -1423,11 +1475,16 @@ impl Scheduler {
         let id = id.into();
         let (alias, rec, pending) = self.find_required(&id, store).await?;
         if pending {
-            lock(&self.inner.pending).retain(|p| !(p.record.id == id && p.jobstore == alias));
+            lock(&self.inner.pending)
+                .retain(|p| !(p.record.record.id == id && p.jobstore == alias));
         } else {
             self.inner.store(&alias)?.remove_job(&id).await?;
         }
-        self.inner.forget_inline(&rec.task);
+        lock(&self.inner.decoded).forget(&alias, &id);
+        // An unreadable job is removed too (it has no closure to forget).
+        if let Ok(data) = rec.decode() {
+            self.inner.forget_inline(&data.task);
+        }
         self.inner.emit(Event::JobRemoved {
             job_id: id,
             jobstore: alias,
@@ -1477,13 +1534,14 @@ impl Scheduler {
             return self.request_run(id, store).await;
         }
         let (alias, rec, _) = self.find_required(&id, store).await?;
+        let data = rec.decode()?;
         let task = self
             .inner
-            .task(&rec.task)
+            .task(&data.task)
             .ok_or_else(|| Error::UnknownTask {
-                task: rec.task.clone(),
+                task: data.task.clone(),
             })?;
-        let (_, executor) = self.inner.executor_for(&rec.options, &task)?;
+        let (_, executor) = self.inner.executor_for(&data.options, &task)?;
         let store = self.inner.store(&alias)?;
         let now = trunc_micros(self.inner.store_now(&alias));
         let record = RunRecord::running(
@@ -1498,7 +1556,7 @@ impl Scheduler {
         let inserted = store
             .insert_runs(&[NewRun {
                 record,
-                max_instances: Some(rec.options.max_instances),
+                max_instances: Some(data.options.max_instances),
             }])
             .await?;
         match inserted.first() {
@@ -1506,7 +1564,7 @@ impl Scheduler {
             Some(RunInsert::Inserted(_)) => {
                 return Err(Error::MaxInstancesReached {
                     id: rec.id.to_string(),
-                    max: rec.options.max_instances,
+                    max: data.options.max_instances,
                 })
             }
             _ => {
@@ -1522,9 +1580,9 @@ impl Scheduler {
             alias.clone(),
             vec![now],
             task,
-            rec.args.clone(),
-            rec.options.max_instances,
-            rec.options.timeout,
+            data.args,
+            data.options.max_instances,
+            data.options.timeout,
         )
         .with_runs(vec![run_id.clone()], 1);
         let refused = match executor.submit(run) {
@@ -1569,17 +1627,17 @@ impl Scheduler {
             _ => self.inner.store_now(&alias),
         };
         let slot = trunc_micros(run_loop::after(now, RUN_REQUEST_LEAD));
-        self.edit(&id, Some(&alias), &mut |rec| {
-            let Some(next) = rec.next_run_time else {
+        self.edit(&id, Some(&alias), &mut |data, next_run_time| {
+            let Some(next) = *next_run_time else {
                 return Err(Error::InvalidJob(format!(
                     "job '{id}' is paused: resume it (or run it from a scheduler that runs jobs)"
                 )));
             };
             if next > slot {
                 // A request still pending keeps the schedule it saved.
-                let own = rec.options.resume_at.filter(|r| *r > slot).unwrap_or(next);
-                rec.options.resume_at = Some(own);
-                rec.next_run_time = Some(slot);
+                let own = data.options.resume_at.filter(|r| *r > slot).unwrap_or(next);
+                data.options.resume_at = Some(own);
+                *next_run_time = Some(slot);
             }
             Ok(())
         })
@@ -1644,6 +1702,7 @@ impl Scheduler {
             w.abort();
         }
         lock(&self.inner.watched).remove(alias);
+        lock(&self.inner.decoded).forget_store(alias);
         if self.is_running() {
             if let Err(e) = store.shutdown().await {
                 tracing::warn!(jobstore = %alias, error = %e, "job store shutdown failed");

@@ -7,12 +7,13 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
+use super::decoded_cache::Parsed;
 use super::{lock, Inner, SchedulerState, MAX_BACKLOG_RUN_TIMES};
 use crate::error::{Error, Result};
 use crate::event::{Event, EventMask};
 use crate::executor::{Executor, JobRun, RunDone, SubmitError};
 use crate::job::{
-    trunc_micros, JobId, JobRecord, OnInterrupted, Release, ReleaseOutcome, RetryPolicy,
+    trunc_micros, JobData, JobId, JobRecord, OnInterrupted, Release, ReleaseOutcome, RetryPolicy,
 };
 use crate::run::{NewRun, RunId, RunInsert, RunQuery, RunRecord, RunState};
 use crate::store::{JobStore, ReleaseItem};
@@ -155,6 +156,9 @@ pub(crate) fn next_after(
     )))
 }
 
+/// A claimed job's parsed content and the task and executor it runs with here.
+pub(crate) type Runnable = (Arc<Parsed>, TaskFn, Arc<dyn Executor>);
+
 /// What one claimed job should do in this pass.
 #[derive(Clone)]
 pub(crate) struct Plan {
@@ -194,6 +198,7 @@ impl Plan {
     /// A plan for attempt `attempt` of `rec`'s slots, with no slots yet.
     pub(crate) fn new(
         rec: JobRecord,
+        data: &JobData,
         task: TaskFn,
         executor: Arc<dyn Executor>,
         attempt: u32,
@@ -201,13 +206,13 @@ impl Plan {
         Plan {
             id: rec.id,
             version: rec.version,
-            task_name: rec.task,
+            task_name: data.task.clone(),
             task,
             executor,
-            args: rec.args,
-            max_instances: rec.options.max_instances,
-            timeout: rec.options.timeout,
-            retry: rec.options.retry,
+            args: data.args.clone(),
+            max_instances: data.options.max_instances,
+            timeout: data.options.timeout,
+            retry: data.options.retry.clone(),
             attempt,
             due: Vec::new(),
             missed: Vec::new(),
@@ -663,25 +668,41 @@ impl Inner {
         });
     }
 
-    /// The task and executor a stored job runs with on this scheduler, or why
-    /// it cannot run here.
+    /// A stored job's decoded content and trigger, and the task and executor
+    /// it runs with on this scheduler; or why it cannot run here.
     pub(crate) fn runnable(
         &self,
+        alias: &str,
         rec: &JobRecord,
-    ) -> std::result::Result<(TaskFn, Arc<dyn Executor>), String> {
-        if let Some(reason) = rec.unreadable_reason() {
+    ) -> std::result::Result<Runnable, String> {
+        if let Some(reason) = &rec.quarantined {
             return Err(format!("stored job is unreadable: {reason}"));
         }
-        let task = self.task(&rec.task).ok_or_else(|| {
+        let parsed = self.parsed(alias, rec)?;
+        let data = &parsed.data;
+        let task = self.task(&data.task).ok_or_else(|| {
             Error::UnknownTask {
-                task: rec.task.clone(),
+                task: data.task.clone(),
             }
             .to_string()
         })?;
         let (_, executor) = self
-            .executor_for(&rec.options, &task)
+            .executor_for(&data.options, &task)
             .map_err(|e| e.to_string())?;
-        Ok((task, executor))
+        Ok((parsed, task, executor))
+    }
+
+    /// A stored job's content, decoded, with its trigger parsed: from the
+    /// cache while the stored text is the same.
+    fn parsed(&self, alias: &str, rec: &JobRecord) -> std::result::Result<Arc<Parsed>, String> {
+        if let Some(p) = lock(&self.decoded).get(alias, &rec.id, &rec.content) {
+            return Ok(p);
+        }
+        let data = rec.decode().map_err(|e| e.to_string())?;
+        let trigger = self
+            .parse_trigger(&data)
+            .map_err(|e| format!("stored trigger is unreadable: {e}"))?;
+        Ok(lock(&self.decoded).put(alias, &rec.id, rec.content.clone(), data, trigger))
     }
 
     /// Reports a claimed job that cannot run here and hands it back at once,
@@ -705,23 +726,19 @@ impl Inner {
                 version: rec.version,
                 outcome: Release::Unclaim,
             },
-            rec.task,
+            // Only a removal uses the task name (to forget an inline closure).
+            String::new(),
         ))
     }
 
     /// Plans one claimed job. A job that cannot run here (unknown task,
     /// unreadable record or trigger, missing executor) is handed back.
     fn process_job(&self, alias: &str, rec: JobRecord, now: DateTime<Utc>) -> Option<Step> {
-        let (task, executor) = match self.runnable(&rec) {
+        let (parsed, task, executor) = match self.runnable(alias, &rec) {
             Ok(r) => r,
             Err(e) => return self.pass_over(alias, rec, e),
         };
-        let trigger = match self.parse_trigger(&rec) {
-            Ok(t) => t,
-            Err(e) => {
-                return self.pass_over(alias, rec, format!("stored trigger is unreadable: {e}"))
-            }
-        };
+        let (data, trigger) = (&parsed.data, &parsed.trigger);
         {
             let mut passed = lock(&self.passed_over);
             if !passed.is_empty() {
@@ -735,7 +752,7 @@ impl Inner {
                     version: rec.version,
                     outcome: Release::Unclaim,
                 },
-                rec.task,
+                data.task.clone(),
             ));
         };
 
@@ -771,14 +788,14 @@ impl Inner {
         }
 
         // After a run a client asked for, the job goes back to its own schedule.
-        if let Some(resume) = rec.options.resume_at.filter(|r| *r > now) {
+        if let Some(resume) = data.options.resume_at.filter(|r| *r > now) {
             if !trigger_failed && !run_times.is_empty() {
                 next = Some(resume);
             }
         }
 
         let (candidates, coalesced): (Vec<DateTime<Utc>>, Vec<DateTime<Utc>>) =
-            match (rec.options.coalesce, run_times.split_last()) {
+            match (data.options.coalesce, run_times.split_last()) {
                 (true, Some((last, earlier))) => (vec![*last], earlier.to_vec()),
                 _ => (run_times, Vec::new()),
             };
@@ -786,7 +803,7 @@ impl Inner {
         let mut missed = Vec::new();
         for t in candidates {
             let late = (now - t).to_std().unwrap_or_default();
-            match rec.options.misfire_grace_time {
+            match data.options.misfire_grace_time {
                 Some(grace) if late > grace => missed.push((t, late)),
                 _ => due.push(t),
             }
@@ -797,7 +814,7 @@ impl Inner {
         let held = next.is_none()
             && !trigger_failed
             && !due.is_empty()
-            && rec.options.on_interrupted == OnInterrupted::Rerun
+            && data.options.on_interrupted == OnInterrupted::Rerun
             && self.store(alias).is_ok_and(|s| s.capabilities().shared);
         let outcome = match next {
             Some(n) => Release::Reschedule {
@@ -811,7 +828,10 @@ impl Inner {
             },
             None => Release::Remove,
         };
-        let mut plan = Plan::new(rec, task, executor, 1);
+        if outcome == Release::Remove {
+            lock(&self.decoded).forget(alias, &rec.id);
+        }
+        let mut plan = Plan::new(rec, data, task, executor, 1);
         plan.due = due;
         plan.missed = missed;
         plan.coalesced = coalesced;

@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::error::BoxError;
-use crate::job::{JobId, JobOptions, JobRecord, OnInterrupted, RetryPolicy};
+use crate::job::{JobContent, JobData, JobId, JobOptions, JobRecord, OnInterrupted, RetryPolicy};
 use crate::task::{JobContext, TaskFn};
 use crate::trigger::Trigger;
 
@@ -362,8 +362,14 @@ impl JobChanges {
         self
     }
 
-    pub(crate) fn apply(self, rec: &mut JobRecord) -> crate::Result<()> {
-        let o: &mut JobOptions = &mut rec.options;
+    /// Applies the changes to job `id`'s content and next run time.
+    pub(crate) fn apply(
+        self,
+        id: &JobId,
+        data: &mut JobData,
+        next_run_time: &mut Option<DateTime<Utc>>,
+    ) -> crate::Result<()> {
+        let o: &mut JobOptions = &mut data.options;
         if let Some(v) = self.name {
             o.name = v;
         }
@@ -389,17 +395,16 @@ impl JobChanges {
             o.on_interrupted = v;
         }
         if let Some(v) = self.next_run_time {
-            rec.next_run_time = v;
-            rec.options.resume_at = None;
+            *next_run_time = v;
+            o.resume_at = None;
         }
-        if rec.options.max_instances == 0 {
+        if o.max_instances == 0 {
             return Err(crate::Error::InvalidJob(format!(
-                "job '{}': max_instances must be at least 1",
-                rec.id
+                "job '{id}': max_instances must be at least 1"
             )));
         }
         if let Some(a) = self.args {
-            rec.args = a.map_err(|e| {
+            data.args = a.map_err(|e| {
                 crate::Error::InvalidJob(format!("cannot serialize arguments: {e}"))
             })?;
         }
@@ -407,10 +412,32 @@ impl JobChanges {
     }
 }
 
-/// A job as the scheduler reports it: the stored record plus where it lives.
+/// A stored job record with its content decoded.
+#[derive(Clone, Debug)]
+pub(crate) struct Decoded {
+    pub(crate) record: JobRecord,
+    pub(crate) data: JobData,
+}
+
+impl Decoded {
+    /// Decodes a stored record.
+    pub(crate) fn decode(record: JobRecord) -> crate::Result<Decoded> {
+        let data = record.decode()?;
+        Ok(Decoded { record, data })
+    }
+
+    /// A record with the content encoded from `data`.
+    pub(crate) fn encoded(mut record: JobRecord, data: JobData) -> Decoded {
+        record.content = JobContent::encode(&data);
+        Decoded { record, data }
+    }
+}
+
+/// A job as the scheduler reports it: the stored record, decoded, plus where it lives.
 #[derive(Clone, Debug)]
 pub struct Job {
     pub(crate) record: JobRecord,
+    pub(crate) data: JobData,
     pub(crate) jobstore: String,
     pub(crate) trigger_description: String,
     pub(crate) timezone: Tz,
@@ -424,23 +451,19 @@ impl Job {
     }
     /// The job's name (the task name if none was given).
     pub fn name(&self) -> &str {
-        self.record
-            .options
-            .name
-            .as_deref()
-            .unwrap_or(&self.record.task)
+        self.data.options.name.as_deref().unwrap_or(&self.data.task)
     }
     /// The task name.
     pub fn task(&self) -> &str {
-        &self.record.task
+        &self.data.task
     }
     /// The arguments as JSON.
     pub fn args(&self) -> &Value {
-        &self.record.args
+        &self.data.args
     }
     /// The run settings.
     pub fn options(&self) -> &JobOptions {
-        &self.record.options
+        &self.data.options
     }
     /// The next run time (`None`: paused).
     pub fn next_run_time(&self) -> Option<DateTime<Utc>> {
@@ -458,7 +481,7 @@ impl Job {
     }
     /// The trigger's JSON form.
     pub fn trigger_json(&self) -> &Value {
-        &self.record.trigger
+        &self.data.trigger
     }
     /// A short description of the trigger.
     pub fn trigger_description(&self) -> &str {
@@ -472,9 +495,13 @@ impl Job {
     pub fn is_pending(&self) -> bool {
         self.pending
     }
-    /// The stored record.
+    /// The stored record (its content as the store keeps it).
     pub fn record(&self) -> &JobRecord {
         &self.record
+    }
+    /// The decoded content: task, trigger, arguments and options.
+    pub fn data(&self) -> &JobData {
+        &self.data
     }
 }
 
@@ -494,14 +521,34 @@ impl fmt::Display for Job {
     }
 }
 
+/// A stored job whose content cannot be decoded (edited by hand, or written
+/// by a newer version): listed apart, never run; update or remove it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UnreadableJob {
+    /// The job id.
+    pub id: JobId,
+    /// The alias of the store holding the job.
+    pub jobstore: String,
+    /// The stored next run time (`None`: paused).
+    pub next_run_time: Option<DateTime<Utc>>,
+    /// What is wrong with the stored content.
+    pub reason: String,
+}
+
 /// All jobs, grouped by store, for printing (APScheduler's `print_jobs`).
 #[derive(Clone, Debug)]
 pub struct JobListing {
     pub(crate) stores: Vec<(String, Vec<Job>)>,
+    pub(crate) unreadable: Vec<UnreadableJob>,
     pub(crate) timezone: Tz,
 }
 
 impl JobListing {
+    /// Stored jobs whose content cannot be decoded, which the listing leaves out.
+    pub fn unreadable(&self) -> &[UnreadableJob] {
+        &self.unreadable
+    }
+
     /// The jobs of every store, in listing order.
     pub fn jobs(&self) -> impl Iterator<Item = &Job> {
         self.stores.iter().flat_map(|(_, jobs)| jobs.iter())
@@ -528,6 +575,9 @@ impl fmt::Display for JobListing {
             for job in jobs {
                 let pending = if job.pending { " [pending]" } else { "" };
                 writeln!(f, "    {job}{pending}")?;
+            }
+            for u in self.unreadable.iter().filter(|u| u.jobstore == *alias) {
+                writeln!(f, "    {} unreadable: {}", u.id, u.reason)?;
             }
         }
         Ok(())

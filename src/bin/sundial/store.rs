@@ -205,10 +205,17 @@ async fn jobs_on(s: &Scheduler, args: &StoreArgs, cmd: JobsCommand) -> Result<()
                     )));
                 }
             }
-            let jobs: Vec<Value> = s
-                .get_jobs(None)
-                .await?
-                .iter()
+            let listing = s.job_listing(None).await?;
+            for u in listing.unreadable() {
+                eprintln!(
+                    "warning: job '{}' in store {} is unreadable and does not run: {} (update or remove it)",
+                    u.id, u.jobstore, u.reason
+                );
+            }
+            let mut listed: Vec<&sundial::Job> = listing.jobs().collect();
+            listed.sort_by(|a, b| sundial::store::run_order(a.record(), b.record()));
+            let jobs: Vec<Value> = listed
+                .into_iter()
                 .map(job_json)
                 .filter(|j| state.as_deref().is_none_or(|st| j["state"] == st))
                 .filter(|j| task.as_deref().is_none_or(|t| j["task"] == t))
