@@ -33,12 +33,12 @@ pub use sundial_jobstore_sql::{self as sql, SqlJobStore};
 /// The Redis job store.
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-pub use sundial_jobstore_redis::{self as redis_store, RedisJobStore};
+pub use sundial_jobstore_redis::{self as redis, RedisJobStore};
 
 /// The MongoDB job store.
 #[cfg(feature = "mongo")]
 #[cfg_attr(docsrs, doc(cfg(feature = "mongo")))]
-pub use sundial_jobstore_mongo::{self as mongo_store, MongoJobStore};
+pub use sundial_jobstore_mongo::{self as mongo, MongoJobStore};
 
 /// The async executor (tokio).
 #[cfg(feature = "async")]
@@ -102,13 +102,15 @@ pub struct TestingGuide;
 /// | `redis://…`, `rediss://…` | Redis | `redis` |
 /// | `mongodb://…`, `mongodb+srv://…` | MongoDB | `mongo` |
 ///
-/// Add `#table=name` to use another job table than `sundial_jobs` (SQL), another
-/// collection (MongoDB), or `#prefix=name` for another Redis key prefix than `sundial`.
+/// Add `#table=name` to use another job table than `sundial_jobs` (SQL) or
+/// another collection (MongoDB), or `#prefix=name` for another Redis key prefix
+/// than `sundial`. Each is refused where it does not apply, as is any other
+/// fragment.
 ///
 /// # Errors
 /// [`Error::UnknownStore`] for an unknown scheme or one whose Cargo feature is
-/// off (the message names the feature), [`Error::Config`] for a malformed URL
-/// or a bad table name.
+/// off (the message names the feature), [`Error::Config`] for a malformed URL,
+/// a fragment the store does not take, or a bad table name.
 ///
 /// # Examples
 /// ```
@@ -117,11 +119,8 @@ pub struct TestingGuide;
 /// # Ok::<(), sundial::Error>(())
 /// ```
 pub fn store_from_url(url: &str) -> Result<Arc<dyn JobStore>> {
-    let (url, table) = match url
-        .split_once("#table=")
-        .or_else(|| url.split_once("#prefix="))
-    {
-        Some((u, t)) => (u, Some(t)),
+    let (url, fragment) = match url.split_once('#') {
+        Some((u, f)) => (u, Some(f)),
         None => (url, None),
     };
     #[cfg(not(any(
@@ -131,8 +130,33 @@ pub fn store_from_url(url: &str) -> Result<Arc<dyn JobStore>> {
         feature = "redis",
         feature = "mongo"
     )))]
-    let _ = table;
+    let _ = fragment;
     let scheme = url.split_once(':').map(|(s, _)| s).unwrap_or(url);
+    // `#table=` names a SQL table or a MongoDB collection, `#prefix=` a Redis
+    // key prefix; anything else is refused rather than ignored.
+    let wants = match scheme {
+        "redis" | "rediss" => Some("prefix"),
+        "memory" => None,
+        _ => Some("table"),
+    };
+    let table = match fragment {
+        None => None,
+        Some(f) => {
+            let (key, value) = f.split_once('=').unwrap_or((f, ""));
+            match wants {
+                Some(w) if w == key && !value.is_empty() => Some(value),
+                _ => {
+                    let takes = match wants {
+                        Some(w) => format!("takes only #{w}=name"),
+                        None => "takes no fragment".to_string(),
+                    };
+                    return Err(Error::Config(format!(
+                        "store URL fragment '#{f}': a {scheme} URL {takes}"
+                    )));
+                }
+            }
+        }
+    };
     let feature = |f: &str| Error::UnknownStore {
         alias: scheme.to_string(),
         hint: format!(" (URL scheme): enable the `{f}` feature of the `sundial` crate"),
@@ -181,6 +205,29 @@ pub fn store_from_url(url: &str) -> Result<Arc<dyn JobStore>> {
 #[cfg(test)]
 mod tests {
     use super::store_from_url;
+
+    /// `#table=` goes with SQL and MongoDB URLs, `#prefix=` with Redis URLs;
+    /// the other one, an empty name or any other fragment is a clear error.
+    #[test]
+    fn url_fragments_are_refused_where_they_do_not_apply() {
+        let refused = |url: &str, says: &str| {
+            let err = store_from_url(url)
+                .err()
+                .unwrap_or_else(|| panic!("{url} accepted"));
+            assert!(
+                matches!(err, crate::Error::Config(_)) && err.to_string().contains(says),
+                "{url}: {err}"
+            );
+        };
+        refused("redis://127.0.0.1/0#table=jobs", "takes only #prefix=name");
+        refused("postgres://h/db#prefix=jobs", "takes only #table=name");
+        refused("mongodb://h/db#prefix=jobs", "takes only #table=name");
+        refused("sqlite::memory:#tables=jobs", "takes only #table=name");
+        refused("sqlite::memory:#table=", "takes only #table=name");
+        refused("memory://#table=jobs", "takes no fragment");
+        assert!(store_from_url("sqlite::memory:#table=my_jobs").is_ok());
+        assert!(store_from_url("redis://127.0.0.1/0#prefix=app").is_ok());
+    }
 
     /// Whatever stores this build has, a URL's password shows neither in the
     /// error (unknown scheme, feature off, bad URL) nor in the store's `Debug`.

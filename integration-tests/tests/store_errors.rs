@@ -77,7 +77,7 @@ async fn database_errors_keep_their_backend_with_question_mark() {
         matches!(err, Error::Store { store: "mysql", .. }),
         "{err:?}"
     );
-    let err = Error::from(sundial::mongo_store::Error::NotStarted);
+    let err = Error::from(sundial::mongo::Error::NotStarted);
     assert!(
         matches!(err, Error::Store { store: "mongo", .. }),
         "{err:?}"
