@@ -6,6 +6,7 @@ mod ledger;
 mod modes;
 mod nodes;
 mod passed_over;
+mod policy;
 mod run_loop;
 mod spec;
 

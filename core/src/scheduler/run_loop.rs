@@ -8,6 +8,8 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 use super::decoded_cache::Parsed;
+use super::policy;
+pub(crate) use super::policy::next_after;
 use super::{lock, Inner, SchedulerState, MAX_BACKLOG_RUN_TIMES};
 use crate::error::{Error, Result};
 use crate::event::{Event, EventMask};
@@ -18,7 +20,6 @@ use crate::job::{
 use crate::run::{NewRun, RunId, RunInsert, RunQuery, RunRecord, RunState};
 use crate::store::{JobStore, ReleaseItem};
 use crate::task::TaskFn;
-use crate::trigger::Trigger;
 
 fn earliest(a: Option<DateTime<Utc>>, b: DateTime<Utc>) -> Option<DateTime<Utc>> {
     Some(a.map_or(b, |a| a.min(b)))
@@ -124,36 +125,6 @@ async fn watch(
             _ = tokio::time::sleep(pause) => {}
         }
     }
-}
-
-/// The next fire time strictly after `t`, in whole microseconds (what every store
-/// keeps), so that a trigger whose start has sub-microsecond digits cannot yield
-/// two slots within one microsecond.
-pub(crate) fn next_after(
-    trigger: &dyn Trigger,
-    t: DateTime<Utc>,
-    now: DateTime<Utc>,
-) -> Result<Option<DateTime<Utc>>> {
-    let mut prev = t;
-    for _ in 0..64 {
-        match trigger.try_next_fire_time(Some(prev), now)? {
-            None => return Ok(None),
-            Some(n) => {
-                let n2 = trunc_micros(n);
-                if n2 > t {
-                    return Ok(Some(n2));
-                }
-                if n <= prev {
-                    break;
-                }
-                prev = n;
-            }
-        }
-    }
-    Err(Error::Config(format!(
-        "trigger {} does not advance past {t}",
-        trigger.describe()
-    )))
 }
 
 /// A claimed job's parsed content and the task and executor it runs with here.
@@ -756,58 +727,22 @@ impl Inner {
             ));
         };
 
-        // Every run time in (.., now], capped; then the first fire after now.
-        let mut run_times = Vec::new();
-        let mut next = Some(first);
-        let mut trigger_failed = false;
-        while let Some(t) = next {
-            if t > now {
-                break;
-            }
-            if run_times.len() == MAX_BACKLOG_RUN_TIMES {
-                tracing::warn!(job_id = %rec.id, cap = MAX_BACKLOG_RUN_TIMES, "backlog of missed runs truncated");
-                // Skip the rest of the backlog: the first fire time after now.
-                next = trigger
-                    .try_next_fire_time(None, now)
-                    .ok()
-                    .flatten()
-                    .map(trunc_micros)
-                    .filter(|n| *n > t);
-                break;
-            }
-            run_times.push(t);
-            next = match next_after(trigger.as_ref(), t, now) {
-                Ok(n) => n,
-                Err(e) => {
-                    // The job is kept: only an exhausted trigger (`Ok(None)`) removes it.
-                    self.job_error(alias, &rec, format!("trigger failed: {e}"));
-                    trigger_failed = true;
-                    None
-                }
-            };
+        let decision = policy::decide(trigger.as_ref(), first, now, &data.options);
+        if decision.truncated {
+            tracing::warn!(job_id = %rec.id, cap = MAX_BACKLOG_RUN_TIMES, "backlog of missed runs truncated");
         }
-
-        // After a run a client asked for, the job goes back to its own schedule.
-        if let Some(resume) = data.options.resume_at.filter(|r| *r > now) {
-            if !trigger_failed && !run_times.is_empty() {
-                next = Some(resume);
-            }
+        let trigger_failed = decision.trigger_error.is_some();
+        if let Some(e) = &decision.trigger_error {
+            // The job is kept: only an exhausted trigger (`Ok(None)`) removes it.
+            self.job_error(alias, &rec, format!("trigger failed: {e}"));
         }
-
-        let (candidates, coalesced): (Vec<DateTime<Utc>>, Vec<DateTime<Utc>>) =
-            match (data.options.coalesce, run_times.split_last()) {
-                (true, Some((last, earlier))) => (vec![*last], earlier.to_vec()),
-                _ => (run_times, Vec::new()),
-            };
-        let mut due = Vec::with_capacity(candidates.len());
-        let mut missed = Vec::new();
-        for t in candidates {
-            let late = (now - t).to_std().unwrap_or_default();
-            match data.options.misfire_grace_time {
-                Some(grace) if late > grace => missed.push((t, late)),
-                _ => due.push(t),
-            }
-        }
+        let policy::Decision {
+            due,
+            missed,
+            coalesced,
+            next,
+            ..
+        } = decision;
         // An exhausted job whose interrupted run is to be rerun is kept,
         // paused, until the run ends (only another process can find it
         // interrupted).
