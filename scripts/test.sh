@@ -32,10 +32,17 @@ step "cargo clippy"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 
 step "each facade feature compiles on its own, without warnings"
-for feature in "" sqlite postgres mysql redis mongo async threadpool admin metrics cli; do
+for feature in "" sqlite postgres mysql redis mongo async threadpool admin metrics cli test-util; do
     out=$(cargo check -q -p sundial --no-default-features ${feature:+--features $feature} 2>&1) || { echo "$out"; exit 1; }
     if grep -q "^warning" <<<"$out"; then echo "feature '$feature':"; echo "$out"; exit 1; fi
 done
+
+step "the declared rust-version builds every crate (with the locked dependencies)"
+msrv=$(sed -n 's/^rust-version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)
+rustup toolchain install "$msrv" --profile minimal --no-self-update >/dev/null 2>&1 \
+    || rustup toolchain list | grep -q "^$msrv" \
+    || { echo "cannot install Rust $msrv (rust-version in Cargo.toml)"; exit 1; }
+CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}/msrv" cargo "+$msrv" check -q --workspace --all-features --locked
 
 step "cargo test (unit, integration, conformance, doc tests)"
 cargo test --workspace --all-features --no-fail-fast
