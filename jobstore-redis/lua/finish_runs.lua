@@ -16,13 +16,13 @@ for i = 3, #ARGV, 4 do
   local key = run_key(id)
   local cur = redis.call('HMGET', key, 'state', 'owner', 'job_id')
   if cur[2] == owner and (cur[1] == 'running' or cur[1] == 'interrupted') then
-    redis.call('HSET', key, 'state', state, 'finished', finished)
     if err ~= nil then
-      redis.call('HSET', key, 'error', err)
+      redis.call('HSET', key, 'state', state, 'finished', finished, 'error', err)
+      redis.call('HDEL', key, 'heartbeat')
     else
-      redis.call('HDEL', key, 'error')
+      redis.call('HSET', key, 'state', state, 'finished', finished)
+      redis.call('HDEL', key, 'heartbeat', 'error')
     end
-    redis.call('HDEL', key, 'heartbeat')
     redis.call('ZREM', K_HEARTBEATS, id)
     if state ~= 'running' and cur[3] then
       redis.call('SREM', running_key(cur[3]), id)

@@ -39,14 +39,20 @@ end
 local out = {}
 for _, r in ipairs(runs) do
   local slot, key = slot_key(r.job, r.scheduled, r.attempt), run_key(r.id)
-  if redis.call('EXISTS', slot) == 1 or redis.call('EXISTS', key) == 1 then
+  -- The slot key is the arbiter: set only if absent (a run id already stored
+  -- under another slot is refused too, and its slot left free).
+  local won = redis.call('SET', slot, r.id, 'NX')
+  if won and redis.call('EXISTS', key) == 1 then
+    redis.call('DEL', slot)
+    won = false
+  end
+  if not won then
     table.insert(out, 'duplicate')
   else
     local state, finished, heartbeat = r.state, r.finished, r.heartbeat
     if state == 'running' and r.max ~= '' and count[r.job] >= math.max(tonumber(r.max), 1) then
       state, finished, heartbeat = 'skipped', r.started, nil
     end
-    redis.call('SET', slot, r.id)
     local fields = {'job_id', r.job, 'scheduled', r.scheduled, 'attempt', r.attempt, 'state', state}
     local optional = {
       {'owner', r.owner}, {'node', r.node}, {'started', r.started},
