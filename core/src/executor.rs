@@ -146,21 +146,49 @@ pub enum SubmitError {
 }
 
 /// Runs submitted job runs; `submit` never blocks.
+///
+/// The contract every executor keeps (the executor conformance suite in
+/// `integration-tests` checks it for both built-in executors, with async and
+/// blocking tasks):
+///
+/// - **Before [`start`](Executor::start)** and **after
+///   [`shutdown`](Executor::shutdown)**, `submit` refuses with
+///   [`SubmitError::NotStarted`] / [`SubmitError::ShutDown`]; `start` after a
+///   shutdown makes the executor usable again.
+/// - **Each slot** of a [`JobRun`] runs in order and is reported once: a
+///   `JobStarted` event before it, then `JobExecuted`, `JobError` (the task's
+///   error, or `task panicked: …`) or `JobTimeout`, and a [`RunDone`] on the
+///   context's outcome channel for each slot that has a run id. A panic never
+///   takes the executor down.
+/// - **`max_instances`**: `submit` refuses with
+///   [`SubmitError::MaxInstancesReached`] while the job already has that many
+///   runs executing here; [`running_instances`](Executor::running_instances)
+///   counts them ([`InstanceTracker`] does both).
+/// - **Timeout**: a slot still running at its timeout has its
+///   [`JobContext`] cancellation signalled and is reported as timed out (an
+///   async task is also dropped; blocking code is reported when it returns).
+/// - **`shutdown(true)`** refuses new runs and returns once running runs
+///   finished; **`shutdown(false)`** returns at once, signals cancellation to
+///   running runs, and later slots of a submitted backlog do not start.
+///
+/// [`execute_async`] and [`execute_blocking`] implement the per-slot part
+/// (events, outcomes, timeout, panics) for executor authors.
 #[async_trait]
 pub trait Executor: Send + Sync + fmt::Debug + 'static {
     /// The kind of task this executor prefers (used to route jobs without an explicit executor).
     fn kind(&self) -> ExecutorKind;
 
-    /// Starts the executor with the scheduler's event sink, clock and runtime.
+    /// Starts (or starts again) the executor with the scheduler's event sink, clock and runtime.
     fn start(&self, ctx: ExecutorContext) -> Result<()>;
 
-    /// Starts a run in the background, or refuses it.
+    /// Starts a run in the background, or refuses it; never blocks.
     fn submit(&self, run: JobRun) -> Result<(), SubmitError>;
 
     /// How many runs of `job_id` are executing.
     fn running_instances(&self, job_id: &JobId) -> u32;
 
-    /// Stops accepting runs; with `wait`, returns once running jobs finished.
+    /// Stops accepting runs; with `wait`, returns once running runs finished,
+    /// without, signals their cancellation and returns at once.
     async fn shutdown(&self, wait: bool);
 }
 
@@ -449,14 +477,19 @@ pub async fn execute_async(ctx: &ExecutorContext, run: &JobRun, shutdown: &Cance
 
 /// Executes every run time of `run` on the calling (non-runtime) thread; async
 /// tasks are driven with the context's runtime handle. A run that exceeds its
-/// timeout has its cancellation signalled and is reported as timed out.
-pub fn execute_blocking(ctx: &ExecutorContext, run: &JobRun) {
+/// timeout has its cancellation signalled and is reported as timed out;
+/// `shutdown` cancelled signals every running run and starts no later slot.
+pub fn execute_blocking(ctx: &ExecutorContext, run: &JobRun, shutdown: &CancellationToken) {
     for (i, &scheduled) in run.run_times.iter().enumerate() {
+        if shutdown.is_cancelled() {
+            // The executor is shutting down: later slots of the backlog do not start.
+            break;
+        }
         let span = run_span(run, i, scheduled);
         let _entered = span.enter();
         started(ctx, run, i, scheduled);
         let started = ctx.clock.now();
-        let cancel = CancellationToken::new();
+        let cancel = shutdown.child_token();
         let timer = run.timeout.map(|t| {
             let token = cancel.clone();
             let sleep = ctx.clock.sleep_until(deadline(started, t));
@@ -468,14 +501,23 @@ pub fn execute_blocking(ctx: &ExecutorContext, run: &JobRun) {
         let jc = context(run, i, scheduled, started, cancel.clone());
         let result = catch_unwind(AssertUnwindSafe(|| match &run.task {
             TaskFn::Blocking(f) => f(jc, run.args.clone()),
-            TaskFn::Async(f) => ctx.runtime.block_on(f(jc, run.args.clone())),
+            TaskFn::Async(f) => {
+                // The task's code before its first await may use the runtime
+                // (tokio::spawn, timers) as on the async executor.
+                let fut = {
+                    let _rt = ctx.runtime.enter();
+                    f(jc, run.args.clone())
+                };
+                ctx.runtime.block_on(fut)
+            }
         }));
         if let Some(timer) = timer {
             timer.abort();
         }
-        let timed_out = run
-            .timeout
-            .is_some_and(|t| cancel.is_cancelled() || ctx.clock.now() > deadline(started, t));
+        let timed_out = run.timeout.is_some_and(|t| {
+            (cancel.is_cancelled() && !shutdown.is_cancelled())
+                || ctx.clock.now() > deadline(started, t)
+        });
         let outcome = match result {
             _ if timed_out => Outcome::TimedOut(run.timeout.unwrap_or_default()),
             Ok(Ok(())) => Outcome::Ok,

@@ -13,13 +13,14 @@ use sundial_core::executor::{
 };
 use sundial_core::job::JobId;
 use sundial_core::{Error, Result};
+use tokio_util::sync::CancellationToken;
 
 /// Executes blocking jobs on a dedicated rayon pool.
 #[derive(Debug)]
 pub struct ThreadPoolExecutor {
     threads: usize,
     pool: Mutex<Option<Arc<rayon::ThreadPool>>>,
-    ctx: Mutex<Option<ExecutorContext>>,
+    ctx: Mutex<Option<(ExecutorContext, CancellationToken)>>,
     tracker: Arc<InstanceTracker>,
 }
 
@@ -63,18 +64,19 @@ impl Executor for ThreadPoolExecutor {
             *pool = Some(Arc::new(p));
         }
         self.tracker.reopen();
-        *lock(&self.ctx) = Some(ctx);
+        *lock(&self.ctx) = Some((ctx, CancellationToken::new()));
         Ok(())
     }
 
     fn submit(&self, run: JobRun) -> Result<(), SubmitError> {
-        let (Some(pool), Some(ctx)) = (lock(&self.pool).clone(), lock(&self.ctx).clone()) else {
+        let (Some(pool), Some((ctx, token))) = (lock(&self.pool).clone(), lock(&self.ctx).clone())
+        else {
             return Err(SubmitError::NotStarted);
         };
         let guard = self.tracker.try_acquire(&run.job_id, run.max_instances)?;
         pool.spawn(move || {
             let _guard = guard;
-            execute_blocking(&ctx, &run);
+            execute_blocking(&ctx, &run, &token);
         });
         Ok(())
     }
@@ -83,10 +85,17 @@ impl Executor for ThreadPoolExecutor {
         self.tracker.running(job_id)
     }
 
+    /// Stops accepting runs. With `wait`, returns when running jobs finished;
+    /// without, signals their cancellation (blocking code sees it through
+    /// [`JobContext::is_cancelled`](sundial_core::task::JobContext::is_cancelled))
+    /// and returns at once.
     async fn shutdown(&self, wait: bool) {
         self.tracker.close();
+        let token = lock(&self.ctx).as_ref().map(|(_, t)| t.clone());
         if wait {
             self.tracker.wait_idle().await;
+        } else if let Some(t) = token {
+            t.cancel();
         }
     }
 }

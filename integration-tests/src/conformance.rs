@@ -845,7 +845,7 @@ pub async fn release_many_matches_release_item_by_item(cx: &Ctx) -> Result<()> {
         let i: usize = r.id.as_str()[1..].parse()?;
         let want = match i {
             0 => mins(40),
-            _ if i % 3 == 0 => mins(2),
+            _ if i.is_multiple_of(3) => mins(2),
             _ => mins(1),
         };
         ensure!(
