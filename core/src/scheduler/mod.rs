@@ -849,16 +849,9 @@ impl Scheduler {
             task,
             mut trigger,
             id,
-            name,
             args,
-            executor,
             jobstore,
-            misfire_grace_time,
-            coalesce,
-            max_instances,
-            timeout,
-            retry,
-            on_interrupted,
+            options: patch,
             next_run_time,
             on_conflict,
         } = spec;
@@ -868,17 +861,14 @@ impl Scheduler {
             Error::InvalidJob(format!("job '{id}': cannot serialize arguments: {e}"))
         })?;
         let d = &self.inner.defaults;
-        let options = JobOptions {
-            name,
-            executor,
-            misfire_grace_time: misfire_grace_time.unwrap_or(d.misfire_grace_time),
-            coalesce: coalesce.unwrap_or(d.coalesce),
-            max_instances: max_instances.unwrap_or(d.max_instances),
-            timeout: timeout.unwrap_or(d.timeout),
-            retry,
-            on_interrupted,
-            resume_at: None,
+        let mut options = JobOptions {
+            misfire_grace_time: d.misfire_grace_time,
+            coalesce: d.coalesce,
+            max_instances: d.max_instances,
+            timeout: d.timeout,
+            ..JobOptions::default()
         };
+        patch.apply(&mut options);
         if options.max_instances == 0 {
             return Err(Error::InvalidJob(format!(
                 "job '{id}': max_instances must be at least 1"

@@ -43,19 +43,115 @@ pub struct JobSpec {
     pub(crate) task: TaskRef,
     pub(crate) trigger: Box<dyn Trigger>,
     pub(crate) id: Option<JobId>,
-    pub(crate) name: Option<String>,
     pub(crate) args: Result<Value, String>,
-    pub(crate) executor: Option<String>,
     pub(crate) jobstore: Option<String>,
+    /// The options set; the others take the scheduler's defaults.
+    pub(crate) options: OptionsPatch,
+    pub(crate) next_run_time: Option<Option<DateTime<Utc>>>,
+    pub(crate) on_conflict: OnConflict,
+}
+
+/// Job options to set, each `None` when left as it is: what a [`JobSpec`]
+/// sets on a new job (over the scheduler's defaults) and a [`JobChanges`] on a
+/// stored one.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct OptionsPatch {
+    pub(crate) name: Option<Option<String>>,
+    pub(crate) executor: Option<Option<String>>,
     pub(crate) misfire_grace_time: Option<Option<Duration>>,
     pub(crate) coalesce: Option<bool>,
     pub(crate) max_instances: Option<u32>,
     pub(crate) timeout: Option<Option<Duration>>,
-    pub(crate) retry: Option<RetryPolicy>,
-    pub(crate) on_interrupted: OnInterrupted,
-    pub(crate) next_run_time: Option<Option<DateTime<Utc>>>,
-    pub(crate) on_conflict: OnConflict,
+    pub(crate) retry: Option<Option<RetryPolicy>>,
+    pub(crate) on_interrupted: Option<OnInterrupted>,
 }
+
+impl OptionsPatch {
+    /// Whether nothing is set.
+    pub(crate) fn is_empty(&self) -> bool {
+        *self == OptionsPatch::default()
+    }
+
+    /// Writes what is set into `o`.
+    pub(crate) fn apply(self, o: &mut JobOptions) {
+        let OptionsPatch {
+            name,
+            executor,
+            misfire_grace_time,
+            coalesce,
+            max_instances,
+            timeout,
+            retry,
+            on_interrupted,
+        } = self;
+        if let Some(v) = name {
+            o.name = v;
+        }
+        if let Some(v) = executor {
+            o.executor = v;
+        }
+        if let Some(v) = misfire_grace_time {
+            o.misfire_grace_time = v;
+        }
+        if let Some(v) = coalesce {
+            o.coalesce = v;
+        }
+        if let Some(v) = max_instances {
+            o.max_instances = v;
+        }
+        if let Some(v) = timeout {
+            o.timeout = v;
+        }
+        if let Some(v) = retry {
+            o.retry = v;
+        }
+        if let Some(v) = on_interrupted {
+            o.on_interrupted = v;
+        }
+    }
+}
+
+/// The option setters that [`JobSpec`] and [`JobChanges`] share.
+macro_rules! option_setters {
+    ($t:ty) => {
+        impl $t {
+            /// Sets a human-readable name (listings show the task name without one).
+            pub fn name(mut self, name: impl Into<String>) -> Self {
+                self.options.name = Some(Some(name.into()));
+                self
+            }
+
+            /// How late a run may start and still run (`None`: however late).
+            pub fn misfire_grace_time(mut self, grace: Option<Duration>) -> Self {
+                self.options.misfire_grace_time = Some(grace);
+                self
+            }
+
+            /// Whether a backlog of missed runs collapses into one run.
+            pub fn coalesce(mut self, coalesce: bool) -> Self {
+                self.options.coalesce = Some(coalesce);
+                self
+            }
+
+            /// How many runs of this job may execute at once, across every
+            /// scheduler sharing the store.
+            pub fn max_instances(mut self, n: u32) -> Self {
+                self.options.max_instances = Some(n);
+                self
+            }
+
+            /// What happens to a slot whose run was interrupted (default
+            /// [`OnInterrupted::Skip`]; [`OnInterrupted::Rerun`] runs it again).
+            pub fn on_interrupted(mut self, policy: OnInterrupted) -> Self {
+                self.options.on_interrupted = Some(policy);
+                self
+            }
+        }
+    };
+}
+
+option_setters!(JobSpec);
+option_setters!(JobChanges);
 
 /// What [`Scheduler::add_job`](crate::scheduler::Scheduler::add_job) does when a
 /// job with the same id is already stored.
@@ -110,16 +206,9 @@ impl JobSpec {
             task,
             trigger,
             id: None,
-            name: None,
             args: Ok(Value::Null),
-            executor: None,
             jobstore: None,
-            misfire_grace_time: None,
-            coalesce: None,
-            max_instances: None,
-            timeout: None,
-            retry: None,
-            on_interrupted: OnInterrupted::Skip,
+            options: OptionsPatch::default(),
             next_run_time: None,
             on_conflict: OnConflict::Fail,
         }
@@ -128,32 +217,19 @@ impl JobSpec {
     /// Retries failed and timed-out runs: up to `max_attempts` attempts in all,
     /// `backoff` before the first retry, doubling (capped at one hour).
     pub fn retries(mut self, max_attempts: u32, backoff: Duration) -> Self {
-        self.retry = Some(RetryPolicy::new(max_attempts, backoff));
+        self.options.retry = Some(Some(RetryPolicy::new(max_attempts, backoff)));
         self
     }
 
     /// Retries failed and timed-out runs as `policy` says.
     pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
-        self.retry = Some(policy);
-        self
-    }
-
-    /// Sets what happens to a slot whose run was interrupted (default
-    /// [`OnInterrupted::Skip`]; [`OnInterrupted::Rerun`] runs it again).
-    pub fn on_interrupted(mut self, policy: OnInterrupted) -> Self {
-        self.on_interrupted = policy;
+        self.options.retry = Some(Some(policy));
         self
     }
 
     /// Sets the job id (default: a random id).
     pub fn id(mut self, id: impl Into<JobId>) -> Self {
         self.id = Some(id.into());
-        self
-    }
-
-    /// Sets a human-readable name.
-    pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.name = Some(name.into());
         self
     }
 
@@ -171,7 +247,7 @@ impl JobSpec {
 
     /// Runs the job on the executor with this alias.
     pub fn executor(mut self, alias: impl Into<String>) -> Self {
-        self.executor = Some(alias.into());
+        self.options.executor = Some(Some(alias.into()));
         self
     }
 
@@ -181,27 +257,9 @@ impl JobSpec {
         self
     }
 
-    /// How late a run may start and still run (`None`: however late).
-    pub fn misfire_grace_time(mut self, grace: Option<Duration>) -> Self {
-        self.misfire_grace_time = Some(grace);
-        self
-    }
-
-    /// Whether a backlog of missed runs collapses into one run.
-    pub fn coalesce(mut self, coalesce: bool) -> Self {
-        self.coalesce = Some(coalesce);
-        self
-    }
-
-    /// How many runs of this job may execute at once.
-    pub fn max_instances(mut self, n: u32) -> Self {
-        self.max_instances = Some(n);
-        self
-    }
-
     /// Reports (and on the async executor cancels) runs that take longer than this.
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = Some(Some(timeout));
+        self.options.timeout = Some(Some(timeout));
         self
     }
 
@@ -255,15 +313,8 @@ impl JobSpec {
 /// Changes to apply with [`Scheduler::modify_job`](crate::scheduler::Scheduler::modify_job).
 #[derive(Debug, Default, Clone)]
 pub struct JobChanges {
-    pub(crate) name: Option<Option<String>>,
     pub(crate) args: Option<Result<Value, String>>,
-    pub(crate) executor: Option<Option<String>>,
-    pub(crate) misfire_grace_time: Option<Option<Duration>>,
-    pub(crate) coalesce: Option<bool>,
-    pub(crate) max_instances: Option<u32>,
-    pub(crate) timeout: Option<Option<Duration>>,
-    pub(crate) retry: Option<Option<RetryPolicy>>,
-    pub(crate) on_interrupted: Option<OnInterrupted>,
+    pub(crate) options: OptionsPatch,
     pub(crate) next_run_time: Option<Option<DateTime<Utc>>>,
     pub(crate) trigger: Option<Value>,
 }
@@ -276,29 +327,12 @@ impl JobChanges {
     /// Whether nothing would change.
     pub fn is_empty(&self) -> bool {
         let JobChanges {
-            name,
             args,
-            executor,
-            misfire_grace_time,
-            coalesce,
-            max_instances,
-            timeout,
-            retry,
-            on_interrupted,
+            options,
             next_run_time,
             trigger,
         } = self;
-        name.is_none()
-            && args.is_none()
-            && executor.is_none()
-            && misfire_grace_time.is_none()
-            && coalesce.is_none()
-            && max_instances.is_none()
-            && timeout.is_none()
-            && retry.is_none()
-            && on_interrupted.is_none()
-            && next_run_time.is_none()
-            && trigger.is_none()
+        args.is_none() && options.is_empty() && next_run_time.is_none() && trigger.is_none()
     }
     /// Replaces the trigger; the next run time is computed from it (a paused
     /// job stays paused). Checked and written together with the other changes.
@@ -311,11 +345,6 @@ impl JobChanges {
         self.trigger = Some(trigger);
         self
     }
-    /// Renames the job.
-    pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.name = Some(Some(name.into()));
-        self
-    }
     /// Replaces the arguments.
     pub fn args<T: Serialize>(mut self, args: T) -> Self {
         self.args = Some(serde_json::to_value(args).map_err(|e| e.to_string()));
@@ -323,27 +352,12 @@ impl JobChanges {
     }
     /// Moves the job to another executor (`None`: route by task kind).
     pub fn executor(mut self, alias: Option<String>) -> Self {
-        self.executor = Some(alias);
+        self.options.executor = Some(alias);
         self
     }
-    /// Changes the misfire grace time.
-    pub fn misfire_grace_time(mut self, grace: Option<Duration>) -> Self {
-        self.misfire_grace_time = Some(grace);
-        self
-    }
-    /// Changes coalescing.
-    pub fn coalesce(mut self, coalesce: bool) -> Self {
-        self.coalesce = Some(coalesce);
-        self
-    }
-    /// Changes the instance limit.
-    pub fn max_instances(mut self, n: u32) -> Self {
-        self.max_instances = Some(n);
-        self
-    }
-    /// Changes the timeout.
+    /// Changes the timeout (`None`: none).
     pub fn timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.timeout = Some(timeout);
+        self.options.timeout = Some(timeout);
         self
     }
     /// Sets the next run time (`None` pauses).
@@ -353,12 +367,7 @@ impl JobChanges {
     }
     /// Changes the retry policy (`None`: no retries).
     pub fn retry_policy(mut self, policy: Option<RetryPolicy>) -> Self {
-        self.retry = Some(policy);
-        self
-    }
-    /// Changes what happens to a slot whose run was interrupted.
-    pub fn on_interrupted(mut self, policy: OnInterrupted) -> Self {
-        self.on_interrupted = Some(policy);
+        self.options.retry = Some(policy);
         self
     }
 
@@ -370,30 +379,7 @@ impl JobChanges {
         next_run_time: &mut Option<DateTime<Utc>>,
     ) -> crate::Result<()> {
         let o: &mut JobOptions = &mut data.options;
-        if let Some(v) = self.name {
-            o.name = v;
-        }
-        if let Some(v) = self.executor {
-            o.executor = v;
-        }
-        if let Some(v) = self.misfire_grace_time {
-            o.misfire_grace_time = v;
-        }
-        if let Some(v) = self.coalesce {
-            o.coalesce = v;
-        }
-        if let Some(v) = self.max_instances {
-            o.max_instances = v;
-        }
-        if let Some(v) = self.timeout {
-            o.timeout = v;
-        }
-        if let Some(v) = self.retry {
-            o.retry = v;
-        }
-        if let Some(v) = self.on_interrupted {
-            o.on_interrupted = v;
-        }
+        self.options.apply(o);
         if let Some(v) = self.next_run_time {
             *next_run_time = v;
             o.resume_at = None;
