@@ -388,7 +388,7 @@ pub(crate) async fn jobs(
         .iter()
         .map(|u| {
             format!(
-                r#"<p class="problem">Job <b>{}</b> in store {} is unreadable and does not run: {}. Update or remove it (<code>sundial jobs remove {}</code>).</p>"#,
+                r#"<p class="problem">Job <b>{}</b> in store {} is unreadable and does not run: {}. Replace it or remove it (<code>sundial jobs remove {}</code>).</p>"#,
                 esc(u.id.as_str()),
                 esc(&u.jobstore),
                 esc(&u.reason),

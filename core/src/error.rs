@@ -27,8 +27,8 @@ pub enum Error {
     },
 
     /// A stored job's content cannot be decoded (edited by hand, or written by
-    /// a newer version): it is never run; update or remove it.
-    #[error("stored job '{id}' is unreadable: {reason}; update or remove it")]
+    /// a newer version): it is never run; replace or remove it.
+    #[error("stored job '{id}' is unreadable: {reason}; replace it (add_job with replace_existing) or remove it")]
     UnreadableJob {
         /// The job id.
         id: String,

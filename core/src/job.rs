@@ -154,6 +154,41 @@ pub struct JobOptions {
     pub resume_at: Option<DateTime<Utc>>,
 }
 
+impl JobOptions {
+    /// Says what is wrong with options that could not be stored and read back
+    /// (a duration too long for its JSON form, a jitter outside 0..=1, no
+    /// instance allowed).
+    pub fn check(&self) -> std::result::Result<(), String> {
+        let durations = [
+            ("misfire_grace_time", self.misfire_grace_time),
+            ("timeout", self.timeout),
+            ("retry backoff", self.retry.as_ref().map(|r| r.backoff)),
+            (
+                "retry max_backoff",
+                self.retry.as_ref().map(|r| r.max_backoff),
+            ),
+        ];
+        for (name, d) in durations {
+            if let Some(d) = d {
+                if Duration::try_from_secs_f64(d.as_secs_f64()).is_err() {
+                    return Err(format!(
+                        "{name} of {d:?} is too long to store (at most about 584 billion years; leave it unset for no limit)"
+                    ));
+                }
+            }
+        }
+        if let Some(r) = &self.retry {
+            if !(0.0..=1.0).contains(&r.jitter) {
+                return Err(format!("retry jitter {} is not between 0 and 1", r.jitter));
+            }
+        }
+        if self.max_instances == 0 {
+            return Err("max_instances must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
 /// What happens to a slot whose run was interrupted: its node was killed,
 /// froze or lost the store past the run's heartbeat.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]

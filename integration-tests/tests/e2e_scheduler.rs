@@ -801,6 +801,67 @@ async fn api_errors() {
         .unwrap_err();
     assert!(matches!(err, Error::InvalidJob(_)));
 
+    // Options that could not be read back once stored are refused, naming
+    // the job and the option; nothing is stored, and a change to them is
+    // refused the same way.
+    let mut nan_jitter = RetryPolicy::new(3, Duration::from_secs(1));
+    nan_jitter.jitter = f64::NAN;
+    for (spec, says) in [
+        (
+            JobSpec::new("record", every())
+                .id("forever")
+                .timeout(Duration::MAX),
+            "timeout of",
+        ),
+        (
+            JobSpec::new("record", every())
+                .id("forever")
+                .misfire_grace_time(Some(Duration::MAX)),
+            "misfire_grace_time of",
+        ),
+        (
+            JobSpec::new("record", every())
+                .id("forever")
+                .retry_policy(nan_jitter.clone()),
+            "retry jitter NaN",
+        ),
+    ] {
+        let err = h.scheduler.add_job(spec).await.unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidJob(m) if m.contains("job 'forever'") && m.contains(says)),
+            "{err}"
+        );
+        assert!(h
+            .scheduler
+            .get_job("forever", None)
+            .await
+            .unwrap()
+            .is_none());
+    }
+    h.scheduler
+        .add_job(JobSpec::new("record", every()).id("kept"))
+        .await
+        .unwrap();
+    let err = h
+        .scheduler
+        .modify_job("kept", None, JobChanges::new().timeout(Some(Duration::MAX)))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidJob(m) if m.contains("job 'kept'") && m.contains("timeout of")),
+        "{err}"
+    );
+    assert_eq!(
+        h.scheduler
+            .get_job("kept", None)
+            .await
+            .unwrap()
+            .unwrap()
+            .options()
+            .timeout,
+        None
+    );
+
     for err in [
         h.scheduler.remove_job("missing", None).await.unwrap_err(),
         h.scheduler.pause_job("missing", None).await.unwrap_err(),

@@ -166,6 +166,20 @@ async fn corrupted_fields_are_quarantined_and_the_store_keeps_working() {
         "{errors:?}"
     );
     assert!(errors[2].1.contains("job JSON is missing"), "{errors:?}");
+    // Listings show the quarantined jobs apart, with why; `get_job` refuses them.
+    let listing = s.job_listing(None).await.unwrap();
+    let mut apart: Vec<&str> = listing.unreadable().iter().map(|u| u.id.as_str()).collect();
+    apart.sort();
+    assert_eq!(apart, ["bad_nrt", "bad_ver", "no_json"], "{listing}");
+    assert!(listing
+        .unreadable()
+        .iter()
+        .all(|u| u.reason.starts_with("quarantined: ")));
+    assert!(listing.jobs().all(|j| !j.id().as_str().starts_with("bad")));
+    assert!(matches!(
+        s.get_job("bad_ver", None).await,
+        Err(Error::UnreadableJob { .. })
+    ));
     assert!(
         store.get_next_run_time(&[]).await.unwrap().unwrap()
             > Utc::now() + chrono::Duration::minutes(50),

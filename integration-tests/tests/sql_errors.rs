@@ -198,6 +198,39 @@ async fn corrupted_row_is_reported_and_skipped(url: &str, table: &str) {
             .any(|(id, e)| id == "broken" && e.contains("unreadable")),
         "{errors:?}"
     );
+    // A process that declares the same job `if_absent` at start keeps the
+    // stored (unreadable) job and starts all the same.
+    let declaring = Scheduler::builder()
+        .jobstore(
+            "default",
+            SqlJobStore::from_url(url)
+                .unwrap()
+                .with_table(table)
+                .unwrap(),
+        )
+        .executor("default", AsyncExecutor::new())
+        .task("count", |_ctx: JobContext, _: ()| async {
+            Ok::<_, std::io::Error>(())
+        })
+        .build()
+        .unwrap();
+    declaring
+        .add_job(
+            JobSpec::new("count", DateTrigger::at(soon))
+                .id("broken")
+                .if_absent(),
+        )
+        .await
+        .unwrap();
+    declaring
+        .start_paused()
+        .await
+        .expect("an unreadable stored job stops a start");
+    assert!(matches!(
+        declaring.get_job("broken", None).await,
+        Err(Error::UnreadableJob { .. })
+    ));
+    declaring.shutdown(true).await.unwrap();
     // The corrupted job is kept, shown apart, and can be removed.
     sundial_integration_tests::support::check_listed_unreadable(&scheduler, "broken")
         .await

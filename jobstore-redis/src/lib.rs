@@ -324,6 +324,11 @@ fn record(
     )
 }
 
+/// What a quarantined job is reported with.
+fn quarantined(why: &str) -> String {
+    format!("quarantined: {why}; update or remove the job")
+}
+
 /// An optional script argument: `""` for none, `"=" + value` for a value.
 fn opt_arg(v: Option<&str>) -> String {
     v.map(|v| format!("={v}")).unwrap_or_default()
@@ -790,60 +795,66 @@ impl JobStore for RedisJobStore {
 
     async fn lookup_job(&self, id: &JobId) -> sundial_core::Result<Option<JobRecord>> {
         let [jobs, nrt, lease, ver, _] = self.keys();
+        let quarantine = format!("{}quarantine", self.key_prefix());
         let mut conn = self.conn().await?;
-        let (j, n, l, v): (
-            Option<String>,
-            Option<String>,
-            Option<String>,
-            Option<String>,
-        ) = self
+        type Field = Option<String>;
+        let (j, n, l, v, q): (Field, Field, Field, Field, Field) = self
             .check(
                 redis::pipe()
                     .hget(&jobs, id.as_str())
                     .hget(&nrt, id.as_str())
                     .hget(&lease, id.as_str())
                     .hget(&ver, id.as_str())
+                    .hget(&quarantine, id.as_str())
                     .query_async(&mut conn)
                     .await,
             )
             .await?;
-        if j.is_none() && v.is_none() {
+        if j.is_none() && v.is_none() && q.is_none() {
             return Ok(None);
         }
-        Ok(Some(record(
+        let mut rec = record(
             id.as_str(),
             j.as_deref(),
             n.as_deref(),
             l.as_deref(),
             v.as_deref(),
-        )))
+        );
+        rec.quarantined = q.map(|why| quarantined(&why));
+        Ok(Some(rec))
     }
 
     async fn get_all_jobs(&self) -> sundial_core::Result<Vec<JobRecord>> {
         let [jobs, nrt, lease, ver, _] = self.keys();
+        let quarantine = format!("{}quarantine", self.key_prefix());
         let mut conn = self.conn().await?;
         type Map = HashMap<String, String>;
-        let (j, n, l, v): (Map, Map, Map, Map) = self
+        let (j, n, l, v, q): (Map, Map, Map, Map, Map) = self
             .check(
                 redis::pipe()
                     .hgetall(&jobs)
                     .hgetall(&nrt)
                     .hgetall(&lease)
                     .hgetall(&ver)
+                    .hgetall(&quarantine)
                     .query_async(&mut conn)
                     .await,
             )
             .await?;
-        let mut all: Vec<JobRecord> = j
-            .iter()
-            .map(|(id, job)| {
-                record(
+        // Quarantined jobs are listed too, even one whose job JSON is gone.
+        let ids: std::collections::BTreeSet<&String> = j.keys().chain(q.keys()).collect();
+        let mut all: Vec<JobRecord> = ids
+            .into_iter()
+            .map(|id| {
+                let mut rec = record(
                     id,
-                    Some(job),
+                    j.get(id).map(String::as_str),
                     n.get(id).map(String::as_str),
                     l.get(id).map(String::as_str),
                     v.get(id).map(String::as_str),
-                )
+                );
+                rec.quarantined = q.get(id).map(|why| quarantined(why));
+                rec
             })
             .collect();
         sort_records(&mut all);
@@ -918,7 +929,7 @@ impl JobStore for RedisJobStore {
                 None,
                 0,
             );
-            rec.quarantined = Some(format!("quarantined: {}; update or remove the job", c[1]));
+            rec.quarantined = Some(quarantined(&c[1]));
             out.push(rec);
         }
         sort_records(&mut out);

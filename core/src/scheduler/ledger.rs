@@ -405,7 +405,11 @@ impl Inner {
         let (rec, data) = match store.lookup_job(&run.job_id).await {
             Ok(Some(rec)) => match rec.decode() {
                 Ok(data) if data.options.on_interrupted == OnInterrupted::Rerun => (rec, data),
-                _ => return,
+                Ok(_) => return,
+                Err(e) => {
+                    tracing::warn!(job_id = %run.job_id, error = %e, "the interrupted run's job is unreadable; not rerunning it");
+                    return;
+                }
             },
             Ok(None) => return,
             Err(e) => {

@@ -696,11 +696,23 @@ impl Scheduler {
         let pending: Vec<Pending> = std::mem::take(&mut *lock(&self.inner.pending));
         let mut iter = pending.into_iter();
         while let Some(p) = iter.next() {
-            if let Err(e) = self.store_job(&p.record, &p.jobstore, &p.upsert).await {
-                let mut back = lock(&self.inner.pending);
-                back.push(p);
-                back.extend(iter);
-                return Err(e);
+            match self.store_job(&p.record, &p.jobstore, &p.upsert).await {
+                // A job declared `if_absent` whose stored copy is unreadable
+                // is kept as stored (and reported when claimed), not a
+                // reason to refuse to start.
+                Err(Error::UnreadableJob { id, reason })
+                    if p.upsert.on_conflict == OnConflict::Keep =>
+                {
+                    tracing::warn!(job_id = %id, jobstore = %p.jobstore, %reason, "stored job kept as it is, though unreadable");
+                    continue;
+                }
+                Err(e) => {
+                    let mut back = lock(&self.inner.pending);
+                    back.push(p);
+                    back.extend(iter);
+                    return Err(e);
+                }
+                Ok(_) => {}
             }
         }
         Ok(())
@@ -869,11 +881,9 @@ impl Scheduler {
             ..JobOptions::default()
         };
         patch.apply(&mut options);
-        if options.max_instances == 0 {
-            return Err(Error::InvalidJob(format!(
-                "job '{id}': max_instances must be at least 1"
-            )));
-        }
+        options
+            .check()
+            .map_err(|why| Error::InvalidJob(format!("job '{id}': {why}")))?;
         let (task_name, task_fn) = match task {
             TaskRef::Named(n) => match self.inner.task(&n) {
                 Some(f) => (n, Some(f)),
@@ -1233,7 +1243,7 @@ impl Scheduler {
         let id = id.into();
         match self.find(&id, store).await? {
             Some((alias, rec, pending)) => Ok(Some(self.inner.job_view(
-                Decoded::decode(rec)?,
+                Decoded::readable(rec)?,
                 &alias,
                 pending,
             ))),
@@ -1276,14 +1286,15 @@ impl Scheduler {
             };
             if self.is_running() {
                 for rec in s.get_all_jobs().await? {
-                    match rec.decode() {
-                        Ok(data) => records.push((Decoded { record: rec, data }, false)),
+                    let (id, next_run_time) = (rec.id.clone(), rec.next_run_time);
+                    match Decoded::readable(rec) {
+                        Ok(d) => records.push((d, false)),
                         Err(e) => {
-                            tracing::warn!(job_id = %rec.id, jobstore = %alias, error = %e, "stored job is unreadable");
+                            tracing::warn!(job_id = %id, jobstore = %alias, error = %e, "stored job is unreadable");
                             unreadable.push(UnreadableJob {
-                                id: rec.id,
+                                id,
                                 jobstore: alias.clone(),
-                                next_run_time: rec.next_run_time,
+                                next_run_time,
                                 reason: match e {
                                     Error::UnreadableJob { reason, .. } => reason,
                                     other => other.to_string(),
@@ -1497,6 +1508,7 @@ impl Scheduler {
             if self.is_running() {
                 s.remove_all_jobs().await?;
             }
+            lock(&self.inner.decoded).forget_store(&alias);
             self.inner.emit(Event::AllJobsRemoved { jobstore: alias });
         }
         Ok(())

@@ -78,13 +78,21 @@ pub(crate) fn decide(
         }
         if run_times.len() == MAX_BACKLOG_RUN_TIMES {
             d.truncated = true;
-            // Skip the rest of the backlog: the first fire time after now.
-            next = trigger
-                .try_next_fire_time(None, now)
-                .ok()
-                .flatten()
-                .map(trunc_micros)
-                .filter(|n| *n > t);
+            // Skip the rest of the backlog: the first fire time from now on
+            // that comes after the last slot kept (a trigger may answer `now`
+            // itself, which can be that slot).
+            let skipped = match trigger.try_next_fire_time(None, now) {
+                Ok(Some(n)) if trunc_micros(n) > t => Ok(Some(trunc_micros(n))),
+                Ok(Some(_)) => next_after(trigger, t, now),
+                other => other,
+            };
+            next = match skipped {
+                Ok(n) => n,
+                Err(e) => {
+                    d.trigger_error = Some(e);
+                    None
+                }
+            };
             break;
         }
         run_times.push(t);
@@ -225,6 +233,19 @@ mod tests {
         assert!(d.truncated);
         assert_eq!(d.due.len(), MAX_BACKLOG_RUN_TIMES);
         assert_eq!(d.next, Some(at("2026-01-01T10:00:01Z")));
+    }
+
+    #[test]
+    fn a_truncated_backlog_cut_off_at_now_keeps_the_job() {
+        // Slots every second from `start`; 1,000 are kept, and the first one
+        // cut off is exactly now.
+        let start = at("2026-01-01T00:00:00Z");
+        let now = start + chrono::Duration::seconds(1000);
+        let d = decide(&interval(1, start), start, now, &options(true, None));
+        assert!(d.truncated);
+        assert_eq!(d.due, [now - chrono::Duration::seconds(1)]);
+        assert_eq!(d.next, Some(now + chrono::Duration::seconds(1)));
+        assert!(d.trigger_error.is_none());
     }
 
     #[test]

@@ -384,14 +384,11 @@ impl JobChanges {
             *next_run_time = v;
             o.resume_at = None;
         }
-        if o.max_instances == 0 {
-            return Err(crate::Error::InvalidJob(format!(
-                "job '{id}': max_instances must be at least 1"
-            )));
-        }
+        o.check()
+            .map_err(|why| crate::Error::InvalidJob(format!("job '{id}': {why}")))?;
         if let Some(a) = self.args {
             data.args = a.map_err(|e| {
-                crate::Error::InvalidJob(format!("cannot serialize arguments: {e}"))
+                crate::Error::InvalidJob(format!("job '{id}': cannot serialize arguments: {e}"))
             })?;
         }
         Ok(())
@@ -410,6 +407,18 @@ impl Decoded {
     pub(crate) fn decode(record: JobRecord) -> crate::Result<Decoded> {
         let data = record.decode()?;
         Ok(Decoded { record, data })
+    }
+
+    /// Decodes a record for reading: one its store quarantined is as
+    /// unreadable as one whose content does not decode.
+    pub(crate) fn readable(record: JobRecord) -> crate::Result<Decoded> {
+        if let Some(why) = &record.quarantined {
+            return Err(crate::Error::UnreadableJob {
+                id: record.id.to_string(),
+                reason: why.clone(),
+            });
+        }
+        Decoded::decode(record)
     }
 
     /// A record with the content encoded from `data`.
@@ -508,7 +517,7 @@ impl fmt::Display for Job {
 }
 
 /// A stored job whose content cannot be decoded (edited by hand, or written
-/// by a newer version): listed apart, never run; update or remove it.
+/// by a newer version): listed apart, never run; replace or remove it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct UnreadableJob {
     /// The job id.

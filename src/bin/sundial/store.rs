@@ -208,7 +208,7 @@ async fn jobs_on(s: &Scheduler, args: &StoreArgs, cmd: JobsCommand) -> Result<()
             let listing = s.job_listing(None).await?;
             for u in listing.unreadable() {
                 eprintln!(
-                    "warning: job '{}' in store {} is unreadable and does not run: {} (update or remove it)",
+                    "warning: job '{}' in store {} is unreadable and does not run: {} (replace or remove it)",
                     u.id, u.jobstore, u.reason
                 );
             }
