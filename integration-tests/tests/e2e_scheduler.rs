@@ -1385,3 +1385,62 @@ async fn a_refused_or_kept_inline_job_keeps_the_stored_closure() {
     assert!(second.load(Ordering::SeqCst) >= 1);
     h.scheduler.shutdown(true).await.unwrap();
 }
+
+/// Many more due jobs that this scheduler cannot run (their task is not
+/// registered here) than one claim batch and the passed-over list hold: the
+/// runnable job behind them in run order still runs, and the scheduler keeps
+/// answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_behind_many_unrunnable_ones_still_run() {
+    let store = Arc::new(MemoryJobStore::new());
+    let ran = Arc::new(AtomicBool::new(false));
+    let r = Arc::clone(&ran);
+    let s = Scheduler::builder()
+        .jobstore_arc("default", Arc::clone(&store) as Arc<dyn JobStore>)
+        .executor("default", AsyncExecutor::new())
+        .task("ok", move |_: JobContext, _: ()| {
+            r.store(true, Ordering::SeqCst);
+            async { Ok::<_, std::io::Error>(()) }
+        })
+        .build()
+        .unwrap();
+    s.start_paused().await.unwrap();
+    let due = Utc::now() - chrono::Duration::seconds(30);
+    let orphans: Vec<_> = (0..2600)
+        .map(|i| {
+            sundial_integration_tests::conformance::record(
+                &format!("orphan{i:04}"),
+                "not_registered_here",
+                serde_json::json!({"type": "interval", "seconds": 3600, "start_date": due.to_rfc3339()}),
+                serde_json::Value::Null,
+                Some(due),
+            )
+        })
+        .collect();
+    store.add_jobs(&orphans).await.unwrap();
+    s.add_job(
+        JobSpec::new("ok", DateTrigger::at(Utc::now()))
+            .id("behind")
+            .misfire_grace_time(None),
+    )
+    .await
+    .unwrap();
+    s.resume().unwrap();
+    let waited = tokio::time::timeout(Duration::from_secs(20), async {
+        while !ran.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(waited.is_ok(), "the runnable job never ran");
+    // The scheduler still answers while the orphans stay due.
+    let listed = tokio::time::timeout(Duration::from_secs(10), s.get_jobs(None))
+        .await
+        .expect("the scheduler answers")
+        .unwrap();
+    assert_eq!(listed.len(), 2600);
+    tokio::time::timeout(Duration::from_secs(10), s.shutdown(false))
+        .await
+        .expect("shutdown returns")
+        .unwrap();
+}

@@ -14,7 +14,7 @@ const FIRST: Duration = Duration::from_secs(1);
 /// The longest a job is passed over at once.
 const LONGEST: Duration = Duration::from_secs(60);
 /// The most ids handed to a store per claim (the earliest to expire are left out).
-const MOST: usize = 1000;
+const MOST: usize = 10_000;
 
 /// One job passed over.
 #[derive(Debug, Clone, Copy)]

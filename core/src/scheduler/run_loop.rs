@@ -2,6 +2,7 @@
 //! their runs (misfire / coalesce), start each slot by inserting its run record,
 //! submit the slots that were started, release.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -209,9 +210,18 @@ impl Plan {
 enum Step {
     /// Hand the job back at once with this outcome.
     Release(ReleaseItem, String),
+    /// The job cannot run here: hand it back (unless it came back unclaimed).
+    PassedOver(Option<ReleaseItem>, JobId),
     /// Start these slots, then release.
     Plan(Box<Plan>),
 }
+
+/// Full batches in a row of jobs that cannot run here after which a pass
+/// stops claiming from a store.
+const FRUITLESS_BATCHES: u32 = 20;
+
+/// How long a store whose due jobs cannot run here waits for the next pass.
+const STALLED_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How long the loop may sleep on a shared store without change notices, by
 /// default.
@@ -240,16 +250,23 @@ impl Inner {
                 }
             }
             let result = async {
-                self.process_store(&alias, store.as_ref()).await?;
+                let stalled = self.process_store(&alias, store.as_ref()).await?;
                 let skip = lock(&self.passed_over).skip(&alias, self.clock.now());
-                store.get_next_run_time(&skip).await
+                store.get_next_run_time(&skip).await.map(|t| (stalled, t))
             }
             .await;
             match result {
-                Ok(t) => {
+                Ok((stalled, t)) => {
                     lock(&self.store_retry).remove(&alias);
                     if let Some(t) = t {
-                        next = earliest(next, self.to_local(&alias, t));
+                        let t = self.to_local(&alias, t);
+                        // Due jobs that cannot run here are not claimed again at once.
+                        let t = if stalled {
+                            t.max(after(now, STALLED_WAIT))
+                        } else {
+                            t
+                        };
+                        next = earliest(next, t);
                     }
                     if let Some(t) = lock(&self.passed_over).next_expiry(&alias, self.clock.now()) {
                         next = earliest(next, t);
@@ -281,12 +298,20 @@ impl Inner {
         next
     }
 
-    async fn process_store(&self, alias: &str, store: &dyn JobStore) -> Result<()> {
+    /// Claims and processes a store's due jobs, batch after batch; says whether
+    /// it stopped at batches of jobs none of which can run here (then the
+    /// store is looked at again a little later, not at once).
+    async fn process_store(&self, alias: &str, store: &dyn JobStore) -> Result<bool> {
         // Releases that failed earlier are safe to repeat (owner and version are checked).
         let unfinished = lock(&self.unreleased).remove(alias).unwrap_or_default();
         if !unfinished.is_empty() {
             self.release_all(alias, store, unfinished).await?;
         }
+        // Jobs passed over in this call: left out of the next claims even
+        // beyond the passed-over list's cap, so that the jobs behind them are
+        // reached.
+        let mut passed_here: HashSet<JobId> = HashSet::new();
+        let mut fruitless = 0;
         // A batch whose run records may or may not have been written: insert
         // the same records again (same run ids) before anything else.
         let unstarted = lock(&self.unstarted).remove(alias);
@@ -307,10 +332,19 @@ impl Inner {
         }
         loop {
             if self.state() != SchedulerState::Running {
-                return Ok(());
+                return Ok(false);
             }
             let now = self.store_now(alias);
-            let skip = lock(&self.passed_over).skip(alias, self.clock.now());
+            let mut skip = lock(&self.passed_over).skip(alias, self.clock.now());
+            if !passed_here.is_empty() {
+                let listed: HashSet<&JobId> = skip.iter().collect();
+                let more: Vec<JobId> = passed_here
+                    .iter()
+                    .filter(|id| !listed.contains(id))
+                    .cloned()
+                    .collect();
+                skip.extend(more);
+            }
             let jobs = store
                 .acquire_due(
                     now,
@@ -323,10 +357,22 @@ impl Inner {
             let n = jobs.len();
             let mut done = Vec::with_capacity(n);
             let mut plans = Vec::new();
+            let mut progressed = false;
             for job in jobs {
                 match self.process_job(alias, job, now) {
-                    Some(Step::Release(item, task)) => done.push((item, task)),
-                    Some(Step::Plan(p)) => plans.push(*p),
+                    Some(Step::Release(item, task)) => {
+                        progressed = true;
+                        done.push((item, task));
+                    }
+                    Some(Step::Plan(p)) => {
+                        progressed = true;
+                        plans.push(*p);
+                    }
+                    Some(Step::PassedOver(item, id)) => {
+                        // Only a removal uses the task name.
+                        done.extend(item.map(|i| (i, String::new())));
+                        passed_here.insert(id);
+                    }
                     None => {}
                 }
             }
@@ -347,7 +393,13 @@ impl Inner {
                 .await?;
             }
             if n < self.config.batch_size {
-                return Ok(());
+                return Ok(false);
+            }
+            if !progressed {
+                fruitless += 1;
+                if fruitless >= FRUITLESS_BATCHES {
+                    return Ok(true);
+                }
             }
         }
     }
@@ -690,16 +742,12 @@ impl Inner {
             error: why,
         });
         // A quarantined record comes back unclaimed: nothing to hand back.
-        rec.lease.as_ref()?;
-        Some(Step::Release(
-            ReleaseItem {
-                id: rec.id,
-                version: rec.version,
-                outcome: Release::Unclaim,
-            },
-            // Only a removal uses the task name (to forget an inline closure).
-            String::new(),
-        ))
+        let item = rec.lease.as_ref().map(|_| ReleaseItem {
+            id: rec.id.clone(),
+            version: rec.version,
+            outcome: Release::Unclaim,
+        });
+        Some(Step::PassedOver(item, rec.id))
     }
 
     /// Plans one claimed job. A job that cannot run here (unknown task,
