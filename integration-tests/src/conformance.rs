@@ -879,7 +879,8 @@ pub async fn release_many_matches_release_item_by_item(cx: &Ctx) -> Result<()> {
     Ok(())
 }
 
-/// Trigger and args JSON round-trip unchanged: unicode, nesting, about 1 MB.
+/// Trigger and args JSON round-trip unchanged: unicode, nesting, about 1 MB,
+/// maps shaped like MongoDB extended JSON.
 pub async fn payload_round_trips_opaque(cx: &Ctx) -> Result<()> {
     let big: String = "x".repeat(1_000_000);
     let mut j = job("payload", Some(mins(1)));
@@ -888,6 +889,10 @@ pub async fn payload_round_trips_opaque(cx: &Ctx) -> Result<()> {
         "nested": {"a": [1, 2.5, null, true, {"b": []}]},
         "big": big,
         "n": i64::MAX,
+        // Shaped like MongoDB extended JSON: arguments, not BSON values.
+        "long": {"$numberLong": "5"},
+        "date": {"$date": "2026-01-01T00:00:00.123456Z"},
+        "oid": {"$oid": "0123456789abcdef01234567"},
     });
     j.edit(|d| {
         d.args = args;

@@ -45,7 +45,7 @@ async fn corrupted_job_document_is_reported_and_skipped() {
     s.add_job(JobSpec::new("record", DateTrigger::at(soon)).id("healthy"))
         .await
         .unwrap();
-    // Corrupt the stored job by hand: its trigger becomes a number.
+    // Corrupt the stored job by hand: its content is no longer JSON.
     let client = mongodb::Client::with_uri_str(mongo_url()).await.unwrap();
     let coll = client
         .default_database()
@@ -53,7 +53,7 @@ async fn corrupted_job_document_is_reported_and_skipped() {
         .collection::<mongodb::bson::Document>(&ns.0);
     coll.update_one(
         mongodb::bson::doc! { "_id": "broken" },
-        mongodb::bson::doc! { "$set": { "job.options": 42 } },
+        mongodb::bson::doc! { "$set": { "job": "{not json" } },
     )
     .await
     .unwrap();
@@ -228,4 +228,44 @@ async fn add_jobs_losing_a_race_removes_only_its_own_documents() {
     }
     assert_eq!(a.get_all_jobs().await.unwrap().len(), 3);
     a.drop_collection().await.unwrap();
+}
+
+/// A job document that an earlier version wrote (content as a sub-document,
+/// not as text) is read as the same job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_documents_of_earlier_versions_are_read() {
+    let ns = Namespace::new("olddoc");
+    let store = MongoJobStore::from_url(&mongo_url()).with_collection(&ns.0);
+    store.start().await.unwrap();
+    let client = mongodb::Client::with_uri_str(mongo_url()).await.unwrap();
+    let coll = client
+        .default_database()
+        .unwrap()
+        .collection::<mongodb::bson::Document>(&ns.0);
+    coll.insert_one(mongodb::bson::doc! {
+        "_id": "old",
+        "job": {
+            "task": "record",
+            "trigger": {"type": "date", "run_date": "2030-01-01T00:00:00+00:00"},
+            "args": {"n": 1, "ratio": 0.5},
+            "options": {"misfire_grace_time": 1.0, "coalesce": true, "max_instances": 1},
+        },
+        "version": 3_i64,
+    })
+    .await
+    .unwrap();
+    let rec = store
+        .lookup_job(&JobId::new("old"))
+        .await
+        .unwrap()
+        .expect("the old document is found");
+    let data = rec.decode().unwrap();
+    assert_eq!(data.task, "record");
+    assert_eq!(data.args, serde_json::json!({"n": 1, "ratio": 0.5}));
+    assert_eq!(
+        data.options.misfire_grace_time,
+        Some(Duration::from_secs(1))
+    );
+    assert_eq!(rec.version, 3);
+    store.drop_collection().await.unwrap();
 }

@@ -4,12 +4,18 @@
 //!
 //! ```text
 //! { _id: "<job id>",
-//!   job: { task, trigger, args, options },        // the job, as a readable document
+//!   job: "<JSON text>",                            // task, trigger, args, options, as the scheduler wrote them
 //!   next_run_time: Date, next_run_time_us: Int64,  // absent when paused
 //!   lease_owner: "<owner>", lease_until: Date, lease_until_us: Int64, lease_token: "<claim>",
 //!   insert_token: "<add_jobs call>",               // set by add_jobs; never read
 //!   version: Int64 }
 //! ```
+//!
+//! The job's content is kept as the text the scheduler wrote, not as a
+//! document: a BSON document would read arguments shaped like extended JSON
+//! (`{"$numberLong": "5"}`, `{"$date": …}`) as BSON values and give them back
+//! changed. Documents that an earlier version wrote with a `job` sub-document
+//! are read as well (turned back into text).
 //!
 //! BSON dates hold milliseconds, so the exact microsecond times are kept beside
 //! them; queries use both. A partial index on `(next_run_time, _id)` covers only
@@ -401,21 +407,8 @@ impl MongoJobStore {
         })
     }
 
-    /// The job content as a readable document (stores elsewhere keep the text).
-    fn content_bson(rec: &JobRecord) -> sundial_core::Result<Bson> {
-        serde_json::from_str::<serde_json::Value>(rec.content.as_str())
-            .map_err(|e| e.to_string())
-            .and_then(|v| bson::to_bson(&v).map_err(|e| e.to_string()))
-            .map_err(|reason| {
-                core_err(Error::Bson {
-                    id: rec.id.to_string(),
-                    reason,
-                })
-            })
-    }
-
     fn to_document(rec: &JobRecord) -> sundial_core::Result<Document> {
-        let job = Self::content_bson(rec)?;
+        let job = rec.content.as_str();
         let mut d = doc! {
             "_id": rec.id.as_str(),
             "job": job,
@@ -431,10 +424,12 @@ impl MongoJobStore {
     fn from_document(d: &Document) -> JobRecord {
         let id = d.get_str("_id").unwrap_or_default().to_string();
         // Kept as found: the scheduler reports content it cannot decode.
-        let content = d
-            .get("job")
-            .map(|b| b.clone().into_relaxed_extjson().to_string())
-            .unwrap_or_default();
+        let content = match d.get("job") {
+            Some(Bson::String(text)) => text.clone(),
+            // An earlier version's readable sub-document.
+            Some(other) => other.clone().into_relaxed_extjson().to_string(),
+            None => String::new(),
+        };
         let lease = match (d.get_str("lease_owner"), d.get_i64("lease_until_us")) {
             (Ok(owner), Ok(until)) => from_micros(until).map(|until| Lease {
                 owner: OwnerId::new(owner),
@@ -609,7 +604,7 @@ impl JobStore for MongoJobStore {
     }
 
     async fn update_job(&self, job: &JobRecord) -> sundial_core::Result<()> {
-        let content = Self::content_bson(job)?;
+        let content = job.content.as_str();
         let update = merge(
             doc! { "$set": { "job": content }, "$inc": { "version": 1_i64 } },
             Self::schedule_update(job.next_run_time),
