@@ -123,14 +123,6 @@ pub fn store_from_url(url: &str) -> Result<Arc<dyn JobStore>> {
         Some((u, f)) => (u, Some(f)),
         None => (url, None),
     };
-    #[cfg(not(any(
-        feature = "sqlite",
-        feature = "postgres",
-        feature = "mysql",
-        feature = "redis",
-        feature = "mongo"
-    )))]
-    let _ = fragment;
     let scheme = url.split_once(':').map(|(s, _)| s).unwrap_or(url);
     // `#table=` names a SQL table or a MongoDB collection, `#prefix=` a Redis
     // key prefix; anything else is refused rather than ignored.
@@ -157,6 +149,14 @@ pub fn store_from_url(url: &str) -> Result<Arc<dyn JobStore>> {
             }
         }
     };
+    #[cfg(not(any(
+        feature = "sqlite",
+        feature = "postgres",
+        feature = "mysql",
+        feature = "redis",
+        feature = "mongo"
+    )))]
+    let _ = table;
     let feature = |f: &str| Error::UnknownStore {
         alias: scheme.to_string(),
         hint: format!(" (URL scheme): enable the `{f}` feature of the `sundial` crate"),

@@ -1,12 +1,7 @@
 //! The job API: adding, reading, changing, removing and running jobs.
 
+use super::pending::{Found, Pending};
 use super::*;
-
-pub(super) struct Pending {
-    pub(super) record: Decoded,
-    pub(super) jobstore: String,
-    pub(super) upsert: Upsert,
-}
 
 /// A change to a job's content and next run time, applied by [`Scheduler::edit`].
 pub(super) type Edit<'a> =
@@ -295,34 +290,12 @@ impl Scheduler {
         let now = self.inner.clock.now();
         let (record, alias, upsert) = self.prepare(spec, store.as_ref(), now)?;
         if self.state() == SchedulerState::Stopped {
-            let mut pending = lock(&self.inner.pending);
-            if let Some(pos) = pending
-                .iter()
-                .position(|p| p.record.record.id == record.record.id && p.jobstore == alias)
-            {
-                match upsert.on_conflict {
-                    OnConflict::Fail => {
-                        return Err(Error::ConflictingId {
-                            id: record.record.id.to_string(),
-                        })
-                    }
-                    OnConflict::Keep => {
-                        let kept = pending[pos].record.clone();
-                        drop(pending);
-                        return Ok(self.inner.job_view(kept, &alias, true));
-                    }
-                    OnConflict::Replace => {
-                        pending.remove(pos);
-                    }
-                }
-            }
-            pending.push(Pending {
+            let kept = self.inner.pending.add(Pending {
                 record: record.clone(),
                 jobstore: alias.clone(),
                 upsert,
-            });
-            drop(pending);
-            return Ok(self.inner.job_view(record, &alias, true));
+            })?;
+            return Ok(self.inner.job_view(kept.unwrap_or(record), &alias, true));
         }
         let stored = self.store_job(&record, &alias, &upsert).await?;
         Ok(self.inner.job_view(stored, &alias, false))
@@ -366,17 +339,21 @@ impl Scheduler {
         };
         let ids: Vec<JobId> = records.iter().map(|r| r.record.id.clone()).collect();
         if self.state() == SchedulerState::Stopped {
-            let mut pending = lock(&self.inner.pending);
-            for (record, inline) in records.into_iter().zip(inlines) {
-                pending.push(Pending {
-                    record,
-                    jobstore: alias.clone(),
-                    upsert: Upsert {
-                        inline: inline.map(|(_, f)| f),
-                        ..Upsert::default()
-                    },
-                });
-            }
+            self.inner
+                .pending
+                .extend(
+                    records
+                        .into_iter()
+                        .zip(inlines)
+                        .map(|(record, inline)| Pending {
+                            record,
+                            jobstore: alias.clone(),
+                            upsert: Upsert {
+                                inline: inline.map(|(_, f)| f),
+                                ..Upsert::default()
+                            },
+                        }),
+                );
             return Ok(ids);
         }
         let store = self.inner.store(&alias)?;
@@ -410,37 +387,27 @@ impl Scheduler {
     }
 
     /// Finds a job: in `store` when given, else in every store (pending jobs included).
-    async fn find(
-        &self,
-        id: &JobId,
-        store: Option<&str>,
-    ) -> Result<Option<(String, JobRecord, bool)>> {
-        {
-            let pending = lock(&self.inner.pending);
-            if let Some(p) = pending
-                .iter()
-                .find(|p| p.record.record.id == *id && store.is_none_or(|s| s == p.jobstore))
-            {
-                return Ok(Some((p.jobstore.clone(), p.record.record.clone(), true)));
-            }
+    async fn find(&self, id: &JobId, store: Option<&str>) -> Result<Option<Found>> {
+        if let Some(found) = self.inner.pending.find(id, store) {
+            return Ok(Some(found));
         }
         let stores = match store {
             Some(a) => vec![(a.to_string(), self.inner.store(a)?)],
             None => self.inner.stores(),
         };
         for (alias, s) in stores {
-            if let Some(r) = s.lookup_job(id).await? {
-                return Ok(Some((alias, r, false)));
+            if let Some(record) = s.lookup_job(id).await? {
+                return Ok(Some(Found {
+                    alias,
+                    record,
+                    pending: false,
+                }));
             }
         }
         Ok(None)
     }
 
-    async fn find_required(
-        &self,
-        id: &JobId,
-        store: Option<&str>,
-    ) -> Result<(String, JobRecord, bool)> {
+    async fn find_required(&self, id: &JobId, store: Option<&str>) -> Result<Found> {
         self.find(id, store)
             .await?
             .ok_or_else(|| Error::JobNotFound { id: id.to_string() })
@@ -450,13 +417,7 @@ impl Scheduler {
     async fn write_back(&self, alias: &str, record: Decoded, pending: bool) -> Result<Job> {
         let id = &record.record.id;
         if pending {
-            let mut list = lock(&self.inner.pending);
-            if let Some(p) = list
-                .iter_mut()
-                .find(|p| p.record.record.id == *id && p.jobstore == alias)
-            {
-                p.record = record.clone();
-            }
+            self.inner.pending.replace(alias, &record);
         } else {
             self.inner.store(alias)?.update_job(&record.record).await?;
             self.inner.emit(Event::JobModified {
@@ -476,8 +437,12 @@ impl Scheduler {
     pub async fn get_job(&self, id: impl Into<JobId>, store: Option<&str>) -> Result<Option<Job>> {
         let id = id.into();
         match self.find(&id, store).await? {
-            Some((alias, rec, pending)) => Ok(Some(self.inner.job_view(
-                Decoded::readable(rec)?,
+            Some(Found {
+                alias,
+                record,
+                pending,
+            }) => Ok(Some(self.inner.job_view(
+                Decoded::readable(record)?,
                 &alias,
                 pending,
             ))),
@@ -510,14 +475,13 @@ impl Scheduler {
         let mut out = Vec::new();
         let mut unreadable = Vec::new();
         for (alias, s) in stores {
-            let mut records: Vec<(Decoded, bool)> = {
-                let pending = lock(&self.inner.pending);
-                pending
-                    .iter()
-                    .filter(|p| p.jobstore == alias)
-                    .map(|p| (p.record.clone(), true))
-                    .collect()
-            };
+            let mut records: Vec<(Decoded, bool)> = self
+                .inner
+                .pending
+                .of_store(&alias)
+                .into_iter()
+                .map(|d| (d, true))
+                .collect();
             if self.is_running() {
                 for rec in s.get_all_jobs().await? {
                     let (id, next_run_time) = (rec.id.clone(), rec.next_run_time);
@@ -609,7 +573,11 @@ impl Scheduler {
     async fn edit(&self, id: &JobId, store: Option<&str>, change: &mut Edit<'_>) -> Result<Job> {
         let mut tries = 0;
         loop {
-            let (alias, mut rec, pending) = self.find_required(id, store).await?;
+            let Found {
+                alias,
+                record: mut rec,
+                pending,
+            } = self.find_required(id, store).await?;
             let mut data = rec.decode()?;
             change(&mut data, &mut rec.next_run_time)?;
             match self
@@ -680,7 +648,11 @@ impl Scheduler {
         let id = id.into();
         let mut tries = 0;
         loop {
-            let (alias, rec, pending) = self.find_required(&id, store).await?;
+            let Found {
+                alias,
+                record: rec,
+                pending,
+            } = self.find_required(&id, store).await?;
             let mut job = Decoded::decode(rec)?;
             let now = self.inner.clock.now();
             let trigger = self.inner.parse_trigger(&job.data)?;
@@ -709,10 +681,13 @@ impl Scheduler {
     /// [`Error::JobNotFound`], store errors.
     pub async fn remove_job(&self, id: impl Into<JobId>, store: Option<&str>) -> Result<()> {
         let id = id.into();
-        let (alias, rec, pending) = self.find_required(&id, store).await?;
+        let Found {
+            alias,
+            record: rec,
+            pending,
+        } = self.find_required(&id, store).await?;
         if pending {
-            lock(&self.inner.pending)
-                .retain(|p| !(p.record.record.id == id && p.jobstore == alias));
+            self.inner.pending.remove(&alias, &id);
         } else {
             self.inner.store(&alias)?.remove_job(&id).await?;
         }
@@ -738,7 +713,7 @@ impl Scheduler {
             None => self.inner.stores(),
         };
         for (alias, s) in stores {
-            lock(&self.inner.pending).retain(|p| p.jobstore != alias);
+            self.inner.pending.remove_store(&alias);
             if self.is_running() {
                 s.remove_all_jobs().await?;
             }
@@ -770,7 +745,9 @@ impl Scheduler {
         if self.is_client() {
             return self.request_run(id, store).await;
         }
-        let (alias, rec, _) = self.find_required(&id, store).await?;
+        let Found {
+            alias, record: rec, ..
+        } = self.find_required(&id, store).await?;
         let data = rec.decode()?;
         let task = self
             .inner
@@ -857,7 +834,7 @@ impl Scheduler {
     /// Moves a job's next run time to just ahead of now for the nodes
     /// running the store, remembering its own next run time.
     async fn request_run(&self, id: JobId, store: Option<&str>) -> Result<()> {
-        let (alias, _, _) = self.find_required(&id, store).await?;
+        let alias = self.find_required(&id, store).await?.alias;
         // The store's clock, not this client's: the nodes run by it.
         let now = match self.inner.store(&alias)?.server_time().await {
             Ok(Some(t)) => t,

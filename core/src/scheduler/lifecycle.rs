@@ -91,8 +91,7 @@ impl Scheduler {
         for (_, s) in self.inner.stores() {
             s.start().await?;
         }
-        let pending: Vec<Pending> = std::mem::take(&mut *lock(&self.inner.pending));
-        let mut iter = pending.into_iter();
+        let mut iter = self.inner.pending.take().into_iter();
         while let Some(p) = iter.next() {
             match self.store_job(&p.record, &p.jobstore, &p.upsert).await {
                 // A job declared `if_absent` whose stored copy is unreadable
@@ -105,9 +104,7 @@ impl Scheduler {
                     continue;
                 }
                 Err(e) => {
-                    let mut back = lock(&self.inner.pending);
-                    back.push(p);
-                    back.extend(iter);
+                    self.inner.pending.extend(std::iter::once(p).chain(iter));
                     return Err(e);
                 }
                 Ok(_) => {}

@@ -9,6 +9,7 @@ mod lifecycle;
 mod modes;
 mod nodes;
 mod passed_over;
+mod pending;
 mod policy;
 mod run_loop;
 mod spec;
@@ -28,7 +29,6 @@ pub use builder::SchedulerBuilder;
 pub use modes::BackgroundScheduler;
 pub use spec::{Job, JobChanges, JobListing, JobSpec, OnConflict, UnreadableJob};
 
-use jobs::Pending;
 use spec::Decoded;
 
 use crate::clock::Clock;
@@ -150,7 +150,7 @@ pub(crate) struct Inner {
     stores: RwLock<Vec<(String, Arc<dyn JobStore>)>>,
     executors: RwLock<Vec<(String, Arc<dyn Executor>)>>,
     state: Mutex<SchedulerState>,
-    pending: Mutex<Vec<Pending>>,
+    pending: pending::PendingJobs,
     pub(crate) wake: Notify,
     run: Mutex<Option<(CancellationToken, tokio::task::JoinHandle<()>)>>,
     runtime: Mutex<Option<tokio::runtime::Handle>>,
@@ -417,7 +417,7 @@ impl Scheduler {
                 stores: RwLock::new(b.stores),
                 executors: RwLock::new(b.executors),
                 state: Mutex::new(SchedulerState::Stopped),
-                pending: Mutex::new(Vec::new()),
+                pending: pending::PendingJobs::default(),
                 wake: Notify::new(),
                 run: Mutex::new(None),
                 runtime: Mutex::new(None),
