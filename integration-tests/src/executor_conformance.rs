@@ -1,5 +1,5 @@
 //! Executor conformance: the contract on
-//! [`Executor`](sundial::executor::Executor), checked the same way for every
+//! [`Executor`], checked the same way for every
 //! executor and both kinds of task (async and blocking). `tests/executors.rs`
 //! runs each case for the async and the thread-pool executor.
 
