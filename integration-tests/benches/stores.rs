@@ -1,5 +1,6 @@
 //! Persistent stores: add 10,000 jobs, and fire 10,000 due one-off jobs with
-//! one and with two schedulers sharing the store.
+//! one and with two schedulers sharing the store (`SUNDIAL_BENCH_SCHEDULERS`,
+//! e.g. `1,2,4`, sets the counts).
 //!
 //! ```sh
 //! cargo bench -p sundial-integration-tests --bench stores [-- sqlite|postgres|mysql|redis|mongo]
@@ -15,6 +16,21 @@ use sundial::JobStore;
 use sundial_integration_tests::support::{
     mongo_url, mysql_url, postgres_url, redis_url, Namespace,
 };
+
+/// How many schedulers share the store in each fire-burst
+/// (`SUNDIAL_BENCH_SCHEDULERS`, comma-separated, default `1,2`).
+fn scheduler_counts() -> Vec<usize> {
+    std::env::var("SUNDIAL_BENCH_SCHEDULERS")
+        .ok()
+        .map(|v| {
+            v.split(',')
+                .filter_map(|c| c.trim().parse().ok())
+                .filter(|c| *c > 0)
+                .collect()
+        })
+        .filter(|c: &Vec<usize>| !c.is_empty())
+        .unwrap_or_else(|| vec![1, 2])
+}
 
 /// Jobs per measurement (`SUNDIAL_BENCH_JOBS`, default 10,000).
 fn n() -> usize {
@@ -78,7 +94,7 @@ async fn run(kind: &str) -> Result<()> {
         n() as f64 / add.as_secs_f64()
     );
 
-    for schedulers in [1usize, 2] {
+    for schedulers in scheduler_counts() {
         let ns = Namespace::new("benchfire");
         let url = url_for(kind, &ns);
         let count = Arc::new(AtomicUsize::new(0));
