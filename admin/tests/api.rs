@@ -923,3 +923,70 @@ async fn dashboard_forms_need_the_admin_role_and_the_same_origin() {
     assert!(!s.get_job("j", None).await.unwrap().unwrap().is_paused());
     s.shutdown(false).await.unwrap();
 }
+
+/// A stored job whose content cannot be decoded is listed apart with why,
+/// refused by `GET /jobs/{id}` with a 409 that names it, and can be deleted.
+#[tokio::test]
+async fn unreadable_jobs_are_listed_apart_and_can_be_deleted() {
+    use std::sync::Arc;
+    use sundial_core::job::{JobContent, JobId, JobRecord};
+    use sundial_core::store::JobStore;
+    let store = Arc::new(MemoryJobStore::new());
+    let s = Scheduler::builder()
+        .jobstore_arc("default", Arc::clone(&store) as Arc<dyn JobStore>)
+        .executor("default", AsyncExecutor::new())
+        .task("noop", |_ctx, _args: Value| async {
+            Ok::<_, std::io::Error>(())
+        })
+        .build()
+        .unwrap();
+    s.start().await.unwrap();
+    let app = router(s.clone(), config()).unwrap();
+    let (st, _) = call(
+        &app,
+        Method::POST,
+        "/jobs",
+        Some(ADMIN),
+        Some(hourly("fine")),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED);
+    let later = chrono::Utc::now() + chrono::Duration::days(1);
+    store
+        .add_job(&JobRecord::new(
+            JobId::new("broken"),
+            JobContent::from_stored("{not json"),
+            Some(later),
+        ))
+        .await
+        .unwrap();
+
+    let (st, v) = call(&app, Method::GET, "/jobs", Some(VIEWER), None).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let ids: Vec<&str> = v["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|j| j["id"].as_str())
+        .collect();
+    assert_eq!(ids, ["fine"], "{v}");
+    assert_eq!(v["unreadable"][0]["id"], "broken", "{v}");
+    assert_eq!(v["unreadable"][0]["jobstore"], "default", "{v}");
+    assert!(
+        v["unreadable"][0]["reason"]
+            .as_str()
+            .is_some_and(|r| !r.is_empty()),
+        "{v}"
+    );
+
+    let (st, v) = call(&app, Method::GET, "/jobs/broken", Some(VIEWER), None).await;
+    assert_eq!(st, StatusCode::CONFLICT, "{v}");
+    assert_eq!(code(&v), "unreadable");
+    assert!(message(&v).contains("'broken'"), "{v}");
+
+    let (st, v) = call(&app, Method::DELETE, "/jobs/broken", Some(ADMIN), None).await;
+    assert!(st.is_success(), "{st} {v}");
+    let (_, v) = call(&app, Method::GET, "/jobs", Some(VIEWER), None).await;
+    assert_eq!(v["unreadable"], json!([]), "{v}");
+    s.shutdown(false).await.unwrap();
+}
