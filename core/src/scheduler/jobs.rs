@@ -80,7 +80,7 @@ impl Scheduler {
         spec: JobSpec,
         store: &dyn JobStore,
         now: DateTime<Utc>,
-    ) -> Result<(Decoded, String, Upsert)> {
+    ) -> Result<(Decoded, String, Upsert, Box<dyn Trigger>)> {
         let JobSpec {
             task,
             mut trigger,
@@ -171,7 +171,7 @@ impl Scheduler {
             later_trigger,
             inline,
         };
-        Ok((record, jobstore, upsert))
+        Ok((record, jobstore, upsert, trigger))
     }
 
     /// Stores a prepared job, meeting a stored one with the same id as `upsert`
@@ -288,17 +288,27 @@ impl Scheduler {
             .unwrap_or_else(|| DEFAULT_STORE.to_string());
         let store = self.inner.store(&alias)?;
         let now = self.inner.clock.now();
-        let (record, alias, upsert) = self.prepare(spec, store.as_ref(), now)?;
+        let (record, alias, upsert, trigger) = self.prepare(spec, store.as_ref(), now)?;
+        // The typed trigger describes the job as added; a job kept instead
+        // (another one with the same id) is described from its own trigger.
+        let view = |job: Decoded, pending: bool| {
+            if job.record.content == record.record.content {
+                self.inner
+                    .job_view_of(job, &alias, pending, trigger.as_ref())
+            } else {
+                self.inner.job_view(job, &alias, pending)
+            }
+        };
         if self.state() == SchedulerState::Stopped {
             let kept = self.inner.pending.add(Pending {
                 record: record.clone(),
                 jobstore: alias.clone(),
                 upsert,
             })?;
-            return Ok(self.inner.job_view(kept.unwrap_or(record), &alias, true));
+            return Ok(view(kept.unwrap_or_else(|| record.clone()), true));
         }
         let stored = self.store_job(&record, &alias, &upsert).await?;
-        Ok(self.inner.job_view(stored, &alias, false))
+        Ok(view(stored, false))
     }
 
     /// Adds many jobs to one store in one batch (all or none).
@@ -325,7 +335,7 @@ impl Scheduler {
                 _ => alias = Some(a.clone()),
             }
             let store = self.inner.store(&a)?;
-            let (record, _, upsert) = self.prepare(spec, store.as_ref(), now)?;
+            let (record, _, upsert, _) = self.prepare(spec, store.as_ref(), now)?;
             if upsert.on_conflict != OnConflict::Fail {
                 return Err(Error::InvalidJob(
                     "add_jobs does not support replace_existing or if_absent; use add_job".into(),

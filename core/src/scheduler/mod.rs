@@ -380,11 +380,30 @@ impl Inner {
     }
 
     fn job_view(&self, job: Decoded, jobstore: &str, pending: bool) -> Job {
+        match self.triggers.parse(&job.data.trigger) {
+            Ok(t) => self.job_view_of(job, jobstore, pending, t.as_ref()),
+            Err(e) => {
+                let desc = format!("<unreadable trigger: {e}>");
+                self.job_view_described(job, jobstore, pending, desc, self.timezone)
+            }
+        }
+    }
+
+    /// A job's view, described by its trigger (already parsed).
+    fn job_view_of(&self, job: Decoded, jobstore: &str, pending: bool, t: &dyn Trigger) -> Job {
+        let tz = t.timezone().unwrap_or(self.timezone);
+        self.job_view_described(job, jobstore, pending, t.describe(), tz)
+    }
+
+    fn job_view_described(
+        &self,
+        job: Decoded,
+        jobstore: &str,
+        pending: bool,
+        desc: String,
+        tz: Tz,
+    ) -> Job {
         let Decoded { record, data } = job;
-        let (desc, tz) = match self.triggers.parse(&data.trigger) {
-            Ok(t) => (t.describe(), t.timezone().unwrap_or(self.timezone)),
-            Err(e) => (format!("<unreadable trigger: {e}>"), self.timezone),
-        };
         Job {
             record,
             data,
