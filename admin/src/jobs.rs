@@ -107,9 +107,8 @@ pub(crate) async fn list(
             })
         })
         .collect();
-    let mut listed: Vec<&Job> = listing.jobs().collect();
-    listed.sort_by(|a, b| sundial_core::store::run_order(a.record(), b.record()));
-    let jobs: Vec<Value> = listed
+    let jobs: Vec<Value> = listing
+        .jobs_by_run_time()
         .into_iter()
         .map(job_json)
         .filter(|j| q.state.as_deref().is_none_or(|s| j["state"] == s))

@@ -380,8 +380,7 @@ pub(crate) async fn jobs(
         Ok(l) => l,
         Err(e) => return unavailable(role, &e.to_string()),
     };
-    let mut jobs: Vec<&sundial_core::scheduler::Job> = listing.jobs().collect();
-    jobs.sort_by(|a, b| sundial_core::store::run_order(a.record(), b.record()));
+    let jobs = listing.jobs_by_run_time();
     // Stored jobs that cannot be decoded are never run: say so, with why.
     let unreadable: String = listing
         .unreadable()

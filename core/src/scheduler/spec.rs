@@ -549,6 +549,14 @@ impl JobListing {
         self.stores.iter().flat_map(|(_, jobs)| jobs.iter())
     }
 
+    /// The jobs of every store together, by next run time with paused jobs
+    /// last (the order of [`Scheduler::get_jobs`](crate::scheduler::Scheduler::get_jobs)).
+    pub fn jobs_by_run_time(&self) -> Vec<&Job> {
+        let mut jobs: Vec<&Job> = self.jobs().collect();
+        jobs.sort_by(|a, b| crate::store::run_order(&a.record, &b.record));
+        jobs
+    }
+
     /// The scheduler's default time zone, which triggers created without one use.
     pub fn timezone(&self) -> Tz {
         self.timezone

@@ -212,9 +212,8 @@ async fn jobs_on(s: &Scheduler, args: &StoreArgs, cmd: JobsCommand) -> Result<()
                     u.id, u.jobstore, u.reason
                 );
             }
-            let mut listed: Vec<&sundial::Job> = listing.jobs().collect();
-            listed.sort_by(|a, b| sundial::store::run_order(a.record(), b.record()));
-            let jobs: Vec<Value> = listed
+            let jobs: Vec<Value> = listing
+                .jobs_by_run_time()
                 .into_iter()
                 .map(job_json)
                 .filter(|j| state.as_deref().is_none_or(|st| j["state"] == st))
