@@ -12,9 +12,8 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use sundial::prelude::*;
-use sundial::JobStore;
 use sundial_integration_tests::support::{
-    mongo_url, mysql_url, postgres_url, redis_url, Namespace,
+    mongo_url, mysql_url, postgres_url, redis_url, stores, Namespace,
 };
 
 /// How many schedulers share the store in each fire-burst
@@ -86,8 +85,8 @@ async fn run(kind: &str) -> Result<()> {
     s.add_jobs(specs(Utc::now() + chrono::Duration::days(1)))
         .await?;
     let add = t.elapsed();
-    s.remove_all_jobs(None).await?;
     s.shutdown(false).await?;
+    cleanup(kind, &ns).await?;
     println!(
         "{kind:<9} add {} jobs (add_jobs): {:>8.0} jobs/s",
         n(),
@@ -124,10 +123,28 @@ async fn run(kind: &str) -> Result<()> {
         for s in all {
             s.shutdown(true).await?;
         }
-        let store = store_from_url(&url)?;
-        store.start().await?;
-        store.remove_all_jobs().await?;
-        store.shutdown().await?;
+        cleanup(kind, &ns).await?;
+    }
+    Ok(())
+}
+
+/// Deletes everything a measurement left in the store (jobs, runs, nodes), so
+/// that leftovers of one run do not slow the next.
+async fn cleanup(kind: &str, ns: &Namespace) -> Result<()> {
+    if kind == "sqlite" {
+        let path = std::env::temp_dir()
+            .join("sundial-bench")
+            .join(format!("{}.db", ns.0));
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+        return Ok(());
+    }
+    if let Some(factory) = stores().into_iter().find(|f| f.name() == kind) {
+        factory
+            .cleanup(ns)
+            .await
+            .map_err(|e| Error::Config(format!("cleaning up {kind} {}: {e}", ns.0)))?;
     }
     Ok(())
 }

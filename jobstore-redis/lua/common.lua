@@ -6,11 +6,15 @@ local K_JOBS, K_NRT, K_LEASE, K_VER, K_DUE = KEYS[1], KEYS[2], KEYS[3], KEYS[4],
 -- Built from the jobs key ('{P}:jobs'), so it shares its hash tag.
 local K_QUARANTINE = string.sub(K_JOBS, 1, -5) .. 'quarantine'
 
-local function lease_of(id)
-  local l = redis.call('HGET', K_LEASE, id)
+-- The lease text 'until|owner' split: until (a number) and owner, or nil, nil.
+local function parse_lease(l)
   if not l then return nil, nil end
   local u, o = string.match(l, '^(%d+)|(.*)$')
   return tonumber(u), o
+end
+
+local function lease_of(id)
+  return parse_lease(redis.call('HGET', K_LEASE, id))
 end
 
 -- Re-score a job in the due set: next run time, or lease expiry if later; out when paused.
@@ -37,16 +41,14 @@ end
 
 -- Why a job's stored fields cannot be used (nil when they can): the next run
 -- time and version must be integers and the job JSON present.
-local function corruption(id)
-  local nrt = redis.call('HGET', K_NRT, id)
+local function corruption_of(nrt, v, job)
   if nrt and not string.match(nrt, '^%-?%d+$') then
     return 'next run time ' .. string.format('%q', nrt) .. ' is not an integer'
   end
-  local v = redis.call('HGET', K_VER, id)
   if v and not string.match(v, '^%d+$') then
     return 'version ' .. string.format('%q', v) .. ' is not an integer'
   end
-  if redis.call('HEXISTS', K_JOBS, id) == 0 then
+  if not job then
     return 'job JSON is missing'
   end
   return nil

@@ -11,23 +11,32 @@ for i = 3, #ARGV, 4 do
   end
 end
 local n = 0
+local heartbeats, running = {}, {}
 for i = 3, #ARGV, 4 do
   local id, state, finished, err = ARGV[i], ARGV[i + 1], ARGV[i + 2], opt(ARGV[i + 3])
   local key = run_key(id)
   local cur = redis.call('HMGET', key, 'state', 'owner', 'job_id')
   if cur[2] == owner and (cur[1] == 'running' or cur[1] == 'interrupted') then
+    -- The heartbeat field is left as it is: it is read only while running.
     if err ~= nil then
       redis.call('HSET', key, 'state', state, 'finished', finished, 'error', err)
-      redis.call('HDEL', key, 'heartbeat')
     else
       redis.call('HSET', key, 'state', state, 'finished', finished)
-      redis.call('HDEL', key, 'heartbeat', 'error')
+      -- Only an interrupted run has an error to clear.
+      if cur[1] == 'interrupted' then redis.call('HDEL', key, 'error') end
     end
-    redis.call('ZREM', K_HEARTBEATS, id)
+    heartbeats[#heartbeats + 1] = id
     if state ~= 'running' and cur[3] then
-      redis.call('SREM', running_key(cur[3]), id)
+      local ids = running[cur[3]]
+      if not ids then
+        ids = {}
+        running[cur[3]] = ids
+      end
+      ids[#ids + 1] = id
     end
     n = n + 1
   end
 end
+bulk('ZREM', K_HEARTBEATS, heartbeats)
+for job, ids in pairs(running) do bulk('SREM', running_key(job), ids) end
 return n

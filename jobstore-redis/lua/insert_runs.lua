@@ -14,66 +14,117 @@ local runs = {}
 for b = 2, #ARGV, N do
   local r = {
     id = ARGV[b], job = ARGV[b + 1], scheduled = ARGV[b + 2], attempt = ARGV[b + 3],
-    state = ARGV[b + 4], owner = ARGV[b + 5], node = ARGV[b + 6], started = ARGV[b + 7],
-    finished = ARGV[b + 8], heartbeat = ARGV[b + 9], error = ARGV[b + 10], max = ARGV[b + 11],
+    state = ARGV[b + 4], owner = opt(ARGV[b + 5]), node = opt(ARGV[b + 6]),
+    started = opt(ARGV[b + 7]), finished = opt(ARGV[b + 8]), heartbeat = opt(ARGV[b + 9]),
+    error = opt(ARGV[b + 10]), max = ARGV[b + 11],
   }
   if not (is_int(r.scheduled) and is_int(r.attempt) and r.state ~= ''
-      and is_opt(r.owner) and is_opt(r.node) and is_opt(r.error)
-      and is_opt_int(r.started) and is_opt_int(r.finished) and is_opt_int(r.heartbeat)
+      and is_opt(ARGV[b + 5]) and is_opt(ARGV[b + 6]) and is_opt(ARGV[b + 10])
+      and is_opt(ARGV[b + 7]) and is_opt(ARGV[b + 8]) and is_opt(ARGV[b + 9])
+      and (r.started == nil or is_int(r.started))
+      and (r.finished == nil or is_int(r.finished))
+      and (r.heartbeat == nil or is_int(r.heartbeat))
       and (r.max == '' or is_int(r.max))) then
     return redis.error_reply('insert_runs: malformed arguments for run ' .. r.id)
   end
-  r.owner, r.node, r.error = opt(r.owner), opt(r.node), opt(r.error)
-  r.started, r.finished, r.heartbeat = opt(r.started), opt(r.finished), opt(r.heartbeat)
-  table.insert(runs, r)
+  runs[#runs + 1] = r
 end
 
--- Each limited job's running runs, counted once before any of this call's inserts.
-local count = {}
+-- Each limited job's running runs, counted once before any of this call's
+-- inserts: one EXISTS over all their running sets first, since usually none
+-- has a running run; counted one by one only when some do.
+local count, limited = {}, {}
 for _, r in ipairs(runs) do
   if r.state == 'running' and r.max ~= '' and count[r.job] == nil then
-    count[r.job] = redis.call('SCARD', running_key(r.job))
+    count[r.job] = 0
+    limited[#limited + 1] = running_key(r.job)
+  end
+end
+local any_running = false
+for i = 1, #limited, SLICE do
+  if redis.call('EXISTS', unpack(limited, i, math.min(i + SLICE - 1, #limited))) > 0 then
+    any_running = true
+  end
+end
+if any_running then
+  for job in pairs(count) do count[job] = redis.call('SCARD', running_key(job)) end
+end
+
+-- The slot keys are the arbiter: one read for the batch (the script is atomic,
+-- so nothing can take a slot between this read and the writes below).
+local slots = {}
+for i, r in ipairs(runs) do slots[i] = slot_key(r.job, r.scheduled, r.attempt) end
+local held = {}
+for i = 1, #slots, SLICE do
+  local part = redis.call('MGET', unpack(slots, i, math.min(i + SLICE - 1, #slots)))
+  for j = 1, #part do held[#held + 1] = part[j] end
+end
+-- A run id already stored (under any slot) is refused too; checked one by one
+-- only when some of the batch's ids exist.
+local keys = {}
+for i, r in ipairs(runs) do keys[i] = run_key(r.id) end
+local some_exist = false
+for i = 1, #keys, SLICE do
+  if redis.call('EXISTS', unpack(keys, i, math.min(i + SLICE - 1, #keys))) > 0 then
+    some_exist = true
   end
 end
 
 local out = {}
-for _, r in ipairs(runs) do
-  local slot, key = slot_key(r.job, r.scheduled, r.attempt), run_key(r.id)
-  -- The slot key is the arbiter: set only if absent (a run id already stored
-  -- under another slot is refused too, and its slot left free).
-  local won = redis.call('SET', slot, r.id, 'NX')
-  if won and redis.call('EXISTS', key) == 1 then
-    redis.call('DEL', slot)
-    won = false
-  end
+local taken, used = {}, {}
+local set_slot, all_runs, heartbeats, by_job, running = {}, {}, {}, {}, {}
+for i, r in ipairs(runs) do
+  local slot, key = slots[i], keys[i]
+  local won = not held[i] and not taken[slot] and not used[r.id]
+  if won and some_exist and redis.call('EXISTS', key) == 1 then won = false end
   if not won then
-    table.insert(out, 'duplicate')
+    out[#out + 1] = 'duplicate'
   else
+    taken[slot], used[r.id] = true, true
     local state, finished, heartbeat = r.state, r.finished, r.heartbeat
     if state == 'running' and r.max ~= '' and count[r.job] >= math.max(tonumber(r.max), 1) then
       state, finished, heartbeat = 'skipped', r.started, nil
     end
     local fields = {'job_id', r.job, 'scheduled', r.scheduled, 'attempt', r.attempt, 'state', state}
-    local optional = {
-      {'owner', r.owner}, {'node', r.node}, {'started', r.started},
-      {'finished', finished}, {'heartbeat', heartbeat}, {'error', r.error},
-    }
-    for _, f in ipairs(optional) do
-      if f[2] ~= nil then
-        table.insert(fields, f[1])
-        table.insert(fields, f[2])
-      end
-    end
+    local n = 8
+    if r.owner then fields[n + 1], fields[n + 2], n = 'owner', r.owner, n + 2 end
+    if r.node then fields[n + 1], fields[n + 2], n = 'node', r.node, n + 2 end
+    if r.started then fields[n + 1], fields[n + 2], n = 'started', r.started, n + 2 end
+    if finished then fields[n + 1], fields[n + 2], n = 'finished', finished, n + 2 end
+    if heartbeat then fields[n + 1], fields[n + 2], n = 'heartbeat', heartbeat, n + 2 end
+    if r.error then fields[n + 1], fields[n + 2], n = 'error', r.error, n + 2 end
     redis.call('HSET', key, unpack(fields))
-    redis.call('ZADD', K_RUNS, r.scheduled, r.id)
-    redis.call('ZADD', jobruns_key(r.job), r.scheduled, r.id)
+    set_slot[#set_slot + 1] = slot
+    set_slot[#set_slot + 1] = r.id
+    all_runs[#all_runs + 1] = r.scheduled
+    all_runs[#all_runs + 1] = r.id
+    local per_job = by_job[r.job]
+    if not per_job then
+      per_job = {}
+      by_job[r.job] = per_job
+    end
+    per_job[#per_job + 1] = r.scheduled
+    per_job[#per_job + 1] = r.id
     if state == 'running' then
-      redis.call('SADD', running_key(r.job), r.id)
+      local ids = running[r.job]
+      if not ids then
+        ids = {}
+        running[r.job] = ids
+      end
+      ids[#ids + 1] = r.id
       if heartbeat ~= nil then
-        redis.call('ZADD', K_HEARTBEATS, heartbeat, r.id)
+        heartbeats[#heartbeats + 1] = heartbeat
+        heartbeats[#heartbeats + 1] = r.id
       end
     end
-    table.insert(out, state)
+    out[#out + 1] = state
   end
 end
+for i = 1, #set_slot, SLICE do
+  redis.call('MSET', unpack(set_slot, i, math.min(i + SLICE - 1, #set_slot)))
+end
+bulk('ZADD', K_RUNS, all_runs)
+bulk('ZADD', K_HEARTBEATS, heartbeats)
+for job, entries in pairs(by_job) do bulk('ZADD', jobruns_key(job), entries) end
+for job, ids in pairs(running) do bulk('SADD', running_key(job), ids) end
 return out

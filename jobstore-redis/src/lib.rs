@@ -18,7 +18,7 @@
 //!
 //! | key | type | content |
 //! |---|---|---|
-//! | `{P}:run:<run id>` | hash | one run: `job_id`, `scheduled`, `attempt`, `state`, `owner`, `node`, `started`, `finished`, `heartbeat`, `error` (times in microseconds; an absent field is `None`) |
+//! | `{P}:run:<run id>` | hash | one run: `job_id`, `scheduled`, `attempt`, `state`, `owner`, `node`, `started`, `finished`, `heartbeat` (read only while the run is `running`), `error` (times in microseconds; an absent field is `None`) |
 //! | `{P}:slot:<job id>:<scheduled>:<attempt>` | string | the id of the run holding that slot (scheduled time in microseconds); its existence makes a second insert of the slot a duplicate |
 //! | `{P}:running:<job id>` | set | ids of the job's `running` runs (counted for `max_instances`) |
 //! | `{P}:heartbeats` | sorted set | ids of `running` runs that have a heartbeat, scored by `heartbeat` (for `interrupt_lapsed`) |
@@ -84,6 +84,7 @@ use sundial_core::store::{
 };
 use tokio::sync::Mutex;
 
+const BULK: &str = include_str!("../lua/bulk.lua");
 const COMMON: &str = include_str!("../lua/common.lua");
 const LEDGER: &str = include_str!("../lua/ledger.lua");
 
@@ -234,8 +235,8 @@ struct Scripts {
 
 impl Scripts {
     fn new() -> Self {
-        let s = |body: &str| Script::new(&format!("{COMMON}\n{body}"));
-        let l = |body: &str| Script::new(&format!("{LEDGER}\n{body}"));
+        let s = |body: &str| Script::new(&format!("{BULK}\n{COMMON}\n{body}"));
+        let l = |body: &str| Script::new(&format!("{BULK}\n{LEDGER}\n{body}"));
         Scripts {
             add: s(include_str!("../lua/add.lua")),
             update: s(include_str!("../lua/update.lua")),
@@ -376,7 +377,12 @@ fn run_record(id: &str, fields: &HashMap<String, String>) -> Result<RunRecord, S
         node: field("node").map(str::to_string),
         started_at: time("started")?,
         finished_at: time("finished")?,
-        heartbeat_until: time("heartbeat")?,
+        // Finishing leaves the field: it means something only while running.
+        heartbeat_until: if state == RunState::Running {
+            time("heartbeat")?
+        } else {
+            None
+        },
         error: field("error").map(str::to_string),
     })
 }

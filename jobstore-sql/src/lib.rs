@@ -3,7 +3,8 @@
 //!
 //! One row per job: `id` (primary key), `next_run_time` (microseconds since the
 //! Unix epoch, UTC, indexed; NULL when paused), `job` (JSON: task, trigger, args,
-//! options), `lease_owner`, `lease_until`, `version`. A table
+//! options), `lease_owner`, `lease_until` (indexed: the earliest due time is read
+//! from the two indexes, not from every row), `version`. A table
 //! `sundial_schema_versions` records each job table's schema version, so later
 //! versions can migrate and older builds refuse a newer schema instead of
 //! overwriting it.
@@ -355,6 +356,9 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug {
     async fn query_rows(&self, sql: String, params: Vec<Param>) -> Result<Vec<Row>, Error>;
     async fn query_int(&self, sql: String, params: Vec<Param>) -> Result<Option<i64>, Error>;
     async fn query_ids(&self, sql: String, params: Vec<Param>) -> Result<Vec<String>, Error>;
+    /// The database's plan for a query, one line per step (SQLite `EXPLAIN
+    /// QUERY PLAN`, PostgreSQL `EXPLAIN`, MySQL `EXPLAIN FORMAT=JSON`).
+    async fn plan(&self, sql: String) -> Result<Vec<String>, Error>;
     /// Runs the statements in one transaction (all or none); returns the total
     /// of rows they changed.
     async fn execute_all(&self, statements: Vec<(String, Vec<Param>)>) -> Result<u64, Error>;
@@ -562,6 +566,17 @@ impl SqlJobStore {
             .map(|_| ())
     }
 
+    /// The database's plan for the query that finds the earliest time a job
+    /// is due (the scheduler's idle poll), one line per step: the way to check
+    /// on a large table that it reads indexes, not every row.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn explain_next_run_time(&self) -> Result<Vec<String>, Error> {
+        self.backend.connect().await?;
+        self.backend.plan(self.sql.next_run_time(0)).await
+    }
+
     /// Runs one SQL statement as is (for tests and maintenance tools).
     ///
     /// # Errors
@@ -594,7 +609,7 @@ impl SqlJobStore {
                 table = %self.sql.table,
                 from,
                 to = SCHEMA_VERSION,
-                "upgraded the job table's schema (added the run ledger and node registry tables where missing)"
+                "upgraded the job table's schema (added the run ledger and node registry tables and the lease index where missing)"
             );
         }
         Ok(())
@@ -821,7 +836,11 @@ impl JobStore for SqlJobStore {
         &self,
         skip: &[JobId],
     ) -> sundial_core::Result<Option<DateTime<Utc>>> {
-        let ids = skip.iter().map(|id| Param::Text(id.to_string())).collect();
+        let ids = skip
+            .iter()
+            .chain(skip)
+            .map(|id| Param::Text(id.to_string()))
+            .collect();
         let t = self
             .backend
             .query_int(self.sql.next_run_time(skip.len()), ids)
@@ -1350,9 +1369,16 @@ mod tests {
         assert!(pg.select_due(2).ends_with(
             "AND id NOT IN ($3, $4) ORDER BY next_run_time, id LIMIT $5 FOR UPDATE SKIP LOCKED"
         ));
-        assert!(pg
-            .next_run_time(1)
-            .ends_with("WHERE next_run_time IS NOT NULL AND id NOT IN ($1)"));
+        // The passed-over ids, once for each half of the union.
+        let poll = pg.next_run_time(1);
+        assert!(
+            poll.contains("lease_until IS NULL AND id NOT IN ($1) ORDER BY next_run_time LIMIT 1"),
+            "{poll}"
+        );
+        assert!(
+            poll.ends_with("next_run_time IS NOT NULL AND id NOT IN ($2)) AS earliest"),
+            "{poll}"
+        );
     }
 
     #[test]
@@ -1490,11 +1516,11 @@ mod tests {
                 .await
                 .unwrap();
             store
-                .execute_raw("UPDATE sundial_schema_versions SET version = 4")
+                .execute_raw("UPDATE sundial_schema_versions SET version = 5")
                 .await
                 .unwrap();
             let err = store.start().await.unwrap_err().to_string();
-            assert!(err.contains("schema version 4"), "{err}");
+            assert!(err.contains("schema version 5"), "{err}");
             assert!(
                 store.query_runs(&RunQuery::default()).await.is_err(),
                 "the run table was created"

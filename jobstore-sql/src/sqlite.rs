@@ -207,6 +207,15 @@ impl Backend for SqliteBackend {
         .await
     }
 
+    async fn plan(&self, sql: String) -> Result<Vec<String>, Error> {
+        self.with(move |c| {
+            let mut stmt = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+            let lines = stmt.query_map([], |r| r.get(3))?;
+            Ok(lines.collect::<rusqlite::Result<Vec<String>>>()?)
+        })
+        .await
+    }
+
     async fn execute_all(&self, statements: Vec<(String, Vec<Param>)>) -> Result<u64, Error> {
         self.with(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;

@@ -360,7 +360,11 @@ impl Backend for SqlxBackend {
         };
         let step = schema_step(sql, found)?;
         for (stmt, params) in schema_statements(sql, step) {
-            bind(sqlx::query(&stmt), &params).execute(&mut **c).await?;
+            match bind(sqlx::query(&stmt), &params).execute(&mut **c).await {
+                Ok(_) => {}
+                Err(e) if sql.dialect == Dialect::MySql && is_duplicate_key_name(&e) => {}
+                Err(e) => return Err(e.into()),
+            }
         }
         let unlock = if sql.dialect == Dialect::Postgres {
             sqlx::query("SELECT pg_advisory_unlock($1)").bind(PG_SCHEMA_LOCK)
@@ -435,6 +439,15 @@ impl Backend for SqlxBackend {
             .iter()
             .map(|r| text(r, 0))
             .collect::<Result<Vec<String>, _>>()?)
+    }
+
+    async fn plan(&self, sql: String) -> Result<Vec<String>, Error> {
+        let explain = if self.name == "postgres" {
+            format!("EXPLAIN {sql}")
+        } else {
+            format!("EXPLAIN FORMAT=JSON {sql}")
+        };
+        self.query_ids(explain, Vec::new()).await
     }
 
     async fn execute_all(&self, statements: Vec<(String, Vec<Param>)>) -> Result<u64, Error> {
@@ -573,6 +586,20 @@ impl Backend for SqlxBackend {
         tx.commit().await?;
         Ok(rows)
     }
+}
+
+/// Whether MySQL refused to create an index that already exists (error 1061,
+/// "Duplicate key name"): MySQL has no `CREATE INDEX IF NOT EXISTS`.
+#[cfg(feature = "mysql")]
+fn is_duplicate_key_name(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>())
+        .is_some_and(|m| m.number() == 1061)
+}
+
+#[cfg(not(feature = "mysql"))]
+fn is_duplicate_key_name(_: &sqlx::Error) -> bool {
+    false
 }
 
 #[cfg(test)]
