@@ -47,7 +47,7 @@ async fn main() -> Result<()> {
     let now = Utc::now();
     println!("next runs:");
     for _ in 0..5 {
-        let Some(t) = trigger.next_fire_time(previous, now) else {
+        let Some(t) = trigger.next_fire_time(previous, now)? else {
             break;
         };
         println!("  {}", t.with_timezone(&tz).to_rfc3339());

@@ -26,7 +26,7 @@ fn bench(name: &str, t: &dyn Trigger) {
     let mut now = start;
     let began = Instant::now();
     for _ in 0..iters {
-        match t.next_fire_time(prev, now) {
+        match t.next_fire_time(prev, now).ok().flatten() {
             Some(f) => {
                 prev = Some(f);
                 now = f;

@@ -146,7 +146,7 @@ impl Scheduler {
         trigger.prepare(now, self.inner.timezone);
         let next = match next_run_time {
             Some(explicit) => explicit,
-            None => match trigger.try_next_fire_time(None, now)? {
+            None => match trigger.next_fire_time(None, now)? {
                 Some(t) => Some(t),
                 None => {
                     return Err(Error::InvalidJob(format!(
@@ -546,7 +546,7 @@ impl Scheduler {
                 let mut t = self.inner.triggers.parse(json)?;
                 t.prepare(now, self.inner.timezone);
                 let next = t
-                    .try_next_fire_time(None, now)?
+                    .next_fire_time(None, now)?
                     .map(trunc_micros)
                     .ok_or_else(|| {
                         Error::InvalidJob(format!(
@@ -618,7 +618,7 @@ impl Scheduler {
         let mut trigger: Box<dyn Trigger> = Box::new(trigger);
         trigger.prepare(now, self.inner.timezone);
         let next = trigger
-            .try_next_fire_time(None, now)?
+            .next_fire_time(None, now)?
             .map(trunc_micros)
             .ok_or_else(|| {
                 Error::InvalidJob(format!(
@@ -666,7 +666,7 @@ impl Scheduler {
             let mut job = Decoded::decode(rec)?;
             let now = self.inner.clock.now();
             let trigger = self.inner.parse_trigger(&job.data)?;
-            match trigger.try_next_fire_time(None, now)? {
+            match trigger.next_fire_time(None, now)? {
                 Some(next) => {
                     job.record.next_run_time = Some(trunc_micros(next));
                     match self.write_back(&alias, job, pending).await {

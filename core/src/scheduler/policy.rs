@@ -38,7 +38,7 @@ pub(crate) fn next_after(
 ) -> Result<Option<DateTime<Utc>>> {
     let mut prev = t;
     for _ in 0..64 {
-        match trigger.try_next_fire_time(Some(prev), now)? {
+        match trigger.next_fire_time(Some(prev), now)? {
             None => return Ok(None),
             Some(n) => {
                 let n2 = trunc_micros(n);
@@ -81,7 +81,7 @@ pub(crate) fn decide(
             // Skip the rest of the backlog: the first fire time from now on
             // that comes after the last slot kept (a trigger may answer `now`
             // itself, which can be that slot).
-            let skipped = match trigger.try_next_fire_time(None, now) {
+            let skipped = match trigger.next_fire_time(None, now) {
                 Ok(Some(n)) if trunc_micros(n) > t => Ok(Some(trunc_micros(n))),
                 Ok(Some(_)) => next_after(trigger, t, now),
                 other => other,

@@ -25,8 +25,8 @@ use crate::error::{Error, Result};
 ///     .start_date(NaiveDate::from_ymd_opt(2026, 1, 31).unwrap())
 ///     .timezone("Europe/London")
 ///     .build()?;
-/// let first = t.next_fire_time(None, Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap()).unwrap();
-/// let second = t.next_fire_time(Some(first), first).unwrap();
+/// let first = t.next_fire_time(None, Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap())?.unwrap();
+/// let second = t.next_fire_time(Some(first), first)?.unwrap();
 /// assert_eq!(second.to_rfc3339(), "2026-03-31T08:00:00+00:00"); // February skipped, BST
 /// # Ok::<(), sundial_core::Error>(())
 /// ```
@@ -229,8 +229,9 @@ impl CalendarIntervalTrigger {
     }
 }
 
-impl Trigger for CalendarIntervalTrigger {
-    fn next_fire_time(
+impl CalendarIntervalTrigger {
+    /// The next fire time, `None` when exhausted (see [`Trigger::next_fire_time`]).
+    fn next_fire(
         &self,
         previous: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
@@ -279,6 +280,16 @@ impl Trigger for CalendarIntervalTrigger {
             return None;
         }
         Some(self.fire_at(date, tz))
+    }
+}
+
+impl Trigger for CalendarIntervalTrigger {
+    fn next_fire_time(
+        &self,
+        previous: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> crate::error::Result<Option<DateTime<Utc>>> {
+        Ok(self.next_fire(previous, now))
     }
 
     fn to_json(&self) -> Value {

@@ -56,8 +56,8 @@ fn describe_all(kind: &str, triggers: &[Box<dyn Trigger>]) -> String {
 /// Fires at the earliest instant on which every one of its triggers agrees.
 ///
 /// The search alternates between the triggers and gives up after
-/// [`MAX_AND_ITERATIONS`] rounds: [`Trigger::try_next_fire_time`] then returns
-/// an error and [`Trigger::next_fire_time`] returns `None`.
+/// [`MAX_AND_ITERATIONS`] rounds: [`Trigger::next_fire_time`] then returns an
+/// error (the scheduler keeps the job and reports it).
 #[derive(Debug)]
 pub struct AndTrigger {
     triggers: Vec<Box<dyn Trigger>>,
@@ -126,20 +126,6 @@ impl Trigger for AndTrigger {
         &self,
         previous: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
-    ) -> Option<DateTime<Utc>> {
-        match self.try_next_fire_time(previous, now) {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::warn!(error = %e, "and-trigger search gave up");
-                None
-            }
-        }
-    }
-
-    fn try_next_fire_time(
-        &self,
-        previous: Option<DateTime<Utc>>,
-        now: DateTime<Utc>,
     ) -> Result<Option<DateTime<Utc>>> {
         // Round one asks for the next fire after `previous`; later rounds ask
         // each trigger for its first fire at or after the latest candidate.
@@ -149,8 +135,8 @@ impl Trigger for AndTrigger {
             let mut max: Option<DateTime<Utc>> = None;
             for t in &self.triggers {
                 let f = match target {
-                    None => t.try_next_fire_time(previous, now)?,
-                    Some(at) => t.try_next_fire_time(None, at)?,
+                    None => t.next_fire_time(previous, now)?,
+                    Some(at) => t.next_fire_time(None, at)?,
                 };
                 let Some(f) = f else {
                     return Ok(None);
@@ -197,18 +183,10 @@ impl Trigger for OrTrigger {
         &self,
         previous: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
-    ) -> Option<DateTime<Utc>> {
-        self.try_next_fire_time(previous, now).ok().flatten()
-    }
-
-    fn try_next_fire_time(
-        &self,
-        previous: Option<DateTime<Utc>>,
-        now: DateTime<Utc>,
     ) -> Result<Option<DateTime<Utc>>> {
         let mut best: Option<DateTime<Utc>> = None;
         for t in &self.triggers {
-            if let Some(f) = t.try_next_fire_time(previous, now)? {
+            if let Some(f) = t.next_fire_time(previous, now)? {
                 best = Some(best.map_or(f, |b| b.min(f)));
             }
         }

@@ -19,8 +19,9 @@ use crate::error::{Error, Result};
 /// // Instants are kept in whole microseconds, the precision every store keeps.
 /// let at = t.run_date();
 /// assert_eq!(at.timestamp_subsec_nanos() % 1_000, 0);
-/// assert_eq!(t.next_fire_time(None, Utc::now()), Some(at));
-/// assert_eq!(t.next_fire_time(Some(at), Utc::now()), None);
+/// assert_eq!(t.next_fire_time(None, Utc::now())?, Some(at));
+/// assert_eq!(t.next_fire_time(Some(at), Utc::now())?, None);
+/// # Ok::<(), sundial_core::Error>(())
 /// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct DateTrigger {
@@ -76,13 +77,24 @@ impl DateTrigger {
     }
 }
 
-impl Trigger for DateTrigger {
-    fn next_fire_time(
+impl DateTrigger {
+    /// The next fire time, `None` when exhausted (see [`Trigger::next_fire_time`]).
+    fn next_fire(
         &self,
         previous: Option<DateTime<Utc>>,
         _now: DateTime<Utc>,
     ) -> Option<DateTime<Utc>> {
         previous.is_none().then_some(self.run_date)
+    }
+}
+
+impl Trigger for DateTrigger {
+    fn next_fire_time(
+        &self,
+        previous: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> crate::error::Result<Option<DateTime<Utc>>> {
+        Ok(self.next_fire(previous, now))
     }
 
     fn to_json(&self) -> Value {

@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 /// let start = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
 /// let t = IntervalTrigger::builder().minutes(15).start_date(start).build()?;
 /// let now = Utc.with_ymd_and_hms(2026, 1, 1, 0, 20, 0).unwrap();
-/// assert_eq!(t.next_fire_time(None, now), Some(start + chrono::Duration::minutes(30)));
+/// assert_eq!(t.next_fire_time(None, now)?, Some(start + chrono::Duration::minutes(30)));
 /// # Ok::<(), sundial_core::Error>(())
 /// ```
 #[derive(Clone, Debug, PartialEq)]
@@ -197,8 +197,9 @@ impl IntervalTrigger {
     }
 }
 
-impl Trigger for IntervalTrigger {
-    fn next_fire_time(
+impl IntervalTrigger {
+    /// The next fire time, `None` when exhausted (see [`Trigger::next_fire_time`]).
+    fn next_fire(
         &self,
         previous: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
@@ -227,6 +228,16 @@ impl Trigger for IntervalTrigger {
             return None;
         }
         Some(self.jitter.apply(next))
+    }
+}
+
+impl Trigger for IntervalTrigger {
+    fn next_fire_time(
+        &self,
+        previous: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> crate::error::Result<Option<DateTime<Utc>>> {
+        Ok(self.next_fire(previous, now))
     }
 
     fn to_json(&self) -> Value {

@@ -48,28 +48,26 @@ pub use tz::parse_timezone;
 /// - `next_fire_time(Some(previous), now)` is the first fire time strictly after
 ///   `previous`, even when that is before `now`; the scheduler uses this to
 ///   count missed runs.
-/// - `None` means the trigger is exhausted: it never fires again.
+/// - `Ok(None)` means the trigger is exhausted: it never fires again (the
+///   scheduler removes the job).
+/// - `Err` means the search gave up without an answer (an [`AndTrigger`]
+///   whose children never agree within its round limit, say): the scheduler
+///   keeps the job, reports the error and tries again later.
 /// - The result depends only on the arguments and the trigger's own fields (and
 ///   on its [`JitterSource`] when jitter is set).
-/// - The search is bounded: a trigger that can never fire returns `None` after a
-///   documented horizon instead of looping.
+/// - The search is bounded: a trigger that can never fire returns `Ok(None)`
+///   after a documented horizon (or an error) instead of looping.
 pub trait Trigger: Send + Sync + fmt::Debug + 'static {
-    /// The next fire time after `previous` (or from `now` when there is none).
+    /// The next fire time after `previous` (or from `now` when there is none);
+    /// `Ok(None)` when the trigger is exhausted.
+    ///
+    /// # Errors
+    /// The search gave up without finding out whether the trigger fires again.
     fn next_fire_time(
         &self,
         previous: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
-    ) -> Option<DateTime<Utc>>;
-
-    /// Like [`next_fire_time`](Trigger::next_fire_time), but says why when the
-    /// search gave up rather than the schedule ending.
-    fn try_next_fire_time(
-        &self,
-        previous: Option<DateTime<Utc>>,
-        now: DateTime<Utc>,
-    ) -> Result<Option<DateTime<Utc>>> {
-        Ok(self.next_fire_time(previous, now))
-    }
+    ) -> Result<Option<DateTime<Utc>>>;
 
     /// The trigger's JSON form, with its `"type"` tag.
     fn to_json(&self) -> Value;
@@ -95,15 +93,8 @@ impl Trigger for Box<dyn Trigger> {
         &self,
         previous: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
-    ) -> Option<DateTime<Utc>> {
-        (**self).next_fire_time(previous, now)
-    }
-    fn try_next_fire_time(
-        &self,
-        previous: Option<DateTime<Utc>>,
-        now: DateTime<Utc>,
     ) -> Result<Option<DateTime<Utc>>> {
-        (**self).try_next_fire_time(previous, now)
+        (**self).next_fire_time(previous, now)
     }
     fn to_json(&self) -> Value {
         (**self).to_json()
@@ -134,7 +125,7 @@ pub fn fire_times(
     let mut out = Vec::with_capacity(count.min(1024));
     let (mut prev, mut now) = (previous, now);
     while out.len() < count {
-        match trigger.try_next_fire_time(prev, now)? {
+        match trigger.next_fire_time(prev, now)? {
             // A trigger that does not move forward would repeat forever.
             Some(t) if prev.is_some_and(|p| t <= p) => break,
             Some(t) => {

@@ -68,7 +68,7 @@ const POSIX_WEEKDAY_NAMES: [&str; 7] = ["sun", "mon", "tue", "wed", "thu", "fri"
 ///
 /// let t = CronTrigger::from_crontab("0 9 * * 1-5")?.with_timezone("Asia/Shanghai")?;
 /// let now = Utc.with_ymd_and_hms(2026, 3, 6, 0, 0, 0).unwrap(); // Friday 08:00 in Shanghai
-/// let next = t.next_fire_time(None, now).unwrap();
+/// let next = t.next_fire_time(None, now)?.unwrap();
 /// assert_eq!(next.to_rfc3339(), "2026-03-06T01:00:00+00:00");
 /// # Ok::<(), sundial_core::Error>(())
 /// ```
@@ -353,8 +353,9 @@ fn first_offset_change(tz: Tz, lo: DateTime<Utc>, hi: DateTime<Utc>) -> DateTime
     DateTime::from_timestamp(b, 0).unwrap_or(hi)
 }
 
-impl Trigger for CronTrigger {
-    fn next_fire_time(
+impl CronTrigger {
+    /// The next fire time, `None` when exhausted (see [`Trigger::next_fire_time`]).
+    fn next_fire(
         &self,
         previous: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
@@ -375,6 +376,16 @@ impl Trigger for CronTrigger {
             return None;
         }
         Some(self.jitter.apply(next))
+    }
+}
+
+impl Trigger for CronTrigger {
+    fn next_fire_time(
+        &self,
+        previous: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> crate::error::Result<Option<DateTime<Utc>>> {
+        Ok(self.next_fire(previous, now))
     }
 
     fn to_json(&self) -> Value {
