@@ -91,6 +91,7 @@ pub fn cases() -> Vec<Case> {
         lapsed_heartbeats_are_interrupted_once,
         query_runs_filters_orders_and_limits,
         prune_deletes_old_finished_runs_only,
+        prune_works_through_long_histories,
         prune_job_runs_keeps_each_jobs_newest,
         upserts_keep_the_stored_schedule,
         client_scheduler_manages_jobs_and_runs_none,
@@ -1513,6 +1514,42 @@ pub async fn prune_deletes_old_finished_runs_only(cx: &Ctx) -> Result<()> {
     ensure!(
         got == vec![RunInsert::Inserted(RunState::Running)],
         "{got:?}"
+    );
+    Ok(())
+}
+
+/// Pruning a history longer than one pruning step (1,000 runs on Redis)
+/// deletes every old finished run, also when a full step of the oldest runs
+/// is still running and kept.
+pub async fn prune_works_through_long_histories(cx: &Ctx) -> Result<()> {
+    let slot = |i: i64| mins(0) + chrono::Duration::milliseconds(i);
+    let runs: Vec<RunRecord> = (0..1_500).map(|i| running("h", slot(i), 1, "o")).collect();
+    for chunk in runs.chunks(500) {
+        let batch: Vec<NewRun> = chunk.iter().map(|r| new_run(r.clone(), None)).collect();
+        cx.store.insert_runs(&batch).await?;
+    }
+    // The 1,100 oldest keep running; the 400 newest are over.
+    let done: Vec<RunFinish> = runs[1_100..]
+        .iter()
+        .map(|r| RunFinish {
+            id: r.id.clone(),
+            state: RunState::Succeeded,
+            finished_at: mins(5),
+            error: None,
+        })
+        .collect();
+    cx.store.finish_runs(&owner("o"), &done).await?;
+    let n = cx.store.prune_runs(mins(10)).await?;
+    ensure!(n == 400, "pruned {n}, expected the 400 finished runs");
+    let left = cx
+        .store
+        .query_runs(&RunQuery::job("h").limit(10_000))
+        .await?;
+    ensure!(
+        left.len() == 1_100 && left.iter().all(|r| r.state == RunState::Running),
+        "left {} runs, {} of them not running",
+        left.len(),
+        left.iter().filter(|r| r.state != RunState::Running).count()
     );
     Ok(())
 }

@@ -92,7 +92,7 @@ const LEDGER: &str = include_str!("../lua/ledger.lua");
 /// reply holds this many runs anyway).
 const MAX_SCRIPT_LIMIT: usize = i32::MAX as usize;
 
-/// How many runs of one job one pruning script looks at.
+/// How many runs one pruning script call looks at.
 const PRUNE_SLICE: usize = 1000;
 
 /// The default key prefix.
@@ -1124,11 +1124,20 @@ impl JobStore for RedisJobStore {
     }
 
     async fn prune_runs(&self, before: DateTime<Utc>) -> sundial_core::Result<u64> {
-        let mut inv = self.invoke_ledger(&self.scripts.prune_runs);
-        inv.arg(micros(before));
         let mut conn = self.conn().await?;
-        let n: u64 = self.check(inv.invoke_async(&mut conn).await).await?;
-        Ok(n)
+        let (mut deleted, mut skip) = (0, 0);
+        // A bounded slice per call; the running runs a call keeps are passed
+        // over by the next.
+        loop {
+            let mut inv = self.invoke_ledger(&self.scripts.prune_runs);
+            inv.arg(micros(before)).arg(skip).arg(PRUNE_SLICE);
+            let (n, seen): (u64, usize) = self.check(inv.invoke_async(&mut conn).await).await?;
+            deleted += n;
+            skip += seen - usize::try_from(n).unwrap_or(seen);
+            if seen < PRUNE_SLICE {
+                return Ok(deleted);
+            }
+        }
     }
 
     async fn prune_job_runs(
@@ -1144,7 +1153,21 @@ impl JobStore for RedisJobStore {
         let mut deleted = 0;
         loop {
             let (next, keys) = self.scan(&mut conn, cursor, &pattern).await?;
-            for key in keys {
+            // Most jobs keep fewer runs than the limit: one pipelined count
+            // per page picks the few that need a pruning script.
+            let mut counts = redis::pipe();
+            for key in &keys {
+                counts.cmd("ZCARD").arg(key);
+            }
+            let sizes: Vec<usize> = if keys.is_empty() {
+                Vec::new()
+            } else {
+                self.check(counts.query_async(&mut conn).await).await?
+            };
+            for (key, size) in keys.iter().zip(sizes) {
+                if size <= keep {
+                    continue;
+                }
                 let Some(job) = key.strip_prefix(index.as_bytes()) else {
                     continue;
                 };

@@ -89,13 +89,7 @@ impl DateTrigger {
 }
 
 impl Trigger for DateTrigger {
-    fn next_fire_time(
-        &self,
-        previous: Option<DateTime<Utc>>,
-        now: DateTime<Utc>,
-    ) -> crate::error::Result<Option<DateTime<Utc>>> {
-        Ok(self.next_fire(previous, now))
-    }
+    infallible_next_fire_time!();
 
     fn to_json(&self) -> Value {
         let mut m = Map::new();

@@ -14,6 +14,20 @@
 //! | calendar steps (months, years) | [`CalendarIntervalTrigger`] | `calendar_interval` |
 //! | all / any of several | [`AndTrigger`], [`OrTrigger`] | `and`, `or` |
 
+/// Implements [`Trigger::next_fire_time`] for a trigger whose search cannot
+/// fail, from its inherent `next_fire(previous, now) -> Option<DateTime<Utc>>`.
+macro_rules! infallible_next_fire_time {
+    () => {
+        fn next_fire_time(
+            &self,
+            previous: Option<DateTime<Utc>>,
+            now: DateTime<Utc>,
+        ) -> crate::error::Result<Option<DateTime<Utc>>> {
+            Ok(self.next_fire(previous, now))
+        }
+    };
+}
+
 mod calendar;
 mod combining;
 mod cron;
