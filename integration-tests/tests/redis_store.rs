@@ -320,3 +320,152 @@ async fn scheduler_survives_a_redis_outage() {
     server.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Runs kept in the first ledger layout (a hash per run, a key per slot, a set
+/// of running runs per job) are moved into the current one by `start`: still
+/// listed, their slots still taken, running runs still counted for
+/// `max_instances`, and finished as before; the old keys are gone.
+#[tokio::test]
+async fn first_layout_runs_are_moved_on_start() {
+    use sundial::job::{JobId, OwnerId};
+    use sundial::run::{NewRun, RunFinish, RunInsert, RunQuery, RunRecord, RunState};
+
+    let ns = Namespace::new("layout");
+    let p = format!("{{{}}}:", ns.0);
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let t = |s: i64| DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap();
+    let us = |s: i64| t(s).timestamp_micros().to_string();
+    let far = (Utc::now() + chrono::Duration::hours(1)).timestamp_micros();
+    let mut old = redis::pipe();
+    old.cmd("HSET")
+        .arg(format!("{p}run:r-running"))
+        .arg(&[
+            ("job_id", "j".to_string()),
+            ("scheduled", us(0)),
+            ("attempt", "1".into()),
+            ("state", "running".into()),
+            ("owner", "o".into()),
+            ("node", "host/1".into()),
+            ("started", us(0)),
+            ("heartbeat", far.to_string()),
+        ])
+        .cmd("SET")
+        .arg(format!("{p}slot:j:{}:1", us(0)))
+        .arg("r-running")
+        .cmd("SADD")
+        .arg(format!("{p}running:j"))
+        .arg("r-running")
+        .cmd("ZADD")
+        .arg(format!("{p}heartbeats"))
+        .arg(far)
+        .arg("r-running")
+        .cmd("HSET")
+        .arg(format!("{p}run:r-done"))
+        .arg(&[
+            ("job_id", "j".to_string()),
+            ("scheduled", us(-60)),
+            ("attempt", "1".into()),
+            ("state", "succeeded".into()),
+            ("owner", "o".into()),
+            ("started", us(-60)),
+            ("finished", us(-59)),
+        ])
+        .cmd("SET")
+        .arg(format!("{p}slot:j:{}:1", us(-60)))
+        .arg("r-done")
+        // A slot key whose run record is gone.
+        .cmd("SET")
+        .arg(format!("{p}slot:k:{}:1", us(0)))
+        .arg("r-lost");
+    for (id, s) in [("r-running", 0), ("r-done", -60)] {
+        old.cmd("ZADD").arg(format!("{p}runs")).arg(us(s)).arg(id);
+        old.cmd("ZADD")
+            .arg(format!("{p}jobruns:j"))
+            .arg(us(s))
+            .arg(id);
+    }
+    let _: () = old.query_async(&mut conn).await.unwrap();
+
+    let store = RedisJobStore::from_url(&redis_url())
+        .unwrap()
+        .with_prefix(&ns.0);
+    store.start().await.unwrap();
+
+    let runs = store.query_runs(&RunQuery::job("j")).await.unwrap();
+    let states: Vec<(String, RunState)> =
+        runs.iter().map(|r| (r.id.to_string(), r.state)).collect();
+    assert_eq!(
+        states,
+        vec![
+            ("r-running".to_string(), RunState::Running),
+            ("r-done".to_string(), RunState::Succeeded)
+        ]
+    );
+    assert_eq!(runs[0].node.as_deref(), Some("host/1"));
+    assert!(runs[0].heartbeat_until.is_some() && runs[1].heartbeat_until.is_none());
+
+    let owner = OwnerId::new("o");
+    let run = |job: &str, s: i64| {
+        RunRecord::running(JobId::new(job), t(s), 1, owner.clone(), t(s), t(s + 30))
+    };
+    let insert = |r: RunRecord| NewRun {
+        record: r,
+        max_instances: Some(1),
+    };
+    // Both old slots, and the one whose record was gone, are still taken.
+    let got = store
+        .insert_runs(&[
+            insert(run("j", 0)),
+            insert(run("j", -60)),
+            insert(run("k", 0)),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(got, vec![RunInsert::Duplicate; 3]);
+    // The moved running run counts for max_instances until it finishes.
+    let got = store.insert_runs(&[insert(run("j", 60))]).await.unwrap();
+    assert_eq!(got, vec![RunInsert::Inserted(RunState::Skipped)]);
+    let finished = store
+        .finish_runs(
+            &owner,
+            &[RunFinish {
+                id: runs[0].id.clone(),
+                state: RunState::Succeeded,
+                finished_at: t(5),
+                error: None,
+            }],
+        )
+        .await
+        .unwrap();
+    assert_eq!(finished, 1);
+    let got = store.insert_runs(&[insert(run("j", 120))]).await.unwrap();
+    assert_eq!(got, vec![RunInsert::Inserted(RunState::Running)]);
+
+    let mut check = redis::pipe();
+    for key in [
+        format!("{p}run:r-running"),
+        format!("{p}run:r-done"),
+        format!("{p}slot:j:{}:1", us(0)),
+        format!("{p}slot:k:{}:1", us(0)),
+        format!("{p}running:j"),
+    ] {
+        check.cmd("EXISTS").arg(key);
+    }
+    let left: Vec<u8> = check.query_async(&mut conn).await.unwrap();
+    assert_eq!(left, vec![0; 5], "old keys left");
+    let layout: String = redis::cmd("GET")
+        .arg(format!("{p}runlayout"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(layout, "2");
+    // A second start finds nothing more to move.
+    store.shutdown().await.unwrap();
+    store.start().await.unwrap();
+    assert_eq!(
+        store.query_runs(&RunQuery::job("j")).await.unwrap().len(),
+        4
+    );
+    store.purge().await.unwrap();
+}
