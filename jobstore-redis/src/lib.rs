@@ -1352,12 +1352,14 @@ mod tests {
         redis::Value::BulkString(s.as_bytes().to_vec())
     }
 
+    /// A script's `{id, record JSON}` entry.
     fn entry(id: &str, fields: &[(&str, &str)]) -> redis::Value {
-        let flat = fields
+        let record: serde_json::Map<String, serde_json::Value> = fields
             .iter()
-            .flat_map(|(k, v)| [bulk(k), bulk(v)])
+            .map(|(k, v)| ((*k).to_string(), serde_json::Value::from(*v)))
             .collect();
-        redis::Value::Array(vec![bulk(id), redis::Value::Array(flat)])
+        let json = serde_json::Value::Object(record).to_string();
+        redis::Value::Array(vec![bulk(id), bulk(&json)])
     }
 
     const FULL: &[(&str, &str)] = &[
@@ -1373,7 +1375,7 @@ mod tests {
     ];
 
     #[test]
-    fn runs_are_read_field_by_field() {
+    fn runs_are_read_from_their_json_records() {
         let runs = decode_runs(redis::Value::Array(vec![entry("r1", FULL)])).unwrap();
         let [r] = runs.as_slice() else {
             panic!("{runs:?}")
@@ -1421,10 +1423,12 @@ mod tests {
             .collect();
         items.push(redis::Value::Array(vec![
             bulk("bad-utf8"),
-            redis::Value::Array(vec![
-                bulk("node"),
-                redis::Value::BulkString(vec![0xff, 0xfe]),
-            ]),
+            redis::Value::BulkString(vec![b'{', 0xff, 0xfe, b'}']),
+        ]));
+        items.push(redis::Value::Array(vec![bulk("not-json"), bulk("{job_id")]));
+        items.push(redis::Value::Array(vec![
+            bulk("not-strings"),
+            bulk(r#"{"job_id": "a", "scheduled": 5}"#),
         ]));
         items.push(entry("good", FULL));
         let runs = decode_runs(redis::Value::Array(items)).unwrap();
