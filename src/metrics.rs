@@ -29,7 +29,7 @@
 //! | `sundial_running_runs` | gauge | runs started and not yet finished on this process |
 //! | `sundial_store_errors_total` | counter | `store` |
 //! | `sundial_leases_lost_total` | counter | `store`: claims that lapsed before the job was handed back |
-//! | `sundial_jobs` | gauge | `store`, `state` (scheduled, paused): counted a second after this scheduler adds, changes or removes jobs, and every minute |
+//! | `sundial_jobs` | gauge | `store`, `state` (scheduled, paused): counted by each store (without reading the jobs) a second after this scheduler adds, changes or removes jobs, and every minute |
 //!
 //! With [`Labels::Aggregate`] the `job` label is left out, for applications
 //! with many short-lived jobs (one series per job id would grow without end).
@@ -216,25 +216,19 @@ pub fn record(scheduler: &Scheduler, labels: Labels) -> ListenerId {
     listener
 }
 
-/// Sets `sundial_jobs{store,state}` from the stores (0 for a pair seen before
-/// that has no job now).
+/// Sets `sundial_jobs{store,state}` from the stores' own counts (0 for a pair
+/// seen before that has no job now).
 async fn count_jobs(s: &Scheduler, seen: &mut HashSet<(String, &'static str)>) {
     if !s.is_running() {
         return;
     }
-    let Ok(listing) = s.job_listing(None).await else {
+    let Ok(per_store) = s.count_jobs(None).await else {
         return;
     };
     let mut counts: HashMap<(String, &'static str), u64> = HashMap::new();
-    for job in listing.jobs() {
-        let state = if job.is_paused() {
-            "paused"
-        } else {
-            "scheduled"
-        };
-        *counts
-            .entry((job.jobstore().to_string(), state))
-            .or_default() += 1;
+    for (store, n) in per_store {
+        counts.insert((store.clone(), "scheduled"), n.scheduled);
+        counts.insert((store, "paused"), n.paused);
     }
     for key in seen.iter() {
         counts.entry(key.clone()).or_default();

@@ -37,6 +37,15 @@ impl StoreCapabilities {
     };
 }
 
+/// How many jobs a store holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct JobCounts {
+    /// Jobs with a next run time.
+    pub scheduled: u64,
+    /// Paused jobs (no next run time).
+    pub paused: u64,
+}
+
 /// Persists job records and hands out due work.
 ///
 /// # Contract
@@ -167,6 +176,20 @@ pub trait JobStore: Send + Sync + fmt::Debug + 'static {
 
     /// Reads every job, by next run time with paused jobs last.
     async fn get_all_jobs(&self) -> Result<Vec<JobRecord>>;
+
+    /// How many jobs the store holds, scheduled and paused, counted where the
+    /// jobs are (the default reads them all: stores override it).
+    async fn count_jobs(&self) -> Result<JobCounts> {
+        let mut counts = JobCounts::default();
+        for job in self.get_all_jobs().await? {
+            if job.next_run_time.is_some() {
+                counts.scheduled += 1;
+            } else {
+                counts.paused += 1;
+            }
+        }
+        Ok(counts)
+    }
 
     /// The earliest instant at which a job other than those in `skip` may
     /// become claimable.
@@ -408,6 +431,9 @@ macro_rules! forward_store {
             async fn get_all_jobs(&self) -> Result<Vec<JobRecord>> {
                 $wrap!(self, "get_all_jobs", (**self).get_all_jobs())
             }
+            async fn count_jobs(&self) -> Result<JobCounts> {
+                $wrap!(self, "count_jobs", (**self).count_jobs())
+            }
             async fn get_next_run_time(&self, skip: &[JobId]) -> Result<Option<DateTime<Utc>>> {
                 $wrap!(self, "get_next_run_time", (**self).get_next_run_time(skip))
             }
@@ -553,6 +579,12 @@ impl<T> Rows for Vec<T> {
 impl<T> Rows for Option<T> {
     fn rows(&self) -> Option<u64> {
         Some(u64::from(self.is_some()))
+    }
+}
+
+impl Rows for JobCounts {
+    fn rows(&self) -> Option<u64> {
+        Some(self.scheduled + self.paused)
     }
 }
 

@@ -16,7 +16,7 @@ use sundial::job::{
 use sundial::run::{
     NewRun, RunFinish, RunId, RunInsert, RunQuery, RunRecord, RunState, INTERRUPTED_ERROR,
 };
-use sundial::store::{JobStore, ReleaseItem};
+use sundial::store::{JobCounts, JobStore, ReleaseItem};
 use sundial::Error;
 
 use crate::support::{Namespace, StoreFactory};
@@ -68,6 +68,7 @@ pub fn cases() -> Vec<Case> {
         remove_and_remove_all,
         get_all_sorted_paused_last_ties_by_id,
         next_run_time_ignores_paused_and_is_none_when_empty,
+        count_jobs_counts_scheduled_and_paused,
         next_run_time_waits_for_lease_expiry,
         times_keep_microseconds_far_future_and_epoch,
         acquire_only_due_unleased_in_order_with_limit,
@@ -389,6 +390,27 @@ pub async fn next_run_time_ignores_paused_and_is_none_when_empty(cx: &Ctx) -> Re
     cx.store.add_job(&job("later", Some(mins(7)))).await?;
     cx.store.add_job(&job("sooner", Some(mins(3)))).await?;
     ensure!(cx.store.get_next_run_time(&[]).await? == Some(mins(3)));
+    Ok(())
+}
+
+/// `count_jobs` counts scheduled and paused jobs, leased ones included.
+pub async fn count_jobs_counts_scheduled_and_paused(cx: &Ctx) -> Result<()> {
+    let counts = |scheduled, paused| JobCounts { scheduled, paused };
+    ensure!(cx.store.count_jobs().await? == counts(0, 0));
+    cx.store.add_job(&job("paused", None)).await?;
+    cx.store
+        .add_jobs(&[job("due", Some(mins(0))), job("later", Some(mins(9)))])
+        .await?;
+    let claimed = cx
+        .store
+        .acquire_due(mins(1), &owner("o"), Duration::from_secs(60), 10, &[])
+        .await?;
+    ensure!(claimed.len() == 1, "claimed {}", claimed.len());
+    let got = cx.store.count_jobs().await?;
+    ensure!(got == counts(2, 1), "{got:?}");
+    cx.store.remove_job(&JobId::new("later")).await?;
+    let got = cx.store.count_jobs().await?;
+    ensure!(got == counts(1, 1), "{got:?}");
     Ok(())
 }
 

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use sundial::job::{JobId, JobRecord, OwnerId, Release, ReleaseOutcome};
 use sundial::node::NodeRecord;
 use sundial::run::{NewRun, RunFinish, RunId, RunInsert, RunQuery, RunRecord};
-use sundial::store::{ChangeStream, JobStore, ReleaseItem, StoreCapabilities};
+use sundial::store::{ChangeStream, JobCounts, JobStore, ReleaseItem, StoreCapabilities};
 use sundial::{Error, Result};
 
 /// Which call a fault hits.
@@ -132,6 +132,9 @@ impl JobStore for FaultyStore {
     }
     async fn get_all_jobs(&self) -> Result<Vec<JobRecord>> {
         self.inner.get_all_jobs().await
+    }
+    async fn count_jobs(&self) -> Result<JobCounts> {
+        self.inner.count_jobs().await
     }
     async fn get_next_run_time(&self, skip: &[JobId]) -> Result<Option<DateTime<Utc>>> {
         self.inner.get_next_run_time(skip).await

@@ -20,7 +20,7 @@ use sundial_core::run::{
     INTERRUPTED_ERROR,
 };
 use sundial_core::store::{
-    lease_duration, sort_records, update_refused, JobStore, StoreCapabilities,
+    lease_duration, sort_records, update_refused, JobCounts, JobStore, StoreCapabilities,
 };
 use sundial_core::{Error, Result};
 
@@ -224,6 +224,19 @@ impl JobStore for MemoryJobStore {
             .collect();
         sort_records(&mut all);
         Ok(all)
+    }
+
+    async fn count_jobs(&self) -> Result<JobCounts> {
+        let s = self.lock();
+        let scheduled = s
+            .jobs
+            .values()
+            .filter(|r| r.next_run_time.is_some())
+            .count();
+        Ok(JobCounts {
+            scheduled: scheduled as u64,
+            paused: (s.jobs.len() - scheduled) as u64,
+        })
     }
 
     async fn get_next_run_time(&self, skip: &[JobId]) -> Result<Option<DateTime<Utc>>> {

@@ -64,7 +64,7 @@ use sundial_core::node::NodeRecord;
 use sundial_core::redact::redact_url;
 use sundial_core::run::{NewRun, RunFinish, RunId, RunInsert, RunQuery, RunRecord};
 use sundial_core::store::{
-    lease_duration, release_entry, sort_records, update_refused, ChangeStream, JobStore,
+    lease_duration, release_entry, sort_records, update_refused, ChangeStream, JobCounts, JobStore,
     ReleaseItem, StoreCapabilities,
 };
 use tokio::sync::OnceCell;
@@ -659,6 +659,19 @@ impl JobStore for MongoJobStore {
         let mut all: Vec<JobRecord> = docs.iter().map(Self::from_document).collect();
         sort_records(&mut all);
         Ok(all)
+    }
+
+    async fn count_jobs(&self) -> sundial_core::Result<JobCounts> {
+        let coll = self.coll()?;
+        let all = coll.count_documents(doc! {}).await.map_err(mongo)?;
+        let paused = coll
+            .count_documents(doc! { "next_run_time": { "$exists": false } })
+            .await
+            .map_err(mongo)?;
+        Ok(JobCounts {
+            scheduled: all.saturating_sub(paused),
+            paused,
+        })
     }
 
     async fn get_next_run_time(

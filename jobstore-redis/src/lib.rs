@@ -85,8 +85,8 @@ use sundial_core::run::{
     INTERRUPTED_ERROR,
 };
 use sundial_core::store::{
-    lease_duration, sort_records, update_refused, ChangeNotifier, ChangeStream, JobStore,
-    ReleaseItem, StoreCapabilities,
+    lease_duration, sort_records, update_refused, ChangeNotifier, ChangeStream, JobCounts,
+    JobStore, ReleaseItem, StoreCapabilities,
 };
 use tokio::sync::Mutex;
 
@@ -951,6 +951,26 @@ impl JobStore for RedisJobStore {
             .collect();
         sort_records(&mut all);
         Ok(all)
+    }
+
+    async fn count_jobs(&self) -> sundial_core::Result<JobCounts> {
+        let mut conn = self.conn().await?;
+        let [jobs, nrt, ..] = self.keys();
+        let (all, scheduled): (u64, u64) = self
+            .check(
+                redis::pipe()
+                    .cmd("HLEN")
+                    .arg(jobs)
+                    .cmd("HLEN")
+                    .arg(nrt)
+                    .query_async(&mut conn)
+                    .await,
+            )
+            .await?;
+        Ok(JobCounts {
+            scheduled,
+            paused: all.saturating_sub(scheduled),
+        })
     }
 
     async fn get_next_run_time(

@@ -52,7 +52,7 @@ use sundial_core::redact::redact_url;
 use sundial_core::run::{NewRun, RunFinish, RunId, RunInsert, RunQuery, RunRecord};
 use sundial_core::store::{
     lease_duration, release_entry, sort_records, update_refused, ChangeNotifier, ChangeStream,
-    JobStore, ReleaseItem, StoreCapabilities,
+    JobCounts, JobStore, ReleaseItem, StoreCapabilities,
 };
 
 use ledger::RunBatch;
@@ -830,6 +830,24 @@ impl JobStore for SqlJobStore {
             .await
             .map_err(|e| self.err(e))?;
         Ok(rows.into_iter().map(Row::into_record).collect())
+    }
+
+    async fn count_jobs(&self) -> sundial_core::Result<JobCounts> {
+        let count = |sql: String| async {
+            let n = self
+                .backend
+                .query_int(sql, vec![])
+                .await
+                .map_err(|e| self.err(e))?;
+            Ok::<u64, sundial_core::Error>(n.and_then(|n| u64::try_from(n).ok()).unwrap_or(0))
+        };
+        let t = &self.sql.table;
+        let all = count(format!("SELECT COUNT(*) FROM {t}")).await?;
+        let scheduled = count(format!("SELECT COUNT(next_run_time) FROM {t}")).await?;
+        Ok(JobCounts {
+            scheduled,
+            paused: all.saturating_sub(scheduled),
+        })
     }
 
     async fn get_next_run_time(

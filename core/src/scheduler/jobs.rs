@@ -2,6 +2,7 @@
 
 use super::pending::{Found, Pending};
 use super::*;
+use crate::store::JobCounts;
 
 /// A change to a job's content and next run time, applied by [`Scheduler::edit`].
 pub(super) type Edit<'a> =
@@ -471,6 +472,36 @@ impl Scheduler {
         let mut jobs: Vec<Job> = listing.stores.into_iter().flat_map(|(_, j)| j).collect();
         jobs.sort_by(|a, b| run_order(&a.record, &b.record));
         Ok(jobs)
+    }
+
+    /// How many jobs each store holds (by store alias), counted by the stores
+    /// themselves without reading the jobs; jobs waiting for the scheduler to
+    /// start are counted with their store.
+    ///
+    /// # Errors
+    /// [`Error::UnknownStore`] for an unknown `store`; store errors.
+    pub async fn count_jobs(&self, store: Option<&str>) -> Result<Vec<(String, JobCounts)>> {
+        let stores = match store {
+            Some(a) => vec![(a.to_string(), self.inner.store(a)?)],
+            None => self.inner.stores(),
+        };
+        let mut out = Vec::with_capacity(stores.len());
+        for (alias, s) in stores {
+            let mut counts = if self.is_running() {
+                s.count_jobs().await?
+            } else {
+                JobCounts::default()
+            };
+            for pending in self.inner.pending.of_store(&alias) {
+                if pending.record.next_run_time.is_some() {
+                    counts.scheduled += 1;
+                } else {
+                    counts.paused += 1;
+                }
+            }
+            out.push((alias, counts));
+        }
+        Ok(out)
     }
 
     /// The jobs grouped by store, printable with `Display` (APScheduler's `print_jobs`).
