@@ -5,47 +5,38 @@ local owner = ARGV[2]
 if (#ARGV - 2) % 4 ~= 0 then
   return redis.error_reply('finish_runs: malformed arguments')
 end
-local ids = {}
 for i = 3, #ARGV, 4 do
   if not (ARGV[i + 1] ~= '' and is_int(ARGV[i + 2]) and is_opt(ARGV[i + 3])) then
     return redis.error_reply('finish_runs: malformed arguments for run ' .. ARGV[i])
   end
-  ids[#ids + 1] = ARGV[i]
-end
-local texts = hmget(K_DATA, ids)
--- Decoded once per id and changed in place, so that an id given twice sees
--- the first change.
-local recs, changed, order = {}, {}, {}
-for i, id in ipairs(ids) do
-  if recs[id] == nil then recs[id] = decode(texts[i]) or false end
 end
 local n = 0
-local heartbeats, deltas = {}, {}
+local heartbeats, running = {}, {}
 for i = 3, #ARGV, 4 do
   local id, state, finished, err = ARGV[i], ARGV[i + 1], ARGV[i + 2], opt(ARGV[i + 3])
-  local r = recs[id]
-  if r and r.owner == owner and (r.state == 'running' or r.state == 'interrupted') then
-    local was = r.state
-    r.state, r.finished, r.heartbeat = state, finished, nil
-    -- Only an interrupted run has an error to clear.
-    if err ~= nil then r.error = err elseif was == 'interrupted' then r.error = nil end
-    if not changed[id] then
-      changed[id] = true
-      order[#order + 1] = id
+  local key = run_key(id)
+  local cur = redis.call('HMGET', key, 'state', 'owner', 'job_id', 'error')
+  if cur[2] == owner and (cur[1] == 'running' or cur[1] == 'interrupted') then
+    -- The heartbeat field is left as it is: it is read only while running.
+    if err ~= nil then
+      redis.call('HSET', key, 'state', state, 'finished', finished, 'error', err)
+    else
+      redis.call('HSET', key, 'state', state, 'finished', finished)
+      -- An error left from before (an interrupted run's) is cleared.
+      if cur[4] then redis.call('HDEL', key, 'error') end
     end
     heartbeats[#heartbeats + 1] = id
-    if was == 'running' and state ~= 'running' and r.job_id then
-      deltas[r.job_id] = (deltas[r.job_id] or 0) - 1
+    if state ~= 'running' and cur[3] then
+      local ids = running[cur[3]]
+      if not ids then
+        ids = {}
+        running[cur[3]] = ids
+      end
+      ids[#ids + 1] = id
     end
     n = n + 1
   end
 end
-local set = {}
-for _, id in ipairs(order) do
-  set[#set + 1] = id
-  set[#set + 1] = cjson.encode(recs[id])
-end
-bulk('HSET', K_DATA, set)
 bulk('ZREM', K_HEARTBEATS, heartbeats)
-add_running(deltas)
+for job, ids in pairs(running) do bulk('SREM', running_key(job), ids) end
 return n

@@ -4,25 +4,15 @@ local owner, untl = ARGV[2], ARGV[3]
 if not is_int(untl) then
   return redis.error_reply('heartbeat_runs: malformed heartbeat time')
 end
-local ids = {}
-for i = 4, #ARGV do ids[#ids + 1] = ARGV[i] end
-local texts = hmget(K_DATA, ids)
-local set, scores, seen = {}, {}, {}
 local n = 0
-for i, id in ipairs(ids) do
-  local r = decode(texts[i])
-  if r and r.state == 'running' and r.owner == owner then
+for i = 4, #ARGV do
+  local id = ARGV[i]
+  local key = run_key(id)
+  local cur = redis.call('HMGET', key, 'state', 'owner')
+  if cur[1] == 'running' and cur[2] == owner then
+    redis.call('HSET', key, 'heartbeat', untl)
+    redis.call('ZADD', K_HEARTBEATS, untl, id)
     n = n + 1
-    if not seen[id] then
-      seen[id] = true
-      r.heartbeat = untl
-      set[#set + 1] = id
-      set[#set + 1] = cjson.encode(r)
-      scores[#scores + 1] = untl
-      scores[#scores + 1] = id
-    end
   end
 end
-bulk('HSET', K_DATA, set)
-bulk('ZADD', K_HEARTBEATS, scores)
 return n

@@ -30,33 +30,54 @@ for b = 2, #ARGV, N do
   runs[#runs + 1] = r
 end
 
--- Each limited job's running runs, counted once before any of this call's inserts.
+-- Each limited job's running runs, counted once before any of this call's
+-- inserts: one EXISTS over all their running sets first, since usually none
+-- has a running run; counted one by one only when some do.
 local count, limited = {}, {}
 for _, r in ipairs(runs) do
   if r.state == 'running' and r.max ~= '' and count[r.job] == nil then
     count[r.job] = 0
-    limited[#limited + 1] = r.job
+    limited[#limited + 1] = running_key(r.job)
   end
 end
-local counts = hmget(K_RUNNING, limited)
-for i, job in ipairs(limited) do count[job] = tonumber(counts[i]) or 0 end
-
--- The slots are the arbiter: one read for the batch (the script is atomic, so
--- nothing can take a slot between this read and the writes below). A run id
--- already stored (under any slot) is refused too.
-local slots, ids = {}, {}
-for i, r in ipairs(runs) do
-  slots[i] = slot_field(r.job, r.scheduled, r.attempt)
-  ids[i] = r.id
+local any_running = false
+for i = 1, #limited, SLICE do
+  if redis.call('EXISTS', unpack(limited, i, math.min(i + SLICE - 1, #limited))) > 0 then
+    any_running = true
+  end
 end
-local held, stored = hmget(K_SLOTS, slots), hmget(K_DATA, ids)
+if any_running then
+  for job in pairs(count) do count[job] = redis.call('SCARD', running_key(job)) end
+end
+
+-- The slot keys are the arbiter: one read for the batch (the script is atomic,
+-- so nothing can take a slot between this read and the writes below).
+local slots = {}
+for i, r in ipairs(runs) do slots[i] = slot_key(r.job, r.scheduled, r.attempt) end
+local held = {}
+for i = 1, #slots, SLICE do
+  local part = redis.call('MGET', unpack(slots, i, math.min(i + SLICE - 1, #slots)))
+  for j = 1, #part do held[#held + 1] = part[j] end
+end
+-- A run id already stored (under any slot) is refused too; checked one by one
+-- only when some of the batch's ids exist.
+local keys = {}
+for i, r in ipairs(runs) do keys[i] = run_key(r.id) end
+local some_exist = false
+for i = 1, #keys, SLICE do
+  if redis.call('EXISTS', unpack(keys, i, math.min(i + SLICE - 1, #keys))) > 0 then
+    some_exist = true
+  end
+end
 
 local out = {}
 local taken, used = {}, {}
-local set_data, set_slot, all_runs, heartbeats, by_job, running = {}, {}, {}, {}, {}, {}
+local set_slot, all_runs, heartbeats, by_job, running = {}, {}, {}, {}, {}
 for i, r in ipairs(runs) do
-  local slot = slots[i]
-  if held[i] or stored[i] or taken[slot] or used[r.id] then
+  local slot, key = slots[i], keys[i]
+  local won = not held[i] and not taken[slot] and not used[r.id]
+  if won and some_exist and redis.call('EXISTS', key) == 1 then won = false end
+  if not won then
     out[#out + 1] = 'duplicate'
   else
     taken[slot], used[r.id] = true, true
@@ -64,21 +85,33 @@ for i, r in ipairs(runs) do
     if state == 'running' and r.max ~= '' and count[r.job] >= math.max(tonumber(r.max), 1) then
       state, finished, heartbeat = 'skipped', r.started, nil
     end
-    local rec = {
-      job_id = r.job, scheduled = r.scheduled, attempt = r.attempt, state = state,
-      owner = r.owner, node = r.node, started = r.started, finished = finished,
-      heartbeat = heartbeat, error = r.error,
-    }
-    set_data[#set_data + 1] = r.id
-    set_data[#set_data + 1] = cjson.encode(rec)
+    local fields = {'job_id', r.job, 'scheduled', r.scheduled, 'attempt', r.attempt, 'state', state}
+    local n = 8
+    if r.owner then fields[n + 1], fields[n + 2], n = 'owner', r.owner, n + 2 end
+    if r.node then fields[n + 1], fields[n + 2], n = 'node', r.node, n + 2 end
+    if r.started then fields[n + 1], fields[n + 2], n = 'started', r.started, n + 2 end
+    if finished then fields[n + 1], fields[n + 2], n = 'finished', finished, n + 2 end
+    if heartbeat then fields[n + 1], fields[n + 2], n = 'heartbeat', heartbeat, n + 2 end
+    if r.error then fields[n + 1], fields[n + 2], n = 'error', r.error, n + 2 end
+    redis.call('HSET', key, unpack(fields))
     set_slot[#set_slot + 1] = slot
     set_slot[#set_slot + 1] = r.id
     all_runs[#all_runs + 1] = r.scheduled
     all_runs[#all_runs + 1] = r.id
-    push(by_job, r.job, r.scheduled)
-    push(by_job, r.job, r.id)
+    local per_job = by_job[r.job]
+    if not per_job then
+      per_job = {}
+      by_job[r.job] = per_job
+    end
+    per_job[#per_job + 1] = r.scheduled
+    per_job[#per_job + 1] = r.id
     if state == 'running' then
-      running[r.job] = (running[r.job] or 0) + 1
+      local ids = running[r.job]
+      if not ids then
+        ids = {}
+        running[r.job] = ids
+      end
+      ids[#ids + 1] = r.id
       if heartbeat ~= nil then
         heartbeats[#heartbeats + 1] = heartbeat
         heartbeats[#heartbeats + 1] = r.id
@@ -87,10 +120,11 @@ for i, r in ipairs(runs) do
     out[#out + 1] = state
   end
 end
-bulk('HSET', K_DATA, set_data)
-bulk('HSET', K_SLOTS, set_slot)
+for i = 1, #set_slot, SLICE do
+  redis.call('MSET', unpack(set_slot, i, math.min(i + SLICE - 1, #set_slot)))
+end
 bulk('ZADD', K_RUNS, all_runs)
 bulk('ZADD', K_HEARTBEATS, heartbeats)
 for job, entries in pairs(by_job) do bulk('ZADD', jobruns_key(job), entries) end
-add_running(running)
+for job, ids in pairs(running) do bulk('SADD', running_key(job), ids) end
 return out

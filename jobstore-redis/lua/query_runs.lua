@@ -1,10 +1,8 @@
 -- ARGV: prefix, job ('' for every job or '=' .. job id), state ('' for any),
 -- since (microseconds, '' for no bound), limit.
--- Returns {id, record JSON} of the matching runs, newest scheduled time
+-- Returns {id, {field, value, ...}} of the matching runs, newest scheduled time
 -- first: at least limit of them when there are, plus every further match with
 -- the same scheduled time as the last one (the caller sorts ties and cuts).
--- Unreadable records are returned when no state is asked for (the caller
--- reports them).
 local job, state, since, limit = opt(ARGV[2]), ARGV[3], ARGV[4], tonumber(ARGV[5])
 if not is_opt(ARGV[2]) or not (since == '' or is_int(since)) or limit == nil then
   return redis.error_reply('query_runs: malformed arguments')
@@ -19,20 +17,14 @@ local last = nil
 local offset, batch = 0, 256
 while true do
   local page = redis.call('ZREVRANGEBYSCORE', index, '+inf', min, 'WITHSCORES', 'LIMIT', offset, batch)
-  local ids = {}
-  for i = 1, #page, 2 do ids[#ids + 1] = page[i] end
-  local texts = hmget(K_DATA, ids)
   for i = 1, #page, 2 do
-    local id, score, text = page[i], page[i + 1], texts[(i + 1) / 2]
+    local id, score = page[i], page[i + 1]
     if #out >= limit and score ~= last then return out end
-    if text then
-      local wanted = state == ''
-      if not wanted then
-        local r = decode(text)
-        wanted = r ~= nil and r.state == state
-      end
-      if wanted then
-        out[#out + 1] = {id, text}
+    local key = run_key(id)
+    if state == '' or redis.call('HGET', key, 'state') == state then
+      local fields = redis.call('HGETALL', key)
+      if #fields > 0 then
+        table.insert(out, {id, fields})
         last = score
       end
     end

@@ -79,7 +79,9 @@ for _, id in ipairs(ids) do
       end
       -- Due at the next run time, or at the lease's expiry if later; not at all
       -- when paused (or when the next run time is unreadable).
-      local nrt = s.nrt and tonumber(s.nrt)
+      -- Only a whole number of microseconds is a score (ZADD refuses the
+      -- rest that tonumber accepts, such as ' 5' or 'nan').
+      local nrt = s.nrt and string.match(s.nrt, '^%-?%d+$') and tonumber(s.nrt)
       if nrt then
         local score = s.nrt
         local u = parse_lease(s.lease)

@@ -18,9 +18,9 @@
 //!
 //! | key | type | content |
 //! |---|---|---|
-//! | `{P}:rundata` | hash | run id → the run as a JSON object of strings: `job_id`, `scheduled`, `attempt`, `state`, `owner`, `node`, `started`, `finished`, `heartbeat` (while `running`), `error` (times in microseconds; an absent member is `None`) |
-//! | `{P}:runslots` | hash | `<job id>:<scheduled>:<attempt>` → the id of the run holding that slot (scheduled time in microseconds); its presence makes a second insert of the slot a duplicate |
-//! | `{P}:running` | hash | job id → how many of its runs are `running` (counted for `max_instances`) |
+//! | `{P}:run:<run id>` | hash | one run: `job_id`, `scheduled`, `attempt`, `state`, `owner`, `node`, `started`, `finished`, `heartbeat` (read only while the run is `running`), `error` (times in microseconds; an absent field is `None`) |
+//! | `{P}:slot:<job id>:<scheduled>:<attempt>` | string | the id of the run holding that slot (scheduled time in microseconds); its existence makes a second insert of the slot a duplicate |
+//! | `{P}:running:<job id>` | set | ids of the job's `running` runs (counted for `max_instances`) |
 //! | `{P}:heartbeats` | sorted set | ids of `running` runs that have a heartbeat, scored by `heartbeat` (for `interrupt_lapsed`) |
 //! | `{P}:runs` | sorted set | every run id, scored by scheduled time (for `query_runs` and `prune_runs`) |
 //! | `{P}:jobruns:<job id>` | sorted set | the job's run ids, scored by scheduled time (for `query_runs` by job) |
@@ -32,13 +32,7 @@
 //! | `{P}:nodes` | hash | owner id → node record JSON |
 //! | `{P}:node_leases` | hash | owner id → `expires|instance` (expiry in microseconds), read by the scripts that register and remove nodes |
 //!
-//! | `{P}:runlayout` | string | `2` once the runs are kept as above; the first layout (one hash `{P}:run:<id>` per run, a key `{P}:slot:...` per slot and a set `{P}:running:<job id>` per job) is moved into this one by `start` |
-//!
-//! Keeping each run as one field of a few hashes lets every ledger script read
-//! and write a whole batch with one command per hash; only the per-job index
-//! takes one command per job.
-//!
-//! The ledger and per-job keys are built inside the scripts from the
+//! The per-run, per-slot and per-job keys are built inside the scripts from the
 //! prefix, so they are not declared as script keys; they share the `{P}` hash tag
 //! and therefore the slot of the declared ones. Removing jobs (`remove_job`,
 //! `remove_all_jobs`) leaves these keys alone: runs outlive their jobs until
@@ -100,9 +94,6 @@ const MAX_SCRIPT_LIMIT: usize = i32::MAX as usize;
 
 /// How many runs one pruning script call looks at.
 const PRUNE_SLICE: usize = 1000;
-
-/// The run ledger's layout marker (`{P}:runlayout`) this build writes and reads.
-const RUN_LAYOUT: &str = "2";
 
 /// The default key prefix.
 pub const DEFAULT_PREFIX: &str = "sundial";
@@ -237,8 +228,6 @@ struct Scripts {
     query_runs: Script,
     prune_runs: Script,
     prune_job_runs: Script,
-    migrate_runs: Script,
-    migrate_slots: Script,
     upsert_node: Script,
     remove_node: Script,
     prune_nodes: Script,
@@ -261,8 +250,6 @@ impl Scripts {
             query_runs: l(include_str!("../lua/query_runs.lua")),
             prune_runs: l(include_str!("../lua/prune_runs.lua")),
             prune_job_runs: l(include_str!("../lua/prune_job_runs.lua")),
-            migrate_runs: l(include_str!("../lua/migrate_runs.lua")),
-            migrate_slots: l(include_str!("../lua/migrate_slots.lua")),
             upsert_node: Script::new(include_str!("../lua/upsert_node.lua")),
             remove_node: Script::new(include_str!("../lua/remove_node.lua")),
             prune_nodes: Script::new(include_str!("../lua/prune_nodes.lua")),
@@ -414,19 +401,28 @@ fn decode_runs(reply: redis::Value) -> sundial_core::Result<Vec<RunRecord>> {
         let redis::Value::Array(pair) = item else {
             return Err(shape("entry is not a list"));
         };
-        let [id, json] = pair.as_slice() else {
-            return Err(shape("entry is not {id, record}"));
+        let [id, redis::Value::Array(flat)] = pair.as_slice() else {
+            return Err(shape("entry is not {id, fields}"));
         };
         let Some(id) = text(id) else {
             tracing::warn!(target: "sundial::store", "skipping a run whose id is not UTF-8");
             continue;
         };
-        let fields: Option<HashMap<String, String>> =
-            text(json).and_then(|j| serde_json::from_str(&j).ok());
-        let unreadable = fields.is_none();
-        let fields = fields.unwrap_or_default();
+        let mut fields = HashMap::with_capacity(flat.len() / 2);
+        let mut unreadable = false;
+        for kv in flat.chunks(2) {
+            match kv {
+                [k, v] => match (text(k), text(v)) {
+                    (Some(k), Some(v)) => {
+                        fields.insert(k, v);
+                    }
+                    _ => unreadable = true,
+                },
+                _ => unreadable = true,
+            }
+        }
         let rec = if unreadable {
-            Err("the record is not a JSON object of strings".to_string())
+            Err("a field is not UTF-8".to_string())
         } else {
             run_record(&id, &fields)
         };
@@ -648,84 +644,6 @@ impl RedisJobStore {
         inv
     }
 
-    /// Moves runs kept in the first ledger layout (a hash per run, a key per
-    /// slot, a set per job) into the current one, once per prefix; a prefix
-    /// without runs is only marked.
-    async fn migrate_runs(&self, conn: &mut MultiplexedConnection) -> sundial_core::Result<()> {
-        let p = self.key_prefix();
-        let marker = format!("{p}runlayout");
-        let layout: Option<String> = self
-            .check(redis::cmd("GET").arg(&marker).query_async(conn).await)
-            .await?;
-        if layout.as_deref() == Some(RUN_LAYOUT) {
-            return Ok(());
-        }
-        let moved = self
-            .migrate_keys(conn, &format!("{p}run:"), &self.scripts.migrate_runs)
-            .await?;
-        self.migrate_keys(conn, &format!("{p}slot:"), &self.scripts.migrate_slots)
-            .await?;
-        // The running counts were rebuilt from the runs themselves.
-        let pattern = format!("{}*", glob_escape(&format!("{p}running:")));
-        let mut cursor = 0;
-        loop {
-            let (next, keys) = self.scan(conn, cursor, &pattern).await?;
-            if !keys.is_empty() {
-                let _: u64 = self
-                    .check(redis::cmd("DEL").arg(&keys).query_async(conn).await)
-                    .await?;
-            }
-            if next == 0 {
-                break;
-            }
-            cursor = next;
-        }
-        let _: () = self
-            .check(
-                redis::cmd("SET")
-                    .arg(&marker)
-                    .arg(RUN_LAYOUT)
-                    .query_async(conn)
-                    .await,
-            )
-            .await?;
-        if moved > 0 {
-            tracing::info!(prefix = %p, runs = moved, "moved the run ledger into its current layout");
-        }
-        Ok(())
-    }
-
-    /// Hands every key under `prefix` (by its suffix) to a migration script, a
-    /// page at a time; returns the total the script reports.
-    async fn migrate_keys(
-        &self,
-        conn: &mut MultiplexedConnection,
-        prefix: &str,
-        script: &Script,
-    ) -> sundial_core::Result<u64> {
-        let pattern = format!("{}*", glob_escape(prefix));
-        let (mut cursor, mut total) = (0, 0);
-        loop {
-            let (next, keys) = self.scan(conn, cursor, &pattern).await?;
-            let suffixes: Vec<&[u8]> = keys
-                .iter()
-                .filter_map(|k| k.strip_prefix(prefix.as_bytes()))
-                .collect();
-            for page in suffixes.chunks(500) {
-                let mut inv = self.invoke_ledger(script);
-                for suffix in page {
-                    inv.arg(*suffix);
-                }
-                let n: u64 = self.check(inv.invoke_async(conn).await).await?;
-                total += n;
-            }
-            if next == 0 {
-                return Ok(total);
-            }
-            cursor = next;
-        }
-    }
-
     /// One `SCAN` step over the keys matching `pattern`.
     async fn scan(
         &self,
@@ -790,12 +708,8 @@ impl JobStore for RedisJobStore {
     async fn start(&self) -> sundial_core::Result<()> {
         self.started
             .store(true, std::sync::atomic::Ordering::Release);
-        let ready = match self.conn().await {
-            Ok(mut conn) => self.migrate_runs(&mut conn).await,
-            Err(e) => Err(e),
-        };
-        match ready {
-            Ok(()) => {
+        match self.conn().await {
+            Ok(_) => {
                 self.start_notifier();
                 Ok(())
             }
@@ -1237,10 +1151,9 @@ impl JobStore for RedisJobStore {
         loop {
             let mut inv = self.invoke_ledger(&self.scripts.prune_runs);
             inv.arg(micros(before)).arg(skip).arg(PRUNE_SLICE);
-            let (n, seen, kept): (u64, usize, usize) =
-                self.check(inv.invoke_async(&mut conn).await).await?;
+            let (n, seen): (u64, usize) = self.check(inv.invoke_async(&mut conn).await).await?;
             deleted += n;
-            skip += kept;
+            skip += seen - usize::try_from(n).unwrap_or(seen);
             if seen < PRUNE_SLICE {
                 return Ok(deleted);
             }
@@ -1284,10 +1197,10 @@ impl JobStore for RedisJobStore {
                 loop {
                     let mut inv = self.invoke_ledger(&self.scripts.prune_job_runs);
                     inv.arg(job).arg(start).arg(PRUNE_SLICE).arg(micros(before));
-                    let (n, seen, kept): (u64, usize, usize) =
+                    let (n, seen): (u64, usize) =
                         self.check(inv.invoke_async(&mut conn).await).await?;
                     deleted += n;
-                    start += kept;
+                    start += seen - usize::try_from(n).unwrap_or(seen);
                     if seen < PRUNE_SLICE {
                         break;
                     }
@@ -1372,14 +1285,12 @@ mod tests {
         redis::Value::BulkString(s.as_bytes().to_vec())
     }
 
-    /// A script's `{id, record JSON}` entry.
     fn entry(id: &str, fields: &[(&str, &str)]) -> redis::Value {
-        let record: serde_json::Map<String, serde_json::Value> = fields
+        let flat = fields
             .iter()
-            .map(|(k, v)| ((*k).to_string(), serde_json::Value::from(*v)))
+            .flat_map(|(k, v)| [bulk(k), bulk(v)])
             .collect();
-        let json = serde_json::Value::Object(record).to_string();
-        redis::Value::Array(vec![bulk(id), bulk(&json)])
+        redis::Value::Array(vec![bulk(id), redis::Value::Array(flat)])
     }
 
     const FULL: &[(&str, &str)] = &[
@@ -1395,7 +1306,7 @@ mod tests {
     ];
 
     #[test]
-    fn runs_are_read_from_their_json_records() {
+    fn runs_are_read_field_by_field() {
         let runs = decode_runs(redis::Value::Array(vec![entry("r1", FULL)])).unwrap();
         let [r] = runs.as_slice() else {
             panic!("{runs:?}")
@@ -1443,12 +1354,10 @@ mod tests {
             .collect();
         items.push(redis::Value::Array(vec![
             bulk("bad-utf8"),
-            redis::Value::BulkString(vec![b'{', 0xff, 0xfe, b'}']),
-        ]));
-        items.push(redis::Value::Array(vec![bulk("not-json"), bulk("{job_id")]));
-        items.push(redis::Value::Array(vec![
-            bulk("not-strings"),
-            bulk(r#"{"job_id": "a", "scheduled": 5}"#),
+            redis::Value::Array(vec![
+                bulk("node"),
+                redis::Value::BulkString(vec![0xff, 0xfe]),
+            ]),
         ]));
         items.push(entry("good", FULL));
         let runs = decode_runs(redis::Value::Array(items)).unwrap();
