@@ -1394,7 +1394,9 @@ mod tests {
             "{poll}"
         );
         assert!(
-            poll.ends_with("next_run_time IS NOT NULL AND id NOT IN ($2)) AS earliest"),
+            poll.ends_with(
+                "next_run_time IS NOT NULL AND id NOT IN ($2) ORDER BY lease_until LIMIT 100) AS leased) AS earliest"
+            ),
             "{poll}"
         );
     }

@@ -11,6 +11,9 @@ use crate::Param;
 /// (`<table>_nodes`), 4 an index on `lease_until` (for the earliest due time).
 pub(crate) const SCHEMA_VERSION: i64 = 4;
 
+/// How many leased rows, earliest lease first, the earliest-due query reads.
+pub(crate) const LEASED_SCAN: usize = 100;
+
 /// The SQL dialect a store speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Dialect {
@@ -412,13 +415,18 @@ impl Sql {
 
     /// The earliest time a job can be claimed (its next run time, or its lease's
     /// expiry if later), passing over `skip` ids: parameters the ids, twice.
-    /// Unleased rows are read in next-run-time order from its index and leased
-    /// ones through the `lease_until` index, so the cost does not grow with the
-    /// number of jobs.
+    /// Unleased rows are read in next-run-time order from its index, leased
+    /// ones in lease order from the `lease_until` index (the first
+    /// [`LEASED_SCAN`] of them), so the cost does not grow with the number of
+    /// jobs, and the plan does not depend on the table's statistics (a table
+    /// filled a moment ago has none yet). Past that many leased rows the answer
+    /// is still exact unless every one of the first of them was rescheduled
+    /// past its lease (then it may be late; the scheduler polls at least every
+    /// `max_idle_sleep` anyway).
     pub(crate) fn next_run_time(&self, skip: usize) -> String {
         let t = &self.table;
         format!(
-            "SELECT MIN(due) FROM (SELECT (SELECT next_run_time FROM {t} WHERE next_run_time IS NOT NULL AND lease_until IS NULL{} ORDER BY next_run_time LIMIT 1) AS due UNION ALL SELECT MIN(CASE WHEN lease_until > next_run_time THEN lease_until ELSE next_run_time END) FROM {t} WHERE lease_until IS NOT NULL AND next_run_time IS NOT NULL{}) AS earliest",
+            "SELECT MIN(due) FROM (SELECT (SELECT next_run_time FROM {t} WHERE next_run_time IS NOT NULL AND lease_until IS NULL{} ORDER BY next_run_time LIMIT 1) AS due UNION ALL SELECT MIN(CASE WHEN lease_until > next_run_time THEN lease_until ELSE next_run_time END) FROM (SELECT next_run_time, lease_until FROM {t} WHERE lease_until IS NOT NULL AND next_run_time IS NOT NULL{} ORDER BY lease_until LIMIT {LEASED_SCAN}) AS leased) AS earliest",
             self.not_in(1, skip),
             self.not_in(1 + skip, skip)
         )
