@@ -29,7 +29,7 @@
 //! | `sundial_running_runs` | gauge | runs started and not yet finished on this process |
 //! | `sundial_store_errors_total` | counter | `store` |
 //! | `sundial_leases_lost_total` | counter | `store`: claims that lapsed before the job was handed back |
-//! | `sundial_jobs` | gauge | `store`, `state` (scheduled, paused): counted by each store (without reading the jobs) a second after this scheduler adds, changes or removes jobs, and every minute |
+//! | `sundial_jobs` | gauge | `store`, `state` (scheduled, paused): counted by each store (without reading the jobs; a stored job that cannot be read counts by its next run time) a second after this scheduler adds, changes or removes jobs, and every minute |
 //!
 //! With [`Labels::Aggregate`] the `job` label is left out, for applications
 //! with many short-lived jobs (one series per job id would grow without end).
@@ -216,8 +216,8 @@ pub fn record(scheduler: &Scheduler, labels: Labels) -> ListenerId {
     listener
 }
 
-/// Sets `sundial_jobs{store,state}` from the stores' own counts (0 for a pair
-/// seen before that has no job now).
+/// Sets `sundial_jobs{store,state}` for both states of every store from the
+/// stores' own counts (0 for a store seen before and removed since).
 async fn count_jobs(s: &Scheduler, seen: &mut HashSet<(String, &'static str)>) {
     if !s.is_running() {
         return;
