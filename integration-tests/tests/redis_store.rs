@@ -320,3 +320,72 @@ async fn scheduler_survives_a_redis_outage() {
     server.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The retention sweep finds jobs with runs in `{P}:runjobs`: jobs whose run
+/// index predates the set are listed once, and a job whose runs are all
+/// pruned leaves it.
+#[tokio::test]
+async fn the_retention_sweep_reads_the_jobs_with_runs() {
+    use sundial::job::{JobId, OwnerId};
+    use sundial::run::{NewRun, RunFinish, RunRecord, RunState};
+
+    let ns = Namespace::new("runjobs");
+    let p = format!("{{{}}}:", ns.0);
+    let store = RedisJobStore::from_url(&redis_url())
+        .unwrap()
+        .with_prefix(&ns.0);
+    store.start().await.unwrap();
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let owner = OwnerId::new("o");
+    let t = |s: i64| DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap();
+    let runs: Vec<RunRecord> = (0..3)
+        .map(|i| RunRecord::running(JobId::new("a"), t(i), 1, owner.clone(), t(i), t(i + 30)))
+        .collect();
+    let new: Vec<NewRun> = runs
+        .iter()
+        .map(|r| NewRun {
+            record: r.clone(),
+            max_instances: None,
+        })
+        .collect();
+    store.insert_runs(&new).await.unwrap();
+    let done: Vec<RunFinish> = runs
+        .iter()
+        .map(|r| RunFinish {
+            id: r.id.clone(),
+            state: RunState::Succeeded,
+            finished_at: t(60),
+            error: None,
+        })
+        .collect();
+    store.finish_runs(&owner, &done).await.unwrap();
+    let member = |conn: &mut redis::aio::MultiplexedConnection| {
+        let mut conn = conn.clone();
+        let key = format!("{p}runjobs");
+        async move {
+            let yes: bool = redis::cmd("SISMEMBER")
+                .arg(key)
+                .arg("a")
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            yes
+        }
+    };
+    assert!(member(&mut conn).await, "inserting a run lists its job");
+    // As written by a build before the set: the index without the listing.
+    let _: () = redis::cmd("DEL")
+        .arg(format!("{p}runjobs"))
+        .arg(format!("{p}runjobs_listed"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let far = t(1_000_000);
+    assert_eq!(store.prune_job_runs(1, far).await.unwrap(), 2);
+    assert!(member(&mut conn).await, "the older index was listed");
+    assert_eq!(store.prune_runs(far).await.unwrap(), 1);
+    assert_eq!(store.prune_job_runs(1, far).await.unwrap(), 0);
+    assert!(!member(&mut conn).await, "a job without runs left the set");
+    store.purge().await.unwrap();
+}

@@ -125,6 +125,11 @@ for i = 1, #set_slot, SLICE do
 end
 bulk('ZADD', K_RUNS, all_runs)
 bulk('ZADD', K_HEARTBEATS, heartbeats)
-for job, entries in pairs(by_job) do bulk('ZADD', jobruns_key(job), entries) end
+local jobs = {}
+for job, entries in pairs(by_job) do
+  bulk('ZADD', jobruns_key(job), entries)
+  jobs[#jobs + 1] = job
+end
+bulk('SADD', K_RUNJOBS, jobs)
 for job, ids in pairs(running) do bulk('SADD', running_key(job), ids) end
 return out

@@ -9,8 +9,10 @@
 --   {P}:slot:<job id>:<scheduled>:<attempt> string: the run id holding the slot
 --   {P}:running:<job id>                   set: ids of the job's running runs
 --   {P}:jobruns:<job id>                   sorted set: the job's run ids by scheduled time
+--   {P}:runjobs                            set: ids of jobs that have a jobruns index
 local K_RUNS, K_HEARTBEATS = KEYS[1], KEYS[2]
 local P = ARGV[1]
+local K_RUNJOBS = P .. 'runjobs'
 
 local function run_key(id) return P .. 'run:' .. id end
 local function slot_key(job, scheduled, attempt)

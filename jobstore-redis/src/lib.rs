@@ -24,6 +24,7 @@
 //! | `{P}:heartbeats` | sorted set | ids of `running` runs that have a heartbeat, scored by `heartbeat` (for `interrupt_lapsed`) |
 //! | `{P}:runs` | sorted set | every run id, scored by scheduled time (for `query_runs` and `prune_runs`) |
 //! | `{P}:jobruns:<job id>` | sorted set | the job's run ids, scored by scheduled time (for `query_runs` by job) |
+//! | `{P}:runjobs` | set | ids of jobs that have a `jobruns` index (the retention sweep reads it instead of scanning the keyspace; jobs whose index predates it are listed once, marked by `{P}:runjobs_listed`) |
 //!
 //! The node registry (the schedulers using the store):
 //!
@@ -228,6 +229,7 @@ struct Scripts {
     query_runs: Script,
     prune_runs: Script,
     prune_job_runs: Script,
+    forget_run_jobs: Script,
     upsert_node: Script,
     remove_node: Script,
     prune_nodes: Script,
@@ -250,6 +252,7 @@ impl Scripts {
             query_runs: l(include_str!("../lua/query_runs.lua")),
             prune_runs: l(include_str!("../lua/prune_runs.lua")),
             prune_job_runs: l(include_str!("../lua/prune_job_runs.lua")),
+            forget_run_jobs: l(include_str!("../lua/forget_run_jobs.lua")),
             upsert_node: Script::new(include_str!("../lua/upsert_node.lua")),
             remove_node: Script::new(include_str!("../lua/remove_node.lua")),
             prune_nodes: Script::new(include_str!("../lua/prune_nodes.lua")),
@@ -642,6 +645,55 @@ impl RedisJobStore {
             .key(format!("{p}heartbeats"))
             .arg(p);
         inv
+    }
+
+    /// Lists in `{P}:runjobs` the jobs whose run index was written before
+    /// that set existed (once per prefix, marked by `{P}:runjobs_listed`), so
+    /// that the retention sweep reads the set instead of scanning the keyspace.
+    async fn list_run_jobs(&self, conn: &mut MultiplexedConnection) -> sundial_core::Result<()> {
+        let p = self.key_prefix();
+        let marker = format!("{p}runjobs_listed");
+        let listed: bool = self
+            .check(redis::cmd("EXISTS").arg(&marker).query_async(conn).await)
+            .await?;
+        if listed {
+            return Ok(());
+        }
+        let index = format!("{p}jobruns:");
+        let pattern = format!("{}*", glob_escape(&index));
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys) = self.scan(conn, cursor, &pattern).await?;
+            let jobs: Vec<&[u8]> = keys
+                .iter()
+                .filter_map(|k| k.strip_prefix(index.as_bytes()))
+                .collect();
+            if !jobs.is_empty() {
+                let _: u64 = self
+                    .check(
+                        redis::cmd("SADD")
+                            .arg(format!("{p}runjobs"))
+                            .arg(&jobs)
+                            .query_async(conn)
+                            .await,
+                    )
+                    .await?;
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        let _: () = self
+            .check(
+                redis::cmd("SET")
+                    .arg(&marker)
+                    .arg(1)
+                    .query_async(conn)
+                    .await,
+            )
+            .await?;
+        Ok(())
     }
 
     /// One `SCAN` step over the keys matching `pattern`.
@@ -1165,38 +1217,55 @@ impl JobStore for RedisJobStore {
         keep: usize,
         before: DateTime<Utc>,
     ) -> sundial_core::Result<u64> {
-        // The jobs with runs are the `jobruns:<job id>` indexes.
-        let index = format!("{}jobruns:", self.key_prefix());
-        let pattern = format!("{}*", glob_escape(&index));
+        let p = self.key_prefix();
         let mut conn = self.conn().await?;
+        self.list_run_jobs(&mut conn).await?;
+        // The jobs with runs are listed in `{P}:runjobs`: the sweep's cost
+        // follows them, not the size of the keyspace.
         let mut cursor: u64 = 0;
         let mut deleted = 0;
         loop {
-            let (next, keys) = self.scan(&mut conn, cursor, &pattern).await?;
+            let (next, jobs): (u64, Vec<Vec<u8>>) = self
+                .check(
+                    redis::cmd("SSCAN")
+                        .arg(format!("{p}runjobs"))
+                        .arg(cursor)
+                        .arg("COUNT")
+                        .arg(1000)
+                        .query_async(&mut conn)
+                        .await,
+                )
+                .await?;
             // Most jobs keep fewer runs than the limit: one pipelined count
             // per page picks the few that need a pruning script.
             let mut counts = redis::pipe();
-            for key in &keys {
+            for job in &jobs {
+                let mut key = format!("{p}jobruns:").into_bytes();
+                key.extend_from_slice(job);
                 counts.cmd("ZCARD").arg(key);
             }
-            let sizes: Vec<usize> = if keys.is_empty() {
+            let sizes: Vec<usize> = if jobs.is_empty() {
                 Vec::new()
             } else {
                 self.check(counts.query_async(&mut conn).await).await?
             };
-            for (key, size) in keys.iter().zip(sizes) {
+            let mut gone = Vec::new();
+            for (job, size) in jobs.iter().zip(sizes) {
+                if size == 0 {
+                    gone.push(job);
+                }
                 if size <= keep {
                     continue;
                 }
-                let Some(job) = key.strip_prefix(index.as_bytes()) else {
-                    continue;
-                };
                 // Past the `keep` newest, a bounded slice per call; what a
                 // call keeps (running, too recent) shifts the next slice.
                 let mut start = keep;
                 loop {
                     let mut inv = self.invoke_ledger(&self.scripts.prune_job_runs);
-                    inv.arg(job).arg(start).arg(PRUNE_SLICE).arg(micros(before));
+                    inv.arg(job.as_slice())
+                        .arg(start)
+                        .arg(PRUNE_SLICE)
+                        .arg(micros(before));
                     let (n, seen): (u64, usize) =
                         self.check(inv.invoke_async(&mut conn).await).await?;
                     deleted += n;
@@ -1205,6 +1274,13 @@ impl JobStore for RedisJobStore {
                         break;
                     }
                 }
+            }
+            if !gone.is_empty() {
+                let mut inv = self.invoke_ledger(&self.scripts.forget_run_jobs);
+                for job in gone {
+                    inv.arg(job.as_slice());
+                }
+                let _: u64 = self.check(inv.invoke_async(&mut conn).await).await?;
             }
             if next == 0 {
                 return Ok(deleted);
