@@ -355,6 +355,12 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug {
     async fn execute(&self, sql: String, params: Vec<Param>) -> Result<u64, Error>;
     async fn query_rows(&self, sql: String, params: Vec<Param>) -> Result<Vec<Row>, Error>;
     async fn query_int(&self, sql: String, params: Vec<Param>) -> Result<Option<i64>, Error>;
+    /// The first two columns of the first row, as integers.
+    async fn query_pair(
+        &self,
+        sql: String,
+        params: Vec<Param>,
+    ) -> Result<(Option<i64>, Option<i64>), Error>;
     async fn query_ids(&self, sql: String, params: Vec<Param>) -> Result<Vec<String>, Error>;
     /// The database's plan for a query, one line per step (SQLite `EXPLAIN
     /// QUERY PLAN`, PostgreSQL `EXPLAIN`, MySQL `EXPLAIN FORMAT=JSON`).
@@ -833,17 +839,20 @@ impl JobStore for SqlJobStore {
     }
 
     async fn count_jobs(&self) -> sundial_core::Result<JobCounts> {
-        let count = |sql: String| async {
-            let n = self
-                .backend
-                .query_int(sql, vec![])
-                .await
-                .map_err(|e| self.err(e))?;
-            Ok::<u64, sundial_core::Error>(n.and_then(|n| u64::try_from(n).ok()).unwrap_or(0))
-        };
-        let t = &self.sql.table;
-        let all = count(format!("SELECT COUNT(*) FROM {t}")).await?;
-        let scheduled = count(format!("SELECT COUNT(next_run_time) FROM {t}")).await?;
+        // One statement, so both counts are of the same moment.
+        let (all, scheduled) = self
+            .backend
+            .query_pair(
+                format!(
+                    "SELECT COUNT(*), COUNT(next_run_time) FROM {}",
+                    self.sql.table
+                ),
+                vec![],
+            )
+            .await
+            .map_err(|e| self.err(e))?;
+        let count = |n: Option<i64>| n.and_then(|n| u64::try_from(n).ok()).unwrap_or(0);
+        let (all, scheduled) = (count(all), count(scheduled));
         Ok(JobCounts {
             scheduled,
             paused: all.saturating_sub(scheduled),

@@ -198,6 +198,23 @@ impl Backend for SqliteBackend {
         .await
     }
 
+    async fn query_pair(
+        &self,
+        sql: String,
+        params: Vec<Param>,
+    ) -> Result<(Option<i64>, Option<i64>), Error> {
+        self.with(move |c| {
+            let v: Option<(Option<i64>, Option<i64>)> = c
+                .prepare_cached(&sql)?
+                .query_row(params_from_iter(params.iter()), |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .optional()?;
+            Ok(v.unwrap_or_default())
+        })
+        .await
+    }
+
     async fn query_ids(&self, sql: String, params: Vec<Param>) -> Result<Vec<String>, Error> {
         self.with(move |c| {
             let mut stmt = c.prepare_cached(&sql)?;

@@ -431,6 +431,23 @@ impl Backend for SqlxBackend {
         })
     }
 
+    async fn query_pair(
+        &self,
+        sql: String,
+        params: Vec<Param>,
+    ) -> Result<(Option<i64>, Option<i64>), Error> {
+        let row = bind(sqlx::query(&sql), &params)
+            .fetch_optional(&self.pool()?)
+            .await?;
+        Ok(match row {
+            Some(r) => (
+                r.try_get::<Option<i64>, _>(0)?,
+                r.try_get::<Option<i64>, _>(1)?,
+            ),
+            None => (None, None),
+        })
+    }
+
     async fn query_ids(&self, sql: String, params: Vec<Param>) -> Result<Vec<String>, Error> {
         let rows = bind(sqlx::query(&sql), &params)
             .fetch_all(&self.pool()?)
