@@ -30,7 +30,9 @@ use sundial_core::{Error, Result};
 struct Stored {
     content: JobContent,
     next_run_time: Option<DateTime<Utc>>,
-    lease: Option<Lease>,
+    /// Boxed: few jobs are leased at a time, and every map entry would
+    /// otherwise carry room for one.
+    lease: Option<Box<Lease>>,
     version: u64,
 }
 
@@ -39,7 +41,7 @@ impl Stored {
         Stored {
             content: rec.content.clone(),
             next_run_time: rec.next_run_time,
-            lease: rec.lease.clone(),
+            lease: rec.lease.clone().map(Box::new),
             version: rec.version,
         }
     }
@@ -49,7 +51,7 @@ impl Stored {
             id.clone(),
             self.content.clone(),
             self.next_run_time,
-            self.lease.clone(),
+            self.lease.as_deref().cloned(),
             self.version,
         )
     }
@@ -296,10 +298,10 @@ impl JobStore for MemoryJobStore {
             if let Some(t) = rec.next_run_time {
                 due.remove(&(t, id.clone()));
             }
-            rec.lease = Some(Lease {
+            rec.lease = Some(Box::new(Lease {
                 owner: owner.clone(),
                 until,
-            });
+            }));
             rec.version += 1;
             out.push(rec.to_record(&id));
             leased.insert((until, id));
