@@ -20,8 +20,8 @@
 //! through an index of running runs only (partial index on (`job_id`,
 //! `heartbeat`); MySQL: (`state`, `heartbeat`)); one on `scheduled` serves
 //! listing and pruning.
-//! Removing jobs keeps their runs. Schema version 1 (no run table) is upgraded in
-//! place by `start`.
+//! Removing jobs keeps their runs. Older schemas (1: no run table, 2: no node
+//! table, 3: no lease index) are upgraded in place by `start`.
 //!
 //! | capability | SQLite | PostgreSQL | MySQL/MariaDB |
 //! |---|---|---|---|
