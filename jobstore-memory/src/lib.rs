@@ -8,7 +8,7 @@
 //! | shared across processes | no |
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -46,9 +46,9 @@ impl Stored {
         }
     }
 
-    fn to_record(&self, id: &JobId) -> JobRecord {
+    fn to_record(&self, id: &str) -> JobRecord {
         JobRecord::stored(
-            id.clone(),
+            JobId::new(id),
             self.content.clone(),
             self.next_run_time,
             self.lease.as_deref().cloned(),
@@ -57,34 +57,44 @@ impl Stored {
     }
 }
 
+/// A job id as the memory store keeps it: one shared allocation for the map
+/// and the indexes.
+type Key = Arc<str>;
+
+/// Whether `id` is among the ids to pass over.
+fn skipped(skip: &[JobId], id: &str) -> bool {
+    skip.iter().any(|s| s.as_str() == id)
+}
+
 #[derive(Debug, Default)]
 struct State {
-    jobs: HashMap<JobId, Stored>,
+    /// By job id; the id's one allocation is shared with the indexes.
+    jobs: HashMap<Key, Stored>,
     /// Claimable (or claimable once due) jobs by next run time.
-    due: BTreeSet<(DateTime<Utc>, JobId)>,
+    due: BTreeSet<(DateTime<Utc>, Key)>,
     /// Claimed jobs by lease expiry.
-    leased: BTreeSet<(DateTime<Utc>, JobId)>,
+    leased: BTreeSet<(DateTime<Utc>, Key)>,
 }
 
 impl State {
-    fn index(&mut self, id: &JobId, rec: &Stored) {
+    fn index(&mut self, id: &Key, rec: &Stored) {
         match (&rec.lease, rec.next_run_time) {
             (Some(l), _) => {
-                self.leased.insert((l.until, id.clone()));
+                self.leased.insert((l.until, Key::clone(id)));
             }
             (None, Some(t)) => {
-                self.due.insert((t, id.clone()));
+                self.due.insert((t, Key::clone(id)));
             }
             (None, None) => {}
         }
     }
 
-    fn unindex(&mut self, id: &JobId, rec: &Stored) {
+    fn unindex(&mut self, id: &Key, rec: &Stored) {
         if let Some(l) = &rec.lease {
-            self.leased.remove(&(l.until, id.clone()));
+            self.leased.remove(&(l.until, Key::clone(id)));
         }
         if let Some(t) = rec.next_run_time {
-            self.due.remove(&(t, id.clone()));
+            self.due.remove(&(t, Key::clone(id)));
         }
     }
 }
@@ -152,14 +162,15 @@ impl JobStore for MemoryJobStore {
 
     async fn add_job(&self, job: &JobRecord) -> Result<()> {
         let mut s = self.lock();
-        if s.jobs.contains_key(&job.id) {
+        if s.jobs.contains_key(job.id.as_str()) {
             return Err(Error::ConflictingId {
                 id: job.id.to_string(),
             });
         }
         let rec = fresh(job);
-        s.index(&job.id, &rec);
-        s.jobs.insert(job.id.clone(), rec);
+        let key = Key::from(job.id.as_str());
+        s.index(&key, &rec);
+        s.jobs.insert(key, rec);
         Ok(())
     }
 
@@ -167,7 +178,7 @@ impl JobStore for MemoryJobStore {
         let mut s = self.lock();
         let mut seen = HashSet::with_capacity(jobs.len());
         for j in jobs {
-            if s.jobs.contains_key(&j.id) || !seen.insert(&j.id) {
+            if s.jobs.contains_key(j.id.as_str()) || !seen.insert(&j.id) {
                 return Err(Error::ConflictingId {
                     id: j.id.to_string(),
                 });
@@ -176,32 +187,33 @@ impl JobStore for MemoryJobStore {
         s.jobs.reserve(jobs.len());
         for j in jobs {
             let rec = fresh(j);
-            s.index(&j.id, &rec);
-            s.jobs.insert(j.id.clone(), rec);
+            let key = Key::from(j.id.as_str());
+            s.index(&key, &rec);
+            s.jobs.insert(key, rec);
         }
         Ok(())
     }
 
     async fn update_job(&self, job: &JobRecord) -> Result<()> {
         let mut s = self.lock();
-        let old = match s.jobs.get(&job.id) {
-            Some(old) if old.version == job.version => old.clone(),
+        let (key, old) = match s.jobs.get_key_value(job.id.as_str()) {
+            Some((key, old)) if old.version == job.version => (Key::clone(key), old.clone()),
             found => return Err(update_refused(job, found.is_some())),
         };
-        s.unindex(&job.id, &old);
+        s.unindex(&key, &old);
         let mut rec = Stored::from_record(job);
         rec.lease = old.lease;
         rec.version = old.version + 1;
-        s.index(&job.id, &rec);
-        s.jobs.insert(job.id.clone(), rec);
+        s.index(&key, &rec);
+        s.jobs.insert(key, rec);
         Ok(())
     }
 
     async fn remove_job(&self, id: &JobId) -> Result<()> {
         let mut s = self.lock();
-        match s.jobs.remove(id) {
-            Some(rec) => {
-                s.unindex(id, &rec);
+        match s.jobs.remove_entry(id.as_str()) {
+            Some((key, rec)) => {
+                s.unindex(&key, &rec);
                 Ok(())
             }
             None => Err(Error::JobNotFound { id: id.to_string() }),
@@ -214,7 +226,11 @@ impl JobStore for MemoryJobStore {
     }
 
     async fn lookup_job(&self, id: &JobId) -> Result<Option<JobRecord>> {
-        Ok(self.lock().jobs.get(id).map(|r| r.to_record(id)))
+        Ok(self
+            .lock()
+            .jobs
+            .get(id.as_str())
+            .map(|r| r.to_record(id.as_str())))
     }
 
     async fn get_all_jobs(&self) -> Result<Vec<JobRecord>> {
@@ -246,12 +262,12 @@ impl JobStore for MemoryJobStore {
         let due = s
             .due
             .iter()
-            .find(|(_, id)| !skip.contains(id))
+            .find(|(_, id)| !skipped(skip, id))
             .map(|(t, _)| *t);
         let leased = s
             .leased
             .iter()
-            .filter(|(_, id)| !skip.contains(id))
+            .filter(|(_, id)| !skipped(skip, id))
             .filter_map(|(until, id)| s.jobs.get(id)?.next_run_time.map(|n| n.max(*until)))
             .min();
         Ok(match (due, leased) {
@@ -280,13 +296,13 @@ impl JobStore for MemoryJobStore {
                 s.due.insert((t, id));
             }
         }
-        let ids: Vec<JobId> = s
+        let ids: Vec<Key> = s
             .due
             .iter()
             .take_while(|(t, _)| *t <= now)
-            .filter(|(_, id)| !skip.contains(id))
+            .filter(|(_, id)| !skipped(skip, id))
             .take(limit)
-            .map(|(_, id)| id.clone())
+            .map(|(_, id)| Key::clone(id))
             .collect();
         let until = now + lease_duration(lease);
         let mut out = Vec::with_capacity(ids.len());
@@ -296,7 +312,7 @@ impl JobStore for MemoryJobStore {
                 continue;
             };
             if let Some(t) = rec.next_run_time {
-                due.remove(&(t, id.clone()));
+                due.remove(&(t, Key::clone(&id)));
             }
             rec.lease = Some(Box::new(Lease {
                 owner: owner.clone(),
@@ -318,22 +334,25 @@ impl JobStore for MemoryJobStore {
     ) -> Result<ReleaseOutcome> {
         let mut guard = self.lock();
         let State { jobs, due, leased } = &mut *guard;
-        let Some(rec) = jobs.get_mut(id) else {
+        let Some(key) = jobs.get_key_value(id.as_str()).map(|(k, _)| Key::clone(k)) else {
+            return Ok(ReleaseOutcome::Gone);
+        };
+        let Some(rec) = jobs.get_mut(&key) else {
             return Ok(ReleaseOutcome::Gone);
         };
         let Some(lease) = rec.lease.take_if(|l| l.owner == *owner) else {
             return Err(Error::LeaseLost { id: id.to_string() });
         };
-        leased.remove(&(lease.until, id.clone()));
+        leased.remove(&(lease.until, Key::clone(&key)));
         // The expired-lease path may have left it in `due` under its run time.
         if let Some(t) = rec.next_run_time {
-            due.remove(&(t, id.clone()));
+            due.remove(&(t, Key::clone(&key)));
         }
         let applied = rec.version == version;
         if applied {
             match outcome {
                 Release::Remove => {
-                    jobs.remove(id);
+                    jobs.remove(&key);
                     return Ok(ReleaseOutcome::Applied);
                 }
                 Release::Reschedule { next_run_time } => rec.next_run_time = next_run_time,
@@ -342,7 +361,7 @@ impl JobStore for MemoryJobStore {
             rec.version += 1;
         }
         if let Some(t) = rec.next_run_time {
-            due.insert((t, id.clone()));
+            due.insert((t, key));
         }
         Ok(if applied {
             ReleaseOutcome::Applied
