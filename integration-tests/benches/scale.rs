@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use sundial::prelude::*;
 use sundial::JobStore;
-use sundial_integration_tests::support::{mysql_url, postgres_url, redis_url, stores, Namespace};
+use sundial_integration_tests::support::{
+    cleanup_store, mysql_url, postgres_url, redis_url, rss_bytes, Namespace,
+};
 
 /// Idle jobs in the store (`SUNDIAL_SCALE_JOBS`).
 fn idle_jobs() -> usize {
@@ -30,17 +32,6 @@ const DUE: usize = 10_000;
 
 /// Jobs per `add_jobs` call.
 const BATCH: usize = 10_000;
-
-fn rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| {
-            s.split_whitespace()
-                .nth(1)
-                .and_then(|p| p.parse::<u64>().ok())
-        })
-        .map_or(0, |pages| pages * 4096)
-}
 
 fn store_for(kind: &str, ns: &Namespace) -> Result<Arc<dyn JobStore>> {
     Ok(match kind {
@@ -151,12 +142,9 @@ async fn run(kind: &str) -> Result<()> {
     );
     s.shutdown(true).await?;
 
-    if let Some(factory) = stores().into_iter().find(|f| f.name() == kind) {
-        factory
-            .cleanup(&ns)
-            .await
-            .map_err(|e| Error::Config(format!("cleaning up {kind} {}: {e}", ns.0)))?;
-    }
+    cleanup_store(kind, &ns)
+        .await
+        .map_err(|e| Error::Config(format!("cleaning up {kind} {}: {e}", ns.0)))?;
     Ok(())
 }
 

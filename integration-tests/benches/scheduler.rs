@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use sundial::prelude::*;
+use sundial_integration_tests::support::rss_bytes;
 
 fn noop_scheduler(count: Arc<AtomicUsize>) -> Result<Scheduler> {
     Scheduler::builder()
@@ -21,17 +22,6 @@ fn noop_scheduler(count: Arc<AtomicUsize>) -> Result<Scheduler> {
             async { Ok::<_, std::io::Error>(()) }
         })
         .build()
-}
-
-fn rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| {
-            s.split_whitespace()
-                .nth(1)
-                .and_then(|p| p.parse::<u64>().ok())
-        })
-        .map_or(0, |pages| pages * 4096)
 }
 
 fn cpu_ticks() -> u64 {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use sundial::prelude::*;
 use sundial_integration_tests::support::{
-    mongo_url, mysql_url, postgres_url, redis_url, stores, Namespace,
+    cleanup_store, mongo_url, mysql_url, postgres_url, redis_url, Namespace,
 };
 
 /// How many schedulers share the store in each fire-burst
@@ -140,13 +140,9 @@ async fn cleanup(kind: &str, ns: &Namespace) -> Result<()> {
         }
         return Ok(());
     }
-    if let Some(factory) = stores().into_iter().find(|f| f.name() == kind) {
-        factory
-            .cleanup(ns)
-            .await
-            .map_err(|e| Error::Config(format!("cleaning up {kind} {}: {e}", ns.0)))?;
-    }
-    Ok(())
+    cleanup_store(kind, ns)
+        .await
+        .map_err(|e| Error::Config(format!("cleaning up {kind} {}: {e}", ns.0)))
 }
 
 fn main() -> Result<()> {

@@ -321,3 +321,27 @@ pub async fn check_listed_unreadable(s: &sundial::Scheduler, id: &str) -> anyhow
     ensure!(s.get_job(id, None).await?.is_none(), "{id} not removed");
     Ok(())
 }
+
+/// Deletes what a measurement or case left in the `kind` store under `ns`
+/// (jobs, runs, nodes), through that store's factory; nothing for an unknown kind.
+///
+/// # Errors
+/// The store's cleanup failed.
+pub async fn cleanup_store(kind: &str, ns: &Namespace) -> anyhow::Result<()> {
+    match stores().into_iter().find(|f| f.name() == kind) {
+        Some(factory) => factory.cleanup(ns).await,
+        None => Ok(()),
+    }
+}
+
+/// This process's resident memory in bytes (Linux; 0 where unknown).
+pub fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u64>().ok())
+        })
+        .map_or(0, |pages| pages * 4096)
+}

@@ -20,3 +20,13 @@ local function hmget(key, fields)
   return out
 end
 
+-- Appends values to the list under key k of table t (the lists of a command
+-- per key, such as one ZADD per job).
+local function push(t, k, ...)
+  local list = t[k]
+  if not list then
+    list = {}
+    t[k] = list
+  end
+  for _, v in ipairs({...}) do list[#list + 1] = v end
+end

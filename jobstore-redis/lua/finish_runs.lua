@@ -27,12 +27,7 @@ for i = 3, #ARGV, 4 do
     end
     heartbeats[#heartbeats + 1] = id
     if state ~= 'running' and cur[3] then
-      local ids = running[cur[3]]
-      if not ids then
-        ids = {}
-        running[cur[3]] = ids
-      end
-      ids[#ids + 1] = id
+      push(running, cur[3], id)
     end
     n = n + 1
   end

@@ -98,20 +98,9 @@ for i, r in ipairs(runs) do
     set_slot[#set_slot + 1] = r.id
     all_runs[#all_runs + 1] = r.scheduled
     all_runs[#all_runs + 1] = r.id
-    local per_job = by_job[r.job]
-    if not per_job then
-      per_job = {}
-      by_job[r.job] = per_job
-    end
-    per_job[#per_job + 1] = r.scheduled
-    per_job[#per_job + 1] = r.id
+    push(by_job, r.job, r.scheduled, r.id)
     if state == 'running' then
-      local ids = running[r.job]
-      if not ids then
-        ids = {}
-        running[r.job] = ids
-      end
-      ids[#ids + 1] = r.id
+      push(running, r.job, r.id)
       if heartbeat ~= nil then
         heartbeats[#heartbeats + 1] = heartbeat
         heartbeats[#heartbeats + 1] = r.id
