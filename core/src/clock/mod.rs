@@ -24,14 +24,17 @@ pub trait Clock: Send + Sync + fmt::Debug + 'static {
     }
 }
 
-/// Wall-clock time; sleeps on tokio's timer and finishes the last stretch
-/// precisely, so runs start within a fraction of a millisecond of their time.
+mod precise;
+
+/// Wall-clock time; sleeps on tokio's timer and finishes the last stretch on a
+/// shared high-resolution timer thread, so runs start within a fraction of a
+/// millisecond of their time.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SystemClock;
 
-/// How long before a deadline [`SystemClock`] stops sleeping on the timer
-/// (whose resolution is one millisecond) and yields until the deadline.
-const PRECISE_TAIL: std::time::Duration = std::time::Duration::from_micros(1500);
+/// How long before a deadline [`SystemClock`] stops sleeping on tokio's timer
+/// (whose resolution is one millisecond) and waits on the precise timer thread.
+const PRECISE_TAIL: std::time::Duration = std::time::Duration::from_millis(2);
 
 impl Clock for SystemClock {
     fn now(&self) -> DateTime<Utc> {
@@ -48,7 +51,7 @@ impl Clock for SystemClock {
                 if remaining > PRECISE_TAIL {
                     tokio::time::sleep(remaining - PRECISE_TAIL).await;
                 } else {
-                    tokio::task::yield_now().await;
+                    precise::PreciseSleep::until(std::time::Instant::now() + remaining).await;
                 }
             }
         })
