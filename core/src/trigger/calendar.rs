@@ -2,10 +2,11 @@
 
 use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveTime, Utc};
 use chrono_tz::Tz;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
+use super::spec::{self, BuiltinSpec, CalendarIntervalSpec};
 use super::tz::{parse_date, parse_timezone, resolve_fixed};
-use super::{json_object, opt_str, opt_u64, Trigger};
+use super::Trigger;
 use crate::error::{Error, Result};
 
 /// Fires at a fixed wall-clock time on dates a calendar step apart
@@ -104,11 +105,6 @@ impl CalendarIntervalBuilder {
     }
 }
 
-fn u32_field(obj: &Map<String, Value>, key: &str) -> Result<u32> {
-    let v = opt_u64(obj, key)?.unwrap_or(0);
-    u32::try_from(v).map_err(|_| Error::invalid_trigger(key, v, "value is too large"))
-}
-
 impl CalendarIntervalTrigger {
     /// Starts building a calendar interval.
     pub fn builder() -> CalendarIntervalBuilder {
@@ -164,41 +160,26 @@ impl CalendarIntervalTrigger {
     /// # Errors
     /// [`Error::InvalidTrigger`] for unknown fields and invalid values.
     pub fn from_json(value: &Value) -> Result<Self> {
-        let obj = json_object(
-            value,
-            "calendar_interval",
-            &[
-                "years",
-                "months",
-                "weeks",
-                "days",
-                "hour",
-                "minute",
-                "second",
-                "start_date",
-                "end_date",
-                "timezone",
-            ],
-        )?;
-        let tz = opt_str(obj, "timezone")?.map(parse_timezone).transpose()?;
-        let steps = [
-            u32_field(obj, "years")?,
-            u32_field(obj, "months")?,
-            u32_field(obj, "weeks")?,
-            u32_field(obj, "days")?,
-        ];
-        let time = (
-            u32_field(obj, "hour")?,
-            u32_field(obj, "minute")?,
-            u32_field(obj, "second")?,
-        );
-        let start = opt_str(obj, "start_date")?
-            .map(|s| parse_date("start_date", s))
+        Self::from_spec(spec::read(value, "calendar_interval")?)
+    }
+
+    pub(super) fn from_spec(spec: CalendarIntervalSpec) -> Result<Self> {
+        let tz = spec.timezone.as_deref().map(parse_timezone).transpose()?;
+        let start = spec
+            .start_date
+            .map(|s| parse_date("start_date", &s))
             .transpose()?;
-        let end = opt_str(obj, "end_date")?
-            .map(|s| parse_date("end_date", s))
+        let end = spec
+            .end_date
+            .map(|s| parse_date("end_date", &s))
             .transpose()?;
-        Self::compile(steps, time, start, end, tz)
+        Self::compile(
+            [spec.years, spec.months, spec.weeks, spec.days],
+            (spec.hour, spec.minute, spec.second),
+            start,
+            end,
+            tz,
+        )
     }
 
     /// The next date after `d`: add years and months (skipping dates that do
@@ -287,32 +268,20 @@ impl Trigger for CalendarIntervalTrigger {
     infallible_next_fire_time!();
 
     fn to_json(&self) -> Value {
-        let mut m = Map::new();
-        m.insert("type".into(), "calendar_interval".into());
-        for (name, v) in [
-            ("years", self.years),
-            ("months", self.months),
-            ("weeks", self.weeks),
-            ("days", self.days),
-        ] {
-            if v != 0 {
-                m.insert(name.into(), v.into());
-            }
-        }
         use chrono::Timelike;
-        m.insert("hour".into(), self.time.hour().into());
-        m.insert("minute".into(), self.time.minute().into());
-        m.insert("second".into(), self.time.second().into());
-        if let Some(s) = self.start {
-            m.insert("start_date".into(), s.to_string().into());
-        }
-        if let Some(e) = self.end {
-            m.insert("end_date".into(), e.to_string().into());
-        }
-        if let Some(tz) = self.tz {
-            m.insert("timezone".into(), tz.name().into());
-        }
-        Value::Object(m)
+        BuiltinSpec::CalendarInterval(CalendarIntervalSpec {
+            years: self.years,
+            months: self.months,
+            weeks: self.weeks,
+            days: self.days,
+            hour: self.time.hour(),
+            minute: self.time.minute(),
+            second: self.time.second(),
+            start_date: self.start.map(|d| d.to_string()),
+            end_date: self.end.map(|d| d.to_string()),
+            timezone: self.tz.map(|tz| tz.name().to_string()),
+        })
+        .to_json()
     }
 
     fn timezone(&self) -> Option<Tz> {

@@ -4,48 +4,26 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::jitter::{Jitter, JitterSource};
-use super::{json_object, opt_u64, Trigger, TriggerRegistry};
+use super::spec::{self, BuiltinSpec, CombinedSpec};
+use super::{Trigger, TriggerRegistry};
 use crate::error::{Error, Result};
 
 /// How many rounds an [`AndTrigger`] tries to make its triggers agree before it gives up.
 pub const MAX_AND_ITERATIONS: usize = 10_000;
 
-fn parse_children(
-    obj: &Map<String, Value>,
-    kind: &str,
-    registry: &TriggerRegistry,
-) -> Result<Vec<Box<dyn Trigger>>> {
-    let Some(Value::Array(items)) = obj.get("triggers") else {
-        return Err(Error::invalid_trigger(
-            "triggers",
-            obj.get("triggers").cloned().unwrap_or(Value::Null),
-            format!("an {kind} trigger needs a \"triggers\" array"),
-        ));
-    };
-    if items.is_empty() {
-        return Err(Error::invalid_trigger(
-            "triggers",
-            "[]",
-            format!("an {kind} trigger needs at least one trigger"),
-        ));
-    }
-    items.iter().map(|v| registry.parse(v)).collect()
-}
-
 fn combined_json(kind: &str, triggers: &[Box<dyn Trigger>], jitter: &Jitter) -> Value {
-    let mut m = Map::new();
-    m.insert("type".into(), kind.into());
-    m.insert(
-        "triggers".into(),
-        Value::Array(triggers.iter().map(|t| t.to_json()).collect()),
-    );
-    if let Some(j) = jitter.seconds {
-        m.insert("jitter".into(), j.into());
+    let spec = CombinedSpec {
+        triggers: triggers.iter().map(|t| t.to_json()).collect(),
+        jitter: jitter.seconds,
+    };
+    match kind {
+        "and" => BuiltinSpec::And(spec),
+        _ => BuiltinSpec::Or(spec),
     }
-    Value::Object(m)
+    .to_json()
 }
 
 fn describe_all(kind: &str, triggers: &[Box<dyn Trigger>]) -> String {
@@ -109,9 +87,20 @@ macro_rules! combinator_common {
             /// # Errors
             /// [`Error::InvalidTrigger`] for unknown fields and invalid children.
             pub fn from_json(value: &Value, registry: &TriggerRegistry) -> Result<Self> {
-                let obj = json_object(value, $kind, &["triggers", "jitter"])?;
-                let mut t = $ty::new(parse_children(obj, $kind, registry)?)?;
-                t.jitter.seconds = opt_u64(obj, "jitter")?;
+                Self::from_spec(spec::read(value, $kind)?, registry)
+            }
+
+            pub(super) fn from_spec(
+                spec: CombinedSpec,
+                registry: &TriggerRegistry,
+            ) -> Result<Self> {
+                let children = spec
+                    .triggers
+                    .iter()
+                    .map(|child| registry.parse(child))
+                    .collect::<Result<Vec<_>>>()?;
+                let mut t = $ty::new(children)?;
+                t.jitter.seconds = spec.jitter;
                 Ok(t)
             }
         }

@@ -2,11 +2,12 @@
 
 use chrono::{DateTime, TimeZone, Utc};
 use chrono_tz::Tz;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
+use super::spec::{self, BuiltinSpec, DateSpec};
 use super::tz::{format_datetime, parse_datetime, parse_timezone};
-use super::{json_object, opt_str, Trigger};
-use crate::error::{Error, Result};
+use super::Trigger;
+use crate::error::Result;
 
 /// Fires once, at `run_date`.
 ///
@@ -42,7 +43,7 @@ impl DateTrigger {
     /// (RFC 3339 with an offset is accepted too).
     ///
     /// # Errors
-    /// [`Error::InvalidTrigger`] for an unknown zone or an unreadable date.
+    /// [`Error::InvalidTrigger`](crate::Error::InvalidTrigger) for an unknown zone or an unreadable date.
     pub fn at_local(run_date: &str, timezone: &str) -> Result<Self> {
         let tz = parse_timezone(timezone)?;
         Ok(DateTrigger {
@@ -59,19 +60,15 @@ impl DateTrigger {
     /// Parses the JSON form (`{"type": "date", "run_date": ...}`).
     ///
     /// # Errors
-    /// [`Error::InvalidTrigger`] for unknown fields and invalid values.
+    /// [`Error::InvalidTrigger`](crate::Error::InvalidTrigger) for unknown fields and invalid values.
     pub fn from_json(value: &Value) -> Result<Self> {
-        let obj = json_object(value, "date", &["run_date", "timezone"])?;
-        let tz = opt_str(obj, "timezone")?.map(parse_timezone).transpose()?;
-        let Some(rd) = opt_str(obj, "run_date")? else {
-            return Err(Error::invalid_trigger(
-                "run_date",
-                "null",
-                "a date trigger needs \"run_date\"",
-            ));
-        };
+        Self::from_spec(spec::read(value, "date")?)
+    }
+
+    pub(super) fn from_spec(spec: DateSpec) -> Result<Self> {
+        let tz = spec.timezone.as_deref().map(parse_timezone).transpose()?;
         Ok(DateTrigger {
-            run_date: parse_datetime("run_date", rd, tz.unwrap_or(Tz::UTC))?,
+            run_date: parse_datetime("run_date", &spec.run_date, tz.unwrap_or(Tz::UTC))?,
             tz,
         })
     }
@@ -92,16 +89,11 @@ impl Trigger for DateTrigger {
     infallible_next_fire_time!();
 
     fn to_json(&self) -> Value {
-        let mut m = Map::new();
-        m.insert("type".into(), "date".into());
-        m.insert(
-            "run_date".into(),
-            format_datetime(self.run_date, self.tz.unwrap_or(Tz::UTC)).into(),
-        );
-        if let Some(tz) = self.tz {
-            m.insert("timezone".into(), tz.name().into());
-        }
-        Value::Object(m)
+        BuiltinSpec::Date(DateSpec {
+            run_date: format_datetime(self.run_date, self.tz.unwrap_or(Tz::UTC)),
+            timezone: self.tz.map(|tz| tz.name().to_string()),
+        })
+        .to_json()
     }
 
     fn timezone(&self) -> Option<Tz> {

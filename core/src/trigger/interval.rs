@@ -4,11 +4,12 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use chrono_tz::Tz;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::jitter::{Jitter, JitterSource};
-use super::tz::{parse_datetime, parse_timezone};
-use super::{check_range, insert_common, json_object, opt_str, opt_u64, Trigger};
+use super::spec::{self, BuiltinSpec, IntervalSpec};
+use super::tz::parse_timezone;
+use super::{check_range, read_window, write_window, Trigger};
 use crate::error::{Error, Result};
 
 /// Fires every fixed amount of elapsed time (unaffected by DST), from `start_date`.
@@ -178,22 +179,23 @@ impl IntervalTrigger {
     /// # Errors
     /// [`Error::InvalidTrigger`] for unknown fields and invalid values.
     pub fn from_json(value: &Value) -> Result<Self> {
-        let mut allowed = PART_NAMES.to_vec();
-        allowed.extend(["start_date", "end_date", "timezone", "jitter"]);
-        let obj = json_object(value, "interval", &allowed)?;
-        let tz = opt_str(obj, "timezone")?.map(parse_timezone).transpose()?;
-        let ztz = tz.unwrap_or(Tz::UTC);
-        let mut parts = [0u64; 5];
-        for (i, name) in PART_NAMES.iter().enumerate() {
-            parts[i] = opt_u64(obj, name)?.unwrap_or(0);
-        }
-        let start = opt_str(obj, "start_date")?
-            .map(|s| parse_datetime("start_date", s, ztz))
-            .transpose()?;
-        let end = opt_str(obj, "end_date")?
-            .map(|s| parse_datetime("end_date", s, ztz))
-            .transpose()?;
-        IntervalTrigger::compile(parts, start, end, tz, opt_u64(obj, "jitter")?)
+        Self::from_spec(spec::read(value, "interval")?)
+    }
+
+    pub(super) fn from_spec(spec: IntervalSpec) -> Result<Self> {
+        let (tz, start, end) = read_window(
+            spec.timezone.as_deref(),
+            spec.start_date.as_deref(),
+            spec.end_date.as_deref(),
+        )?;
+        let parts = [
+            spec.weeks,
+            spec.days,
+            spec.hours,
+            spec.minutes,
+            spec.seconds,
+        ];
+        IntervalTrigger::compile(parts, start, end, tz, spec.jitter)
     }
 }
 
@@ -235,15 +237,20 @@ impl Trigger for IntervalTrigger {
     infallible_next_fire_time!();
 
     fn to_json(&self) -> Value {
-        let mut m = Map::new();
-        m.insert("type".into(), "interval".into());
-        for (i, name) in PART_NAMES.iter().enumerate() {
-            if self.parts[i] != 0 {
-                m.insert((*name).into(), self.parts[i].into());
-            }
-        }
-        insert_common(&mut m, self.start, self.end, self.tz, self.jitter.seconds);
-        Value::Object(m)
+        let (timezone, start_date, end_date) = write_window((self.tz, self.start, self.end));
+        let [weeks, days, hours, minutes, seconds] = self.parts;
+        BuiltinSpec::Interval(IntervalSpec {
+            weeks,
+            days,
+            hours,
+            minutes,
+            seconds,
+            start_date,
+            end_date,
+            timezone,
+            jitter: self.jitter.seconds,
+        })
+        .to_json()
     }
 
     fn timezone(&self) -> Option<Tz> {

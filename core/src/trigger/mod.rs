@@ -34,6 +34,7 @@ mod cron;
 mod date;
 mod interval;
 mod jitter;
+mod spec;
 mod tz;
 
 use std::collections::HashMap;
@@ -45,6 +46,7 @@ use chrono_tz::Tz;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
+use spec::BuiltinSpec;
 
 pub use calendar::CalendarIntervalTrigger;
 pub use combining::{AndTrigger, OrTrigger, MAX_AND_ITERATIONS};
@@ -218,24 +220,28 @@ impl TriggerRegistry {
                 "missing or non-string \"type\" field",
             ));
         };
-        match kind {
-            "date" => Ok(Box::new(DateTrigger::from_json(value)?)),
-            "interval" => Ok(Box::new(IntervalTrigger::from_json(value)?)),
-            "cron" => Ok(Box::new(CronTrigger::from_json(value)?)),
-            "calendar_interval" => Ok(Box::new(CalendarIntervalTrigger::from_json(value)?)),
-            "and" => Ok(Box::new(AndTrigger::from_json(value, self)?)),
-            "or" => Ok(Box::new(OrTrigger::from_json(value, self)?)),
-            other => match self.custom.get(other) {
-                Some(factory) => factory(value, self),
-                None => Err(Error::invalid_trigger(
-                    "type",
-                    other,
-                    format!(
-                        "unknown trigger type (built-in types: {}; custom types must be registered)",
-                        BUILTIN_TRIGGER_TYPES.join(", ")
-                    ),
-                )),
-            },
+        if BUILTIN_TRIGGER_TYPES.contains(&kind) {
+            return Ok(match spec::read_builtin(kind, value)? {
+                BuiltinSpec::Date(s) => Box::new(DateTrigger::from_spec(s)?),
+                BuiltinSpec::Interval(s) => Box::new(IntervalTrigger::from_spec(s)?),
+                BuiltinSpec::Cron(s) => Box::new(CronTrigger::from_spec(s)?),
+                BuiltinSpec::CalendarInterval(s) => {
+                    Box::new(CalendarIntervalTrigger::from_spec(s)?)
+                }
+                BuiltinSpec::And(s) => Box::new(AndTrigger::from_spec(s, self)?),
+                BuiltinSpec::Or(s) => Box::new(OrTrigger::from_spec(s, self)?),
+            });
+        }
+        match self.custom.get(kind) {
+            Some(factory) => factory(value, self),
+            None => Err(Error::invalid_trigger(
+                "type",
+                kind,
+                format!(
+                    "unknown trigger type (built-in types: {}; custom types must be registered)",
+                    BUILTIN_TRIGGER_TYPES.join(", ")
+                ),
+            )),
         }
     }
 }
@@ -245,108 +251,37 @@ pub fn trigger_from_json(value: &Value) -> Result<Box<dyn Trigger>> {
     TriggerRegistry::new().parse(value)
 }
 
-/// Splits trigger JSON into its object map after checking the `type` tag and
-/// that only `allowed` keys are present.
-pub(crate) fn json_object<'a>(
-    value: &'a Value,
-    kind: &str,
-    allowed: &[&str],
-) -> Result<&'a serde_json::Map<String, Value>> {
-    let obj = value
-        .as_object()
-        .ok_or_else(|| Error::invalid_trigger(kind, value, "trigger JSON must be an object"))?;
-    match obj.get("type").and_then(Value::as_str) {
-        Some(t) if t == kind => {}
-        _ => {
-            return Err(Error::invalid_trigger(
-                "type",
-                obj.get("type").cloned().unwrap_or(Value::Null),
-                format!("expected \"{kind}\""),
-            ))
-        }
-    }
-    for key in obj.keys() {
-        if key != "type" && key != "v" && !allowed.contains(&key.as_str()) {
-            return Err(Error::invalid_trigger(
-                key,
-                &obj[key],
-                format!(
-                    "unknown field for a {kind} trigger (allowed: {})",
-                    allowed.join(", ")
-                ),
-            ));
-        }
-    }
-    if let Some(v) = obj.get("v") {
-        if v.as_u64() != Some(1) {
-            return Err(Error::invalid_trigger(
-                "v",
-                v,
-                "unsupported trigger format version (this build reads version 1)",
-            ));
-        }
-    }
-    Ok(obj)
-}
+/// The zone, start and end of an interval or cron trigger, read from their
+/// JSON strings (the instants in the trigger's zone unless they carry an offset).
+pub(crate) type Window = (Option<Tz>, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
 
-/// Reads an optional string field.
-pub(crate) fn opt_str<'a>(
-    obj: &'a serde_json::Map<String, Value>,
-    key: &str,
-) -> Result<Option<&'a str>> {
-    match obj.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(other) => Err(Error::invalid_trigger(key, other, "expected a string")),
-    }
-}
-
-/// Reads an optional non-negative integer field.
-pub(crate) fn opt_u64(obj: &serde_json::Map<String, Value>, key: &str) -> Result<Option<u64>> {
-    match obj.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => v
-            .as_u64()
-            .map(Some)
-            .ok_or_else(|| Error::invalid_trigger(key, v, "expected a non-negative integer")),
-    }
-}
-
-/// Reads an optional cron field given as a string or an integer.
-pub(crate) fn opt_field(obj: &serde_json::Map<String, Value>, key: &str) -> Result<Option<String>> {
-    match obj.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(Value::Number(n)) if n.is_u64() => Ok(Some(n.to_string())),
-        Some(other) => Err(Error::invalid_trigger(
-            key,
-            other,
-            "expected a string or a non-negative integer",
-        )),
-    }
-}
-
-/// Writes the optional fields shared by cron and interval triggers.
-pub(crate) fn insert_common(
-    m: &mut serde_json::Map<String, Value>,
-    start: Option<DateTime<Utc>>,
-    end: Option<DateTime<Utc>>,
-    tz: Option<Tz>,
-    jitter: Option<u64>,
-) {
+/// Reads [`Window`] from the JSON fields `timezone`, `start_date`, `end_date`.
+pub(crate) fn read_window(
+    timezone: Option<&str>,
+    start_date: Option<&str>,
+    end_date: Option<&str>,
+) -> Result<Window> {
+    let tz = timezone.map(parse_timezone).transpose()?;
     let zone = tz.unwrap_or(Tz::UTC);
-    if let Some(s) = start {
-        m.insert("start_date".into(), tz::format_datetime(s, zone).into());
-    }
-    if let Some(e) = end {
-        m.insert("end_date".into(), tz::format_datetime(e, zone).into());
-    }
-    if let Some(tz) = tz {
-        m.insert("timezone".into(), tz.name().into());
-    }
-    if let Some(j) = jitter {
-        m.insert("jitter".into(), j.into());
-    }
+    let start = start_date
+        .map(|s| tz::parse_datetime("start_date", s, zone))
+        .transpose()?;
+    let end = end_date
+        .map(|s| tz::parse_datetime("end_date", s, zone))
+        .transpose()?;
+    Ok((tz, start, end))
+}
+
+/// Writes a [`Window`] as the JSON strings `timezone`, `start_date`, `end_date`.
+pub(crate) fn write_window(
+    (tz, start, end): Window,
+) -> (Option<String>, Option<String>, Option<String>) {
+    let zone = tz.unwrap_or(Tz::UTC);
+    (
+        tz.map(|tz| tz.name().to_string()),
+        start.map(|s| tz::format_datetime(s, zone)),
+        end.map(|e| tz::format_datetime(e, zone)),
+    )
 }
 
 /// Checks that `end` is not before `start`.

@@ -5,11 +5,12 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use chrono_tz::Tz;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::jitter::{Jitter, JitterSource};
-use super::tz::{offset_at, parse_datetime, parse_timezone, resolve_fixed};
-use super::{check_range, insert_common, json_object, opt_field, opt_str, opt_u64, Trigger};
+use super::spec::{self, BuiltinSpec, CronField, CronSpec};
+use super::tz::{offset_at, parse_timezone, resolve_fixed};
+use super::{check_range, read_window, write_window, Trigger};
 use crate::error::{Error, Result};
 
 mod parse;
@@ -270,26 +271,28 @@ impl CronTrigger {
     /// # Errors
     /// [`Error::InvalidTrigger`] for unknown fields and invalid values.
     pub fn from_json(value: &Value) -> Result<CronTrigger> {
-        let mut allowed: Vec<&str> = FIELD_NAMES.to_vec();
-        allowed.extend(["crontab", "start_date", "end_date", "timezone", "jitter"]);
-        let obj = json_object(value, "cron", &allowed)?;
-        let tz = opt_str(obj, "timezone")?.map(parse_timezone).transpose()?;
-        let ztz = tz.unwrap_or(Tz::UTC);
-        let start = opt_str(obj, "start_date")?
-            .map(|s| parse_datetime("start_date", s, ztz))
-            .transpose()?;
-        let end = opt_str(obj, "end_date")?
-            .map(|s| parse_datetime("end_date", s, ztz))
-            .transpose()?;
-        let jitter = opt_u64(obj, "jitter")?;
-        let mut fields = Fields::default();
-        let mut any_field = false;
-        for (i, name) in FIELD_NAMES.iter().enumerate() {
-            fields.values[i] = opt_field(obj, name)?;
-            any_field |= fields.values[i].is_some();
-        }
-        let spec = match opt_str(obj, "crontab")? {
-            Some(c) if any_field => {
+        Self::from_spec(spec::read(value, "cron")?)
+    }
+
+    pub(in crate::trigger) fn from_spec(spec: CronSpec) -> Result<CronTrigger> {
+        let (tz, start, end) = read_window(
+            spec.timezone.as_deref(),
+            spec.start_date.as_deref(),
+            spec.end_date.as_deref(),
+        )?;
+        let values = [
+            spec.year,
+            spec.month,
+            spec.day,
+            spec.week,
+            spec.day_of_week,
+            spec.hour,
+            spec.minute,
+            spec.second,
+        ]
+        .map(|field| field.map(|CronField(v)| v));
+        let cron_spec = match spec.crontab {
+            Some(c) if values.iter().any(Option::is_some) => {
                 return Err(Error::invalid_trigger(
                     "crontab",
                     c,
@@ -297,9 +300,9 @@ impl CronTrigger {
                 ))
             }
             Some(c) => Spec::Crontab(c.trim().to_string()),
-            None => Spec::Fields(fields),
+            None => Spec::Fields(Fields { values }),
         };
-        CronTrigger::compile(spec, tz, start, end, jitter)
+        CronTrigger::compile(cron_spec, tz, start, end, spec.jitter)
     }
 
     /// Whether DST changes use fixed-time rules (hour field restricted).
@@ -383,22 +386,33 @@ impl Trigger for CronTrigger {
     infallible_next_fire_time!();
 
     fn to_json(&self) -> Value {
-        let mut m = Map::new();
-        m.insert("type".into(), "cron".into());
+        let (timezone, start_date, end_date) = write_window((self.tz, self.start, self.end));
+        let mut spec = CronSpec {
+            start_date,
+            end_date,
+            timezone,
+            jitter: self.jitter.seconds,
+            ..CronSpec::default()
+        };
         match &self.spec {
-            Spec::Crontab(c) => {
-                m.insert("crontab".into(), c.clone().into());
-            }
+            Spec::Crontab(c) => spec.crontab = Some(c.clone()),
             Spec::Fields(f) => {
-                for (i, name) in FIELD_NAMES.iter().enumerate() {
-                    if let Some(v) = &f.values[i] {
-                        m.insert((*name).into(), v.clone().into());
-                    }
-                }
+                let [year, month, day, week, day_of_week, hour, minute, second] =
+                    f.values.clone().map(|v| v.map(CronField));
+                spec = CronSpec {
+                    year,
+                    month,
+                    day,
+                    week,
+                    day_of_week,
+                    hour,
+                    minute,
+                    second,
+                    ..spec
+                };
             }
         }
-        insert_common(&mut m, self.start, self.end, self.tz, self.jitter.seconds);
-        Value::Object(m)
+        BuiltinSpec::Cron(spec).to_json()
     }
 
     fn timezone(&self) -> Option<Tz> {

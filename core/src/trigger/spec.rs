@@ -1,0 +1,318 @@
+//! The JSON form of the built-in triggers, as serde types.
+//!
+//! Each built-in trigger converts to and from one spec struct here; the
+//! [`BuiltinSpec`] enum adds the `"type"` tag. Reading goes through
+//! [`read_builtin`], which dispatches on the tag itself (serde's internally
+//! tagged enums buffer their content and lose the path of a bad field) and
+//! turns serde's errors into [`Error::InvalidTrigger`] naming the field.
+
+use serde::de::value::MapDeserializer;
+use serde::de::{self, DeserializeOwned, Deserializer, Visitor};
+use serde::{Deserialize, Serialize, Serializer};
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+
+/// The JSON format version this build reads and writes (`"v"`, optional).
+const FORMAT_VERSION: u64 = 1;
+
+/// A built-in trigger's JSON form, tagged by `"type"`.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub(crate) enum BuiltinSpec {
+    Date(DateSpec),
+    Interval(IntervalSpec),
+    Cron(CronSpec),
+    CalendarInterval(CalendarIntervalSpec),
+    And(CombinedSpec),
+    Or(CombinedSpec),
+}
+
+impl BuiltinSpec {
+    /// The JSON value of this spec.
+    pub(crate) fn to_json(&self) -> Value {
+        // Serialising these structs (string keys, plain fields) cannot fail.
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+}
+
+/// `{"type": "date"}`: one fire time.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DateSpec {
+    pub run_date: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+}
+
+/// `{"type": "interval"}`: a fixed elapsed time.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct IntervalSpec {
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub weeks: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub days: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub hours: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub minutes: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub seconds: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_date: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_date: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jitter: Option<u64>,
+}
+
+/// `{"type": "cron"}`: cron fields or one crontab line.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CronSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crontab: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub year: Option<CronField>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub month: Option<CronField>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub day: Option<CronField>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub week: Option<CronField>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub day_of_week: Option<CronField>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hour: Option<CronField>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub minute: Option<CronField>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub second: Option<CronField>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_date: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_date: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jitter: Option<u64>,
+}
+
+/// `{"type": "calendar_interval"}`: calendar steps at a wall-clock time.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CalendarIntervalSpec {
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub years: u32,
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub months: u32,
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub weeks: u32,
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub days: u32,
+    #[serde(default)]
+    pub hour: u32,
+    #[serde(default)]
+    pub minute: u32,
+    #[serde(default)]
+    pub second: u32,
+    /// A date (`2026-01-31`), not an instant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_date: Option<String>,
+    /// A date (`2026-12-31`), not an instant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_date: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+}
+
+/// `{"type": "and" | "or"}`: child triggers (any registered type).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CombinedSpec {
+    pub triggers: Vec<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jitter: Option<u64>,
+}
+
+/// A cron field: an expression, or a plain number (`"hour": 9`).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct CronField(pub String);
+
+impl Serialize for CronField {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for CronField {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct FieldVisitor;
+        impl Visitor<'_> for FieldVisitor {
+            type Value = CronField;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string or a non-negative integer")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> std::result::Result<CronField, E> {
+                Ok(CronField(v.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> std::result::Result<CronField, E> {
+                Ok(CronField(v.to_string()))
+            }
+        }
+        d.deserialize_any(FieldVisitor)
+    }
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+fn is_zero_u32(v: &u32) -> bool {
+    *v == 0
+}
+
+/// Reads a built-in trigger's JSON (`kind` is its already-checked `type`).
+pub(crate) fn read_builtin(kind: &str, value: &Value) -> Result<BuiltinSpec> {
+    Ok(match kind {
+        "date" => BuiltinSpec::Date(read(value, kind)?),
+        "interval" => BuiltinSpec::Interval(read(value, kind)?),
+        "cron" => BuiltinSpec::Cron(read(value, kind)?),
+        "calendar_interval" => BuiltinSpec::CalendarInterval(read(value, kind)?),
+        "and" => BuiltinSpec::And(read(value, kind)?),
+        "or" => BuiltinSpec::Or(read(value, kind)?),
+        other => {
+            return Err(Error::invalid_trigger(
+                "type",
+                other,
+                "not a built-in trigger type",
+            ))
+        }
+    })
+}
+
+/// Reads the spec of one built-in trigger type from its JSON.
+pub(crate) fn read<T: DeserializeOwned>(value: &Value, kind: &str) -> Result<T> {
+    read_fields(checked_object(value, kind)?)
+}
+
+/// The object of a trigger's JSON, after checking its `type` and `v`.
+fn checked_object<'a>(value: &'a Value, kind: &str) -> Result<&'a Map<String, Value>> {
+    let obj = value
+        .as_object()
+        .ok_or_else(|| Error::invalid_trigger(kind, value, "trigger JSON must be an object"))?;
+    match obj.get("type").and_then(Value::as_str) {
+        Some(t) if t == kind => {}
+        _ => {
+            return Err(Error::invalid_trigger(
+                "type",
+                obj.get("type").unwrap_or(&Value::Null),
+                format!("expected \"{kind}\""),
+            ))
+        }
+    }
+    if let Some(v) = obj.get("v") {
+        if v.as_u64() != Some(FORMAT_VERSION) {
+            return Err(Error::invalid_trigger(
+                "v",
+                v,
+                "unsupported trigger format version (this build reads version 1)",
+            ));
+        }
+    }
+    Ok(obj)
+}
+
+/// Deserialises `T` from the object's keys other than `type` and `v`; an error
+/// names the field (`minutes`, `triggers[0]`) and the value it had.
+fn read_fields<T: DeserializeOwned>(obj: &Map<String, Value>) -> Result<T> {
+    let fields = obj
+        .iter()
+        .filter(|(k, _)| k.as_str() != "type" && k.as_str() != "v")
+        .map(|(k, v)| (k.as_str(), v));
+    let de = MapDeserializer::<_, serde_json::Error>::new(fields);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let reason = e.into_inner().to_string();
+        // A missing field is reported at the object itself: serde names it
+        // in backticks.
+        let field = if path == "." {
+            backticked(&reason).unwrap_or(path)
+        } else {
+            path
+        };
+        let top = field.split(['.', '[']).next().unwrap_or(&field);
+        let value = obj
+            .get(top)
+            .map_or_else(|| "null".to_string(), Value::to_string);
+        Error::invalid_trigger(field.clone(), value, reason)
+    })
+}
+
+/// The first `` `name` `` in a serde message.
+fn backticked(message: &str) -> Option<String> {
+    let start = message.find('`')? + 1;
+    let len = message[start..].find('`')?;
+    Some(message[start..start + len].to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn field_of(value: Value) -> (String, String) {
+        let kind = value["type"].as_str().unwrap_or_default().to_string();
+        match read_builtin(&kind, &value) {
+            Err(Error::InvalidTrigger { field, value, .. }) => (field, value),
+            other => panic!("expected an invalid trigger, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn errors_name_the_field_and_its_value() {
+        let cases = [
+            (json!({"type": "interval", "minutes": -5}), "minutes", "-5"),
+            (
+                json!({"type": "interval", "minutes": 5, "jitter": "x"}),
+                "jitter",
+                "\"x\"",
+            ),
+            (json!({"type": "cron", "hour": true}), "hour", "true"),
+            (json!({"type": "cron", "minuet": "5"}), "minuet", "\"5\""),
+            (json!({"type": "date"}), "run_date", "null"),
+            (json!({"type": "and", "triggers": "x"}), "triggers", "\"x\""),
+            (
+                json!({"type": "calendar_interval", "hour": 99999999999u64}),
+                "hour",
+                "99999999999",
+            ),
+        ];
+        for (json, field, value) in cases {
+            assert_eq!(
+                field_of(json.clone()),
+                (field.to_string(), value.to_string()),
+                "{json}"
+            );
+        }
+    }
+
+    #[test]
+    fn reads_and_writes_the_documented_shape() {
+        let json =
+            json!({"type": "cron", "hour": 9, "timezone": "Asia/Shanghai", "jitter": 3, "v": 1});
+        let BuiltinSpec::Cron(spec) = read_builtin("cron", &json).expect("valid") else {
+            panic!("not a cron spec");
+        };
+        assert_eq!(spec.hour, Some(CronField("9".into())));
+        assert_eq!(spec.timezone.as_deref(), Some("Asia/Shanghai"));
+        assert_eq!(spec.jitter, Some(3));
+        assert_eq!(
+            BuiltinSpec::Cron(spec).to_json(),
+            json!({"type": "cron", "hour": "9", "timezone": "Asia/Shanghai", "jitter": 3})
+        );
+    }
+}
