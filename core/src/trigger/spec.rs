@@ -226,12 +226,13 @@ fn checked_object<'a>(value: &'a Value, kind: &str) -> Result<&'a Map<String, Va
     Ok(obj)
 }
 
-/// Deserialises `T` from the object's keys other than `type` and `v`; an error
-/// names the field (`minutes`, `triggers[0]`) and the value it had.
+/// Deserialises `T` from the object's keys other than `type` and `v`; a `null`
+/// value counts as absent. An error names the field (`minutes`, `triggers[0]`)
+/// and the value it had.
 fn read_fields<T: DeserializeOwned>(obj: &Map<String, Value>) -> Result<T> {
     let fields = obj
         .iter()
-        .filter(|(k, _)| k.as_str() != "type" && k.as_str() != "v")
+        .filter(|(k, v)| k.as_str() != "type" && k.as_str() != "v" && !v.is_null())
         .map(|(k, v)| (k.as_str(), v));
     let de = MapDeserializer::<_, serde_json::Error>::new(fields);
     serde_path_to_error::deserialize(de).map_err(|e| {
@@ -298,6 +299,19 @@ mod tests {
                 "{json}"
             );
         }
+    }
+
+    #[test]
+    fn null_is_absent() {
+        let json = json!({"type": "interval", "minutes": 5, "hours": null, "jitter": null});
+        let BuiltinSpec::Interval(spec) = read_builtin("interval", &json).expect("valid") else {
+            panic!("not an interval spec");
+        };
+        assert_eq!((spec.minutes, spec.hours, spec.jitter), (5, 0, None));
+        assert_eq!(
+            field_of(json!({"type": "date", "run_date": null})),
+            ("run_date".to_string(), "null".to_string())
+        );
     }
 
     #[test]
