@@ -1573,6 +1573,25 @@ pub async fn prune_works_through_long_histories(cx: &Ctx) -> Result<()> {
         left.len(),
         left.iter().filter(|r| r.state != RunState::Running).count()
     );
+    // The rest finish: more than one slice of a bounded prune goes at once.
+    let done: Vec<RunFinish> = runs[..1_100]
+        .iter()
+        .map(|r| RunFinish {
+            id: r.id.clone(),
+            state: RunState::Failed,
+            finished_at: mins(6),
+            error: None,
+        })
+        .collect();
+    cx.store.finish_runs(&owner("o"), &done).await?;
+    let n = cx.store.prune_runs(mins(10)).await?;
+    ensure!(n == 1_100, "pruned {n}, expected the other 1,100 runs");
+    let left = cx.store.query_runs(&RunQuery::job("h").limit(10)).await?;
+    ensure!(
+        left.is_empty(),
+        "{} runs left after pruning all",
+        left.len()
+    );
     Ok(())
 }
 

@@ -592,6 +592,23 @@ impl SqlJobStore {
         self.backend.execute(sql.to_string(), vec![]).await
     }
 
+    /// Runs a pruning statement (which deletes at most [`schema::PRUNE_SLICE`]
+    /// rows) until a slice comes back short; the rows deleted in all.
+    async fn prune_in_slices(&self, sql: String, params: Vec<Param>) -> sundial_core::Result<u64> {
+        let mut deleted = 0;
+        loop {
+            let n = self
+                .backend
+                .execute(sql.clone(), params.clone())
+                .await
+                .map_err(|e| self.err(e))?;
+            deleted += n;
+            if n < schema::PRUNE_SLICE {
+                return Ok(deleted);
+            }
+        }
+    }
+
     fn err(&self, e: Error) -> sundial_core::Error {
         core_error(self.backend.name(), e)
     }
@@ -1105,10 +1122,8 @@ impl JobStore for SqlJobStore {
     }
 
     async fn prune_runs(&self, before: DateTime<Utc>) -> sundial_core::Result<u64> {
-        self.backend
-            .execute(self.sql.prune_runs(), vec![Param::Int(to_micros(before))])
+        self.prune_in_slices(self.sql.prune_runs(), vec![Param::Int(to_micros(before))])
             .await
-            .map_err(|e| self.err(e))
     }
 
     async fn prune_job_runs(
@@ -1116,16 +1131,12 @@ impl JobStore for SqlJobStore {
         keep: usize,
         before: DateTime<Utc>,
     ) -> sundial_core::Result<u64> {
-        self.backend
-            .execute(
-                self.sql.prune_job_runs(),
-                vec![
-                    Param::Int(i64::try_from(keep).unwrap_or(i64::MAX)),
-                    Param::Int(to_micros(before)),
-                ],
-            )
+        let params = vec![
+            Param::Int(i64::try_from(keep).unwrap_or(i64::MAX)),
+            Param::Int(to_micros(before)),
+        ];
+        self.prune_in_slices(self.sql.prune_job_runs(), params)
             .await
-            .map_err(|e| self.err(e))
     }
 
     async fn upsert_node(

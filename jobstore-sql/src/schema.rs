@@ -765,10 +765,12 @@ impl Sql {
     /// newest ones: parameters keep, before. The window function makes MySQL
     /// materialise the derived table, which lets it delete from the table it
     /// reads.
+    /// Deletes up to [`PRUNE_SLICE`] finished runs beyond each job's newest `$1`
+    /// and scheduled before `$2`.
     pub(crate) fn prune_job_runs(&self) -> String {
         let r = self.runs();
         let ranked = format!(
-            "SELECT run_id FROM (SELECT run_id, scheduled, state, ROW_NUMBER() OVER (PARTITION BY job_id ORDER BY scheduled DESC, attempt DESC) AS n FROM {r}) ranked WHERE n > {} AND scheduled < {} AND state <> 'running'",
+            "SELECT run_id FROM (SELECT run_id, scheduled, state, ROW_NUMBER() OVER (PARTITION BY job_id ORDER BY scheduled DESC, attempt DESC) AS n FROM {r}) ranked WHERE n > {} AND scheduled < {} AND state <> 'running' LIMIT {PRUNE_SLICE}",
             self.p(1),
             self.p(2)
         );
@@ -780,14 +782,25 @@ impl Sql {
         }
     }
 
+    /// Deletes up to [`PRUNE_SLICE`] finished runs scheduled before `$1`, oldest first.
     pub(crate) fn prune_runs(&self) -> String {
-        format!(
-            "DELETE FROM {} WHERE scheduled < {} AND state <> 'running'",
-            self.runs(),
-            self.p(1)
-        )
+        let r = self.runs();
+        let old = format!("scheduled < {} AND state <> 'running'", self.p(1));
+        match self.dialect {
+            Dialect::MySql => {
+                format!("DELETE FROM {r} WHERE {old} ORDER BY scheduled LIMIT {PRUNE_SLICE}")
+            }
+            _ => format!(
+                "DELETE FROM {r} WHERE run_id IN (SELECT run_id FROM {r} WHERE {old} ORDER BY scheduled LIMIT {PRUNE_SLICE})"
+            ),
+        }
     }
 }
+
+/// How many runs one pruning statement deletes at most: a sweep deletes in
+/// slices of this size, each its own short transaction, so that it never holds
+/// locks on a long history at once.
+pub(crate) const PRUNE_SLICE: u64 = 1_000;
 
 /// Checks a table name: letters, digits and `_`, starting with a letter, at most 48 characters.
 pub(crate) fn valid_table(name: &str) -> bool {

@@ -40,10 +40,11 @@ struct Timer {
     changed: Condvar,
 }
 
+static TIMER: OnceLock<Option<Arc<Timer>>> = OnceLock::new();
+
 /// The process's timer, its thread started on first use; `None` if the thread
-/// could not be spawned (the caller then waits without it).
+/// could not be spawned (the caller then yields until its deadline).
 fn timer() -> Option<&'static Arc<Timer>> {
-    static TIMER: OnceLock<Option<Arc<Timer>>> = OnceLock::new();
     TIMER
         .get_or_init(|| {
             let timer = Arc::new(Timer {
@@ -51,39 +52,60 @@ fn timer() -> Option<&'static Arc<Timer>> {
                 changed: Condvar::new(),
             });
             let worker = Arc::clone(&timer);
-            std::thread::Builder::new()
+            match std::thread::Builder::new()
                 .name("sundial-timer".into())
                 .spawn(move || worker.run())
-                .ok()
-                .map(|_| timer)
+            {
+                Ok(_) => Some(timer),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot start the timer thread; sleeps yield through their last 2 ms instead");
+                    None
+                }
+            }
         })
         .as_ref()
 }
 
+/// The timer if its thread was started (never starts it).
+fn started_timer() -> Option<&'static Arc<Timer>> {
+    TIMER.get().and_then(Option::as_ref)
+}
+
 impl Timer {
     fn run(&self) {
+        let mut due: Vec<Waker> = Vec::new();
         let mut pending = lock(&self.pending);
         loop {
             let now = Instant::now();
-            while let Some(Reverse((at, id))) = pending.deadlines.peek().copied() {
-                if !pending.wakers.contains_key(&id) {
-                    pending.deadlines.pop();
-                } else if at <= now {
-                    pending.deadlines.pop();
-                    if let Some(waker) = pending.wakers.remove(&id) {
-                        waker.wake();
-                    }
-                } else {
+            while let Some(&Reverse((at, id))) = pending.deadlines.peek() {
+                let live = pending.wakers.contains_key(&id);
+                if live && at > now {
                     break;
                 }
+                pending.deadlines.pop();
+                if let Some(waker) = pending.wakers.remove(&id).filter(|_| at <= now) {
+                    due.push(waker);
+                }
+            }
+            if !due.is_empty() {
+                // Woken outside the lock: a woken task that runs at once
+                // deregisters without waiting for this thread.
+                drop(pending);
+                for waker in due.drain(..) {
+                    // A waker is the runtime's code: one that panics must not
+                    // stop the timer for every later sleep.
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| waker.wake()));
+                }
+                pending = lock(&self.pending);
+                continue;
             }
             pending = match pending.deadlines.peek() {
                 None => self
                     .changed
                     .wait(pending)
                     .unwrap_or_else(|poisoned| poisoned.into_inner()),
-                Some(Reverse((at, _))) => {
-                    let timeout = at.saturating_duration_since(now);
+                Some(&Reverse((at, _))) => {
+                    let timeout = at.saturating_duration_since(Instant::now());
                     self.changed
                         .wait_timeout(pending, timeout)
                         .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -134,7 +156,7 @@ impl Future for PreciseSleep {
                 }
             }
             _ => {
-                // First poll, or woken by the timer a hair early: (re)register.
+                // First poll (or the timer fired between the checks above).
                 let id = pending.next_id;
                 pending.next_id += 1;
                 pending.wakers.insert(id, cx.waker().clone());
@@ -153,7 +175,7 @@ impl Future for PreciseSleep {
 
 impl PreciseSleep {
     fn deregister(&mut self) {
-        if let (Some(id), Some(timer)) = (self.id.take(), timer()) {
+        if let (Some(id), Some(timer)) = (self.id.take(), started_timer()) {
             lock(&timer.pending).wakers.remove(&id);
         }
     }
@@ -198,7 +220,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_dropped_sleep_leaves_nothing_behind() {
+    async fn a_dropped_sleep_is_forgotten() {
         let far = Instant::now() + Duration::from_secs(3600);
         let mut sleep = Box::pin(PreciseSleep::until(far));
         let waker = futures::task::noop_waker();
@@ -208,7 +230,42 @@ mod tests {
             .is_pending());
         let id = sleep.id.expect("registered");
         drop(sleep);
-        let timer = timer().expect("timer thread");
+        let timer = started_timer().expect("timer thread");
         assert!(!lock(&timer.pending).wakers.contains_key(&id));
+    }
+
+    #[derive(Default)]
+    struct Count(std::sync::atomic::AtomicUsize);
+
+    impl futures::task::ArcWake for Count {
+        fn wake_by_ref(this: &Arc<Self>) {
+            this.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    impl Count {
+        fn get(&self) -> usize {
+            self.0.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    #[tokio::test]
+    async fn the_timer_wakes_the_latest_waker_only() {
+        let (first, second) = (Arc::new(Count::default()), Arc::new(Count::default()));
+        let deadline = Instant::now() + SPIN + Duration::from_millis(5);
+        let mut sleep = Box::pin(PreciseSleep::until(deadline));
+        for count in [&first, &second] {
+            let waker = futures::task::waker(Arc::clone(count));
+            assert!(sleep
+                .as_mut()
+                .poll(&mut Context::from_waker(&waker))
+                .is_pending());
+        }
+        // The timer thread wakes the task about SPIN before the deadline.
+        let waited = Instant::now();
+        while second.get() == 0 && waited.elapsed() < Duration::from_secs(10) {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!((first.get(), second.get()), (0, 1));
     }
 }

@@ -227,30 +227,70 @@ fn checked_object<'a>(value: &'a Value, kind: &str) -> Result<&'a Map<String, Va
 }
 
 /// Deserialises `T` from the object's keys other than `type` and `v`; a `null`
-/// value counts as absent. An error names the field (`minutes`, `triggers[0]`)
-/// and the value it had.
+/// value of one of `T`'s fields counts as absent. An error names the field and
+/// the value it had.
 fn read_fields<T: DeserializeOwned>(obj: &Map<String, Value>) -> Result<T> {
+    let known = field_names::<T>();
     let fields = obj
         .iter()
-        .filter(|(k, v)| k.as_str() != "type" && k.as_str() != "v" && !v.is_null())
+        .filter(|(k, v)| {
+            let k = k.as_str();
+            k != "type" && k != "v" && !(v.is_null() && known.contains(&k))
+        })
         .map(|(k, v)| (k.as_str(), v));
     let de = MapDeserializer::<_, serde_json::Error>::new(fields);
     serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
+        let key = match e.path().iter().next() {
+            Some(serde_path_to_error::Segment::Map { key }) => Some(key.clone()),
+            _ => None,
+        };
         let reason = e.into_inner().to_string();
         // A missing field is reported at the object itself: serde names it
         // in backticks.
-        let field = if path == "." {
-            backticked(&reason).unwrap_or(path)
-        } else {
-            path
-        };
-        let top = field.split(['.', '[']).next().unwrap_or(&field);
+        let field = key.or_else(|| backticked(&reason)).unwrap_or_default();
         let value = obj
-            .get(top)
+            .get(&field)
             .map_or_else(|| "null".to_string(), Value::to_string);
-        Error::invalid_trigger(field.clone(), value, reason)
+        Error::invalid_trigger(field, value, reason)
     })
+}
+
+/// The field names of a struct deriving `Deserialize`, as its derived code
+/// hands them to the deserializer.
+fn field_names<T: DeserializeOwned>() -> &'static [&'static str] {
+    /// A deserializer that only records the field list it is asked for.
+    struct Probe<'a>(&'a mut &'static [&'static str]);
+
+    impl<'de> Deserializer<'de> for Probe<'_> {
+        type Error = de::value::Error;
+
+        fn deserialize_any<V: Visitor<'de>>(
+            self,
+            _: V,
+        ) -> std::result::Result<V::Value, Self::Error> {
+            Err(de::Error::custom("not a struct"))
+        }
+
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _name: &'static str,
+            fields: &'static [&'static str],
+            _visitor: V,
+        ) -> std::result::Result<V::Value, Self::Error> {
+            *self.0 = fields;
+            Err(de::Error::custom("fields recorded"))
+        }
+
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+            bytes byte_buf option unit unit_struct newtype_struct seq tuple
+            tuple_struct map enum identifier ignored_any
+        }
+    }
+
+    let mut fields: &'static [&'static str] = &[];
+    let _ = T::deserialize(Probe(&mut fields));
+    fields
 }
 
 /// The first `` `name` `` in a serde message.
@@ -299,6 +339,19 @@ mod tests {
                 "{json}"
             );
         }
+    }
+
+    #[test]
+    fn an_unknown_field_is_refused_even_when_null() {
+        assert_eq!(
+            field_of(json!({"type": "cron", "hour": "9", "minuet": null})),
+            ("minuet".to_string(), "null".to_string())
+        );
+        assert_eq!(
+            field_of(json!({"type": "interval", "minutes": 1, "a.b": 7})),
+            ("a.b".to_string(), "7".to_string())
+        );
+        assert!(field_names::<CronSpec>().contains(&"day_of_week"));
     }
 
     #[test]
