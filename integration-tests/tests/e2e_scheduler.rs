@@ -165,6 +165,59 @@ async fn date_job_runs_once_and_is_removed() {
     h.scheduler.shutdown(true).await.unwrap();
 }
 
+/// The loop sleeps until its next planned pass and is woken only by changes
+/// that are due before it: each kind of change due sooner runs on time.
+#[tokio::test(start_paused = true)]
+async fn changes_due_before_the_planned_pass_wake_the_loop() {
+    let h = harness("2026-01-01T00:00:00Z");
+    h.scheduler.start().await.unwrap();
+    let date = |id: &str, t: &str| JobSpec::new("record", DateTrigger::at(at(t))).id(id);
+    h.scheduler
+        .add_job(date("late", "2026-01-01T10:00:00Z"))
+        .await
+        .unwrap();
+    h.scheduler
+        .add_job(date("moved", "2026-01-01T20:00:00Z"))
+        .await
+        .unwrap();
+    h.sleep(Duration::from_secs(60)).await;
+    // One by one, due before the planned pass (10:00).
+    h.scheduler
+        .add_job(date("soon", "2026-01-01T00:02:00Z"))
+        .await
+        .unwrap();
+    // Due after it: found at 10:00 without a wake-up.
+    h.scheduler
+        .add_job(date("later", "2026-01-01T11:00:00Z"))
+        .await
+        .unwrap();
+    h.sleep(Duration::from_secs(120)).await;
+    assert_eq!(h.runs_of("soon"), vec![at("2026-01-01T00:02:00Z")]);
+    // In a batch.
+    h.scheduler
+        .add_jobs(vec![
+            date("batch-late", "2026-01-01T09:00:00Z"),
+            date("batch-soon", "2026-01-01T00:04:00Z"),
+        ])
+        .await
+        .unwrap();
+    h.sleep(Duration::from_secs(120)).await;
+    assert_eq!(h.runs_of("batch-soon"), vec![at("2026-01-01T00:04:00Z")]);
+    // A job moved earlier.
+    h.scheduler
+        .reschedule_job("moved", None, DateTrigger::at(at("2026-01-01T00:06:00Z")))
+        .await
+        .unwrap();
+    h.sleep(Duration::from_secs(120)).await;
+    assert_eq!(h.runs_of("moved"), vec![at("2026-01-01T00:06:00Z")]);
+    assert!(h.runs_of("late").is_empty() && h.runs_of("later").is_empty());
+    h.sleep(Duration::from_secs(12 * 3600)).await;
+    assert_eq!(h.runs_of("batch-late"), vec![at("2026-01-01T09:00:00Z")]);
+    assert_eq!(h.runs_of("late"), vec![at("2026-01-01T10:00:00Z")]);
+    assert_eq!(h.runs_of("later"), vec![at("2026-01-01T11:00:00Z")]);
+    h.scheduler.shutdown(true).await.unwrap();
+}
+
 #[tokio::test(start_paused = true)]
 async fn interval_job_keeps_its_rhythm() {
     let h = harness("2026-01-01T00:00:00Z");

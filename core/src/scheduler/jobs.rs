@@ -212,7 +212,7 @@ impl Scheduler {
         for _ in 0..EDIT_TRIES {
             match store.add_job(&job.record).await {
                 Ok(()) => {
-                    self.announce_added(id, alias);
+                    self.announce_added(id, alias, job.record.next_run_time);
                     return Ok((job.clone(), true));
                 }
                 Err(Error::ConflictingId { .. }) if upsert.on_conflict != OnConflict::Fail => {}
@@ -256,7 +256,7 @@ impl Scheduler {
                 Err(Error::JobNotFound { .. } | Error::JobChanged { .. }) => continue,
                 Err(e) => return Err(e),
             }
-            self.announce_added(id, alias);
+            self.announce_added(id, alias, new.record.next_run_time);
             return Ok((new, true));
         }
         // Every try met another writer in between.
@@ -266,12 +266,12 @@ impl Scheduler {
         })
     }
 
-    fn announce_added(&self, id: &JobId, alias: &str) {
+    fn announce_added(&self, id: &JobId, alias: &str, due: Option<DateTime<Utc>>) {
         self.inner.emit(Event::JobAdded {
             job_id: id.clone(),
             jobstore: alias.to_string(),
         });
-        self.inner.wake.notify_one();
+        self.inner.wake_for(alias, due);
     }
 
     /// Adds a job. Before [`start`](Scheduler::start) the job is kept pending and
@@ -379,6 +379,7 @@ impl Scheduler {
             })
             .collect();
         let records: Vec<JobRecord> = records.into_iter().map(|r| r.record).collect();
+        let earliest = records.iter().filter_map(|r| r.next_run_time).min();
         if let Err(e) = store.add_jobs(&records).await {
             for (task, before) in previous {
                 self.inner.swap_task(&task, before);
@@ -393,7 +394,7 @@ impl Scheduler {
                 });
             }
         }
-        self.inner.wake.notify_one();
+        self.inner.wake_for(&alias, earliest);
         Ok(ids)
     }
 
@@ -435,7 +436,7 @@ impl Scheduler {
                 job_id: id.clone(),
                 jobstore: alias.to_string(),
             });
-            self.inner.wake.notify_one();
+            self.inner.wake_for(alias, record.record.next_run_time);
         }
         Ok(self.inner.job_view(record, alias, pending))
     }

@@ -152,6 +152,12 @@ pub(crate) struct Inner {
     state: Mutex<SchedulerState>,
     pending: pending::PendingJobs,
     pub(crate) wake: Notify,
+    /// When the loop will look at the stores next, in microseconds of the
+    /// scheduler's clock: `i64::MIN` while it is busy (it will look again
+    /// anyway, but every change wakes it), `i64::MAX` while it waits for a
+    /// change only. A job added or changed to run later than this needs no
+    /// wake-up.
+    planned_pass: std::sync::atomic::AtomicI64,
     run: Mutex<Option<(CancellationToken, tokio::task::JoinHandle<()>)>>,
     runtime: Mutex<Option<tokio::runtime::Handle>>,
     pub(crate) store_retry: Mutex<HashMap<String, DateTime<Utc>>>,
@@ -268,6 +274,35 @@ impl fmt::Debug for Scheduler {
             .field("owner", &self.inner.owner)
             .field("timezone", &self.inner.timezone)
             .finish()
+    }
+}
+
+impl Inner {
+    /// The loop starts a pass: every change wakes it until it plans its next one.
+    pub(crate) fn pass_started(&self) {
+        self.planned_pass
+            .store(i64::MIN, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The loop sleeps until `next` (its clock's time), or until woken.
+    pub(crate) fn pass_planned(&self, next: Option<DateTime<Utc>>) {
+        let at = next.map_or(i64::MAX, |t| t.timestamp_micros());
+        self.planned_pass
+            .store(at, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Wakes the loop for a job of store `alias` that is now due at `due`
+    /// (store time), unless the loop will look by then anyway or the job is
+    /// paused. Called after the store was written, so a pass that starts later
+    /// sees the job.
+    pub(crate) fn wake_for(&self, alias: &str, due: Option<DateTime<Utc>>) {
+        let Some(due) = due else {
+            return;
+        };
+        let local = self.to_local(alias, due).timestamp_micros();
+        if local < self.planned_pass.load(std::sync::atomic::Ordering::SeqCst) {
+            self.wake.notify_one();
+        }
     }
 }
 
@@ -438,6 +473,7 @@ impl Scheduler {
                 state: Mutex::new(SchedulerState::Stopped),
                 pending: pending::PendingJobs::default(),
                 wake: Notify::new(),
+                planned_pass: std::sync::atomic::AtomicI64::new(i64::MIN),
                 run: Mutex::new(None),
                 runtime: Mutex::new(None),
                 store_retry: Mutex::new(HashMap::new()),

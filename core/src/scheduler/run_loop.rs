@@ -39,9 +39,11 @@ pub(crate) async fn run(inner: Arc<Inner>, stop: CancellationToken) {
         if stop.is_cancelled() {
             return;
         }
+        inner.pass_started();
         let deadline = if inner.state() == SchedulerState::Running {
             let deadline = inner.process_due().await;
             *lock(&inner.last_pass) = Some(inner.clock.now());
+            inner.pass_planned(deadline);
             deadline
         } else {
             None
