@@ -15,7 +15,7 @@ pub use sundial_core::job::{
 pub use sundial_core::node::NodeRecord;
 pub use sundial_core::run::{RunQuery, RunRecord, RunState};
 pub use sundial_core::scheduler::{
-    BackgroundScheduler, Job, JobChanges, JobListing, JobSpec, OnConflict, Scheduler,
+    AddOutcome, BackgroundScheduler, Job, JobChanges, JobListing, JobSpec, OnConflict, Scheduler,
     SchedulerBuilder, SchedulerState, UnreadableJob,
 };
 pub use sundial_core::store::JobStore;

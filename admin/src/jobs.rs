@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer};
 use serde_json::{json, Value};
 use sundial_core::job::{OnInterrupted, RetryPolicy};
-use sundial_core::scheduler::{Job, JobChanges, JobSpec, OnConflict};
+use sundial_core::scheduler::{AddOutcome, Job, JobChanges, JobSpec, OnConflict};
 use sundial_core::trigger::fire_times;
 
 use crate::error::{ApiError, Body, Params};
@@ -263,8 +263,13 @@ pub(crate) async fn add(
     if body.paused {
         spec = spec.paused();
     }
-    let job = app.scheduler.add_job(spec).await?;
-    Ok((StatusCode::CREATED, Json(job_json(&job))))
+    let (job, outcome) = app.scheduler.add_job_with_outcome(spec).await?;
+    // 201 for a new job; 200 when an existing one was replaced or kept.
+    let status = match outcome {
+        AddOutcome::Added => StatusCode::CREATED,
+        _ => StatusCode::OK,
+    };
+    Ok((status, Json(job_json(&job))))
 }
 
 /// `PATCH /jobs/{id}` body: each field present is changed.

@@ -158,6 +158,11 @@ pub(crate) fn build() -> Value {
         if *body {
             op["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {"type": "object"}}}});
         }
+        if (*method, *path) == ("post", "/jobs") {
+            op["responses"]["201"] = json!({"description": "Created: no job had the id"});
+            op["responses"]["200"] =
+                json!({"description": "A job with the id was replaced or kept (on_conflict)"});
+        }
         if *path == "/healthz" {
             op["security"] = json!([]);
         }

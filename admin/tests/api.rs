@@ -343,8 +343,15 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
     let (st, v) = post(hourly("dup")).await;
     assert_eq!((st, code(&v)), (StatusCode::CONFLICT, "conflict"), "{v}");
     let (st, v) = post(json!({"id": "dup", "task": "noop", "trigger": {"type": "interval", "hours": 2}, "on_conflict": "keep"})).await;
-    assert_eq!(st, StatusCode::CREATED, "{v}");
+    assert_eq!(st, StatusCode::OK, "kept, not created: {v}");
     assert_eq!(v["trigger"]["hours"], 1, "kept: {v}");
+    let (st, v) = post(json!({"id": "swap", "task": "noop", "trigger": {"type": "interval", "hours": 2}, "on_conflict": "keep"})).await;
+    assert_eq!(st, StatusCode::CREATED, "no job had the id: {v}");
+    let (st, v) = post(json!({"id": "swap", "task": "noop", "trigger": {"type": "interval", "hours": 3}, "on_conflict": "replace"})).await;
+    assert_eq!(st, StatusCode::OK, "replaced, not created: {v}");
+    assert_eq!(v["trigger"]["hours"], 3, "replaced: {v}");
+    let (st, _) = call(&app, Method::DELETE, "/jobs/swap", Some(ADMIN), None).await;
+    assert!(st.is_success(), "{st}");
 
     let (st, v) = post(json!({"task": "noop", "trigger": {"type": "interval", "hours": -1}})).await;
     assert_eq!(

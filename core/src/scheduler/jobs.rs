@@ -182,7 +182,7 @@ impl Scheduler {
         record: &Decoded,
         alias: &str,
         upsert: &Upsert,
-    ) -> Result<Decoded> {
+    ) -> Result<(Decoded, AddOutcome)> {
         // An inline closure is in place before the job can be claimed, and
         // the one before it comes back when the job was not written.
         let previous = upsert
@@ -191,21 +191,21 @@ impl Scheduler {
             .map(|f| self.inner.swap_task(&record.data.task, Some(f.clone())));
         let result = self.write_job(record, alias, upsert).await;
         if let Some(previous) = previous {
-            if !matches!(result, Ok((_, true))) {
+            if !matches!(result, Ok((_, AddOutcome::Added | AddOutcome::Replaced))) {
                 self.inner.swap_task(&record.data.task, previous);
             }
         }
-        result.map(|(stored, _)| stored)
+        result
     }
 
     /// Writes a prepared job as `upsert` says; returns the job as stored and
-    /// whether this call's job took effect (added or replaced, not kept).
+    /// whether this call's job took effect (added or replaced) or was kept.
     async fn write_job(
         &self,
         job: &Decoded,
         alias: &str,
         upsert: &Upsert,
-    ) -> Result<(Decoded, bool)> {
+    ) -> Result<(Decoded, AddOutcome)> {
         let store = self.inner.store(alias)?;
         let id = &job.record.id;
         // A job removed between a failed insert and the lookup: insert again.
@@ -213,7 +213,7 @@ impl Scheduler {
             match store.add_job(&job.record).await {
                 Ok(()) => {
                     self.announce_added(id, alias, job.record.next_run_time);
-                    return Ok((job.clone(), true));
+                    return Ok((job.clone(), AddOutcome::Added));
                 }
                 Err(Error::ConflictingId { .. }) if upsert.on_conflict != OnConflict::Fail => {}
                 Err(e) => return Err(e),
@@ -222,7 +222,7 @@ impl Scheduler {
                 continue;
             };
             if upsert.on_conflict == OnConflict::Keep {
-                return Ok((Decoded::decode(stored)?, false));
+                return Ok((Decoded::decode(stored)?, AddOutcome::Kept));
             }
             // A stored job that cannot be read is replaced whole.
             let stored_data = stored.decode().ok();
@@ -242,7 +242,7 @@ impl Scheduler {
                                 record: stored,
                                 data: stored_data,
                             },
-                            true,
+                            AddOutcome::Replaced,
                         ));
                     }
                     new = Decoded::encoded(new.record, new.data);
@@ -257,7 +257,7 @@ impl Scheduler {
                 Err(e) => return Err(e),
             }
             self.announce_added(id, alias, new.record.next_run_time);
-            return Ok((new, true));
+            return Ok((new, AddOutcome::Replaced));
         }
         // Every try met another writer in between.
         Err(Error::JobChanged {
@@ -283,6 +283,15 @@ impl Scheduler {
     /// [`Error::InvalidJob`] (inline closure on a persistent store, trigger that
     /// never fires), store errors.
     pub async fn add_job(&self, spec: JobSpec) -> Result<Job> {
+        self.add_job_with_outcome(spec).await.map(|(job, _)| job)
+    }
+
+    /// Adds a job as [`add_job`](Scheduler::add_job) does, and says whether it
+    /// was added, replaced a job with the same id, or met one that was kept.
+    ///
+    /// # Errors
+    /// As [`add_job`](Scheduler::add_job).
+    pub async fn add_job_with_outcome(&self, spec: JobSpec) -> Result<(Job, AddOutcome)> {
         let alias = spec
             .jobstore
             .clone()
@@ -301,15 +310,15 @@ impl Scheduler {
             }
         };
         if self.state() == SchedulerState::Stopped {
-            let kept = self.inner.pending.add(Pending {
+            let (job, outcome) = self.inner.pending.add(Pending {
                 record: record.clone(),
                 jobstore: alias.clone(),
                 upsert,
             })?;
-            return Ok(view(kept.unwrap_or_else(|| record.clone()), true));
+            return Ok((view(job, true), outcome));
         }
-        let stored = self.store_job(&record, &alias, &upsert).await?;
-        Ok(view(stored, false))
+        let (stored, outcome) = self.store_job(&record, &alias, &upsert).await?;
+        Ok((view(stored, false), outcome))
     }
 
     /// Adds many jobs to one store in one batch (all or none).

@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use builder::SchedulerBuilder;
 pub use modes::BackgroundScheduler;
-pub use spec::{Job, JobChanges, JobListing, JobSpec, OnConflict, UnreadableJob};
+pub use spec::{AddOutcome, Job, JobChanges, JobListing, JobSpec, OnConflict, UnreadableJob};
 
 use spec::Decoded;
 

@@ -4,7 +4,7 @@ use std::sync::Mutex;
 
 use super::jobs::Upsert;
 use super::lock;
-use super::spec::{Decoded, OnConflict};
+use super::spec::{AddOutcome, Decoded, OnConflict};
 use crate::error::{Error, Result};
 use crate::job::{JobId, JobRecord};
 
@@ -36,20 +36,23 @@ pub(super) struct PendingJobs(Mutex<Vec<Pending>>);
 impl PendingJobs {
     /// Adds a job, meeting a pending job with the same id and store as its
     /// `on_conflict` says; returns the pending job kept instead of it, if any.
-    pub(super) fn add(&self, job: Pending) -> Result<Option<Decoded>> {
+    pub(super) fn add(&self, job: Pending) -> Result<(Decoded, AddOutcome)> {
         let mut list = lock(&self.0);
         let id = &job.record.record.id;
+        let mut outcome = AddOutcome::Added;
         if let Some(pos) = list.iter().position(|p| p.is(id, &job.jobstore)) {
             match job.upsert.on_conflict {
                 OnConflict::Fail => return Err(Error::ConflictingId { id: id.to_string() }),
-                OnConflict::Keep => return Ok(Some(list[pos].record.clone())),
+                OnConflict::Keep => return Ok((list[pos].record.clone(), AddOutcome::Kept)),
                 OnConflict::Replace => {
                     list.remove(pos);
+                    outcome = AddOutcome::Replaced;
                 }
             }
         }
+        let record = job.record.clone();
         list.push(job);
-        Ok(None)
+        Ok((record, outcome))
     }
 
     /// Adds jobs at the end, as they are.

@@ -168,6 +168,18 @@ pub enum OnConflict {
     Replace,
 }
 
+/// What [`Scheduler::add_job_with_outcome`](crate::scheduler::Scheduler::add_job_with_outcome) did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AddOutcome {
+    /// No job had the id: the job was added.
+    Added,
+    /// A job with the id was replaced ([`OnConflict::Replace`]).
+    Replaced,
+    /// A job with the id was kept as it was ([`OnConflict::Keep`]).
+    Kept,
+}
+
 impl JobSpec {
     /// A job that runs the registered task `task` on `trigger`.
     pub fn new(task: impl Into<String>, trigger: impl Trigger) -> Self {
