@@ -15,6 +15,12 @@ pub fn job_json(job: &Job) -> Value {
     } else {
         "scheduled"
     };
+    let mut options = serde_json::to_value(job.options()).unwrap_or(Value::Null);
+    if let Value::Object(m) = &mut options {
+        // Stored content leaves out a grace time of "however late"; the API
+        // shows it as null.
+        m.entry("misfire_grace_time").or_insert(Value::Null);
+    }
     json!({
         "id": job.id(),
         "name": job.name(),
@@ -26,7 +32,7 @@ pub fn job_json(job: &Job) -> Value {
         "state": state,
         "next_run_time": job.next_run_time().map(rfc3339),
         "next_run_time_local": job.next_run_time_local().map(|t| t.to_rfc3339()),
-        "options": job.options(),
+        "options": options,
         "version": job.record().version,
     })
 }

@@ -132,7 +132,7 @@ pub struct JobOptions {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub executor: Option<String>,
     /// How late a run may start and still run (`None`: however late).
-    #[serde(default, with = "opt_secs")]
+    #[serde(default, with = "opt_secs", skip_serializing_if = "Option::is_none")]
     pub misfire_grace_time: Option<Duration>,
     /// Whether a backlog of missed runs collapses into one run.
     pub coalesce: bool,
@@ -427,8 +427,8 @@ pub struct JobData {
     pub task: String,
     /// The trigger's JSON form.
     pub trigger: Value,
-    /// The task's arguments as JSON.
-    #[serde(default)]
+    /// The task's arguments as JSON (`null`, left out of the text, for none).
+    #[serde(default, skip_serializing_if = "Value::is_null")]
     pub args: Value,
     /// Run settings.
     pub options: JobOptions,
