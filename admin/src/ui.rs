@@ -544,7 +544,9 @@ pub(crate) async fn job(
         trigger = esc(&job.trigger_json().to_string()),
         state = state_of(&job),
         args = esc(&serde_json::to_string_pretty(job.args()).unwrap_or_default()),
-        options = esc(&serde_json::to_string_pretty(job.options()).unwrap_or_default()),
+        options = esc(
+            &serde_json::to_string_pretty(&crate::view::options_json(&job)).unwrap_or_default()
+        ),
     );
     if role == Role::Admin {
         let _ = write!(

@@ -15,12 +15,6 @@ pub fn job_json(job: &Job) -> Value {
     } else {
         "scheduled"
     };
-    let mut options = serde_json::to_value(job.options()).unwrap_or(Value::Null);
-    if let Value::Object(m) = &mut options {
-        // Stored content leaves out a grace time of "however late"; the API
-        // shows it as null.
-        m.entry("misfire_grace_time").or_insert(Value::Null);
-    }
     json!({
         "id": job.id(),
         "name": job.name(),
@@ -32,9 +26,19 @@ pub fn job_json(job: &Job) -> Value {
         "state": state,
         "next_run_time": job.next_run_time().map(rfc3339),
         "next_run_time_local": job.next_run_time_local().map(|t| t.to_rfc3339()),
-        "options": options,
+        "options": options_json(job),
         "version": job.record().version,
     })
+}
+
+/// A job's options as the admin API and dashboard show them: every option,
+/// a grace time of "however late" (left out of stored content) as null.
+pub(crate) fn options_json(job: &Job) -> Value {
+    let mut options = serde_json::to_value(job.options()).unwrap_or(Value::Null);
+    if let Value::Object(m) = &mut options {
+        m.entry("misfire_grace_time").or_insert(Value::Null);
+    }
+    options
 }
 
 /// A run from the ledger, with its duration in seconds.

@@ -41,6 +41,16 @@ pub struct FaultyStore {
     inner: Arc<dyn JobStore>,
     script: Mutex<VecDeque<(Call, Fault)>>,
     hit: Mutex<Vec<(Call, Fault)>>,
+    held_poll: Mutex<Option<PollHold>>,
+}
+
+/// A `get_next_run_time` call that has read the store and waits to answer.
+#[derive(Debug, Clone, Default)]
+pub struct PollHold {
+    /// Notified once the held call has read the store.
+    pub read: Arc<tokio::sync::Notify>,
+    /// Notify to let the held call answer what it read.
+    pub answer: Arc<tokio::sync::Notify>,
 }
 
 impl FaultyStore {
@@ -51,7 +61,17 @@ impl FaultyStore {
             inner,
             script: Mutex::new(faults.into_iter().collect()),
             hit: Mutex::new(Vec::new()),
+            held_poll: Mutex::new(None),
         }
+    }
+
+    /// Holds the next `get_next_run_time` after it has read the store, until
+    /// released: its answer then predates whatever changed meanwhile, as a
+    /// slow reply would.
+    pub fn hold_next_poll(&self) -> PollHold {
+        let hold = PollHold::default();
+        *self.held_poll.lock().unwrap_or_else(|p| p.into_inner()) = Some(hold.clone());
+        hold
     }
 
     /// The faults injected so far.
@@ -137,7 +157,17 @@ impl JobStore for FaultyStore {
         self.inner.count_jobs().await
     }
     async fn get_next_run_time(&self, skip: &[JobId]) -> Result<Option<DateTime<Utc>>> {
-        self.inner.get_next_run_time(skip).await
+        let answer = self.inner.get_next_run_time(skip).await;
+        let hold = self
+            .held_poll
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(hold) = hold {
+            hold.read.notify_one();
+            hold.answer.notified().await;
+        }
+        answer
     }
     async fn acquire_due(
         &self,

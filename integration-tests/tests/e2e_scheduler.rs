@@ -218,6 +218,47 @@ async fn changes_due_before_the_planned_pass_wake_the_loop() {
     h.scheduler.shutdown(true).await.unwrap();
 }
 
+/// A job added while the loop is in a pass, after it read the store's next
+/// run time and before it planned its sleep, still wakes it: the answer it
+/// plans with predates the job.
+#[tokio::test(start_paused = true)]
+async fn a_job_added_during_a_pass_wakes_the_loop() {
+    let store = Arc::new(sundial_integration_tests::faults::FaultyStore::new(
+        Arc::new(MemoryJobStore::new()),
+        [],
+    ));
+    let clock = Arc::new(VirtualClock::new(at("2026-01-01T00:00:00Z")));
+    let runs: Runs = Arc::default();
+    let r = Arc::clone(&runs);
+    let scheduler = Scheduler::builder()
+        .clock(Arc::clone(&clock) as Arc<dyn Clock>)
+        .jobstore_arc("default", Arc::clone(&store) as Arc<dyn JobStore>)
+        .executor("default", AsyncExecutor::new())
+        .task("record", move |ctx: JobContext, _: ()| {
+            r.lock()
+                .unwrap()
+                .push((ctx.job_id().to_string(), ctx.scheduled_run_time()));
+            async { Ok::<_, std::io::Error>(()) }
+        })
+        .build()
+        .unwrap();
+    scheduler.start().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The next pass reads an empty store, then waits to answer.
+    let hold = store.hold_next_poll();
+    scheduler.wakeup();
+    hold.read.notified().await;
+    scheduler
+        .add_job(JobSpec::new("record", DateTrigger::at(at("2026-01-01T00:01:00Z"))).id("j"))
+        .await
+        .unwrap();
+    hold.answer.notify_one();
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    let ran: Vec<DateTime<Utc>> = runs.lock().unwrap().iter().map(|(_, t)| *t).collect();
+    assert_eq!(ran, vec![at("2026-01-01T00:01:00Z")]);
+    scheduler.shutdown(true).await.unwrap();
+}
+
 #[tokio::test(start_paused = true)]
 async fn interval_job_keeps_its_rhythm() {
     let h = harness("2026-01-01T00:00:00Z");

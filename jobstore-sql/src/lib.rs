@@ -597,11 +597,18 @@ impl SqlJobStore {
     async fn prune_in_slices(&self, sql: String, params: Vec<Param>) -> sundial_core::Result<u64> {
         let mut deleted = 0;
         loop {
-            let n = self
-                .backend
-                .execute(sql.clone(), params.clone())
-                .await
-                .map_err(|e| self.err(e))?;
+            let n = match self.backend.execute(sql.clone(), params.clone()).await {
+                Ok(n) => n,
+                Err(e) => {
+                    if deleted > 0 {
+                        tracing::debug!(
+                            deleted,
+                            "pruning stopped by an error after deleting some runs"
+                        );
+                    }
+                    return Err(self.err(e));
+                }
+            };
             deleted += n;
             if n < schema::PRUNE_SLICE {
                 return Ok(deleted);

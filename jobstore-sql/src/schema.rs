@@ -766,7 +766,8 @@ impl Sql {
     /// materialise the derived table, which lets it delete from the table it
     /// reads.
     /// Deletes up to [`PRUNE_SLICE`] finished runs beyond each job's newest `$1`
-    /// and scheduled before `$2`.
+    /// and scheduled before `$2`. Each slice ranks the whole table again: the
+    /// sweep is periodic and usually finds less than one slice to delete.
     pub(crate) fn prune_job_runs(&self) -> String {
         let r = self.runs();
         let ranked = format!(
@@ -788,7 +789,7 @@ impl Sql {
         let old = format!("scheduled < {} AND state <> 'running'", self.p(1));
         match self.dialect {
             Dialect::MySql => {
-                format!("DELETE FROM {r} WHERE {old} ORDER BY scheduled LIMIT {PRUNE_SLICE}")
+                format!("DELETE FROM {r} WHERE {old} ORDER BY scheduled, run_id LIMIT {PRUNE_SLICE}")
             }
             _ => format!(
                 "DELETE FROM {r} WHERE run_id IN (SELECT run_id FROM {r} WHERE {old} ORDER BY scheduled LIMIT {PRUNE_SLICE})"

@@ -289,6 +289,10 @@ impl Scheduler {
     /// Adds a job as [`add_job`](Scheduler::add_job) does, and says whether it
     /// was added, replaced a job with the same id, or met one that was kept.
     ///
+    /// Before [`start`](Scheduler::start) the job is kept pending and the
+    /// outcome is against the other pending jobs only: a job with the same id
+    /// already in the store is met when the scheduler starts.
+    ///
     /// # Errors
     /// As [`add_job`](Scheduler::add_job).
     pub async fn add_job_with_outcome(&self, spec: JobSpec) -> Result<(Job, AddOutcome)> {

@@ -153,10 +153,9 @@ pub(crate) struct Inner {
     pending: pending::PendingJobs,
     pub(crate) wake: Notify,
     /// When the loop will look at the stores next, in microseconds of the
-    /// scheduler's clock: `i64::MIN` while it is busy (it will look again
-    /// anyway, but every change wakes it), `i64::MAX` while it waits for a
-    /// change only. A job added or changed to run later than this needs no
-    /// wake-up.
+    /// scheduler's clock; `i64::MAX` while it is in a pass (what it read may
+    /// predate a change, so every change wakes it) or waits for a change only.
+    /// A job added or changed to run at or after this needs no wake-up.
     planned_pass: std::sync::atomic::AtomicI64,
     run: Mutex<Option<(CancellationToken, tokio::task::JoinHandle<()>)>>,
     runtime: Mutex<Option<tokio::runtime::Handle>>,
@@ -281,7 +280,7 @@ impl Inner {
     /// The loop starts a pass: every change wakes it until it plans its next one.
     pub(crate) fn pass_started(&self) {
         self.planned_pass
-            .store(i64::MIN, std::sync::atomic::Ordering::SeqCst);
+            .store(i64::MAX, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// The loop sleeps until `next` (its clock's time), or until woken.
@@ -473,7 +472,7 @@ impl Scheduler {
                 state: Mutex::new(SchedulerState::Stopped),
                 pending: pending::PendingJobs::default(),
                 wake: Notify::new(),
-                planned_pass: std::sync::atomic::AtomicI64::new(i64::MIN),
+                planned_pass: std::sync::atomic::AtomicI64::new(i64::MAX),
                 run: Mutex::new(None),
                 runtime: Mutex::new(None),
                 store_retry: Mutex::new(HashMap::new()),
