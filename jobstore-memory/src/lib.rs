@@ -29,7 +29,7 @@ use sundial_core::{Error, Result};
 #[derive(Debug, Clone)]
 struct Stored {
     content: JobContent,
-    next_run_time: Option<DateTime<Utc>>,
+    next_run_time: NextRun,
     /// Boxed: few jobs are leased at a time, and every map entry would
     /// otherwise carry room for one.
     lease: Option<Box<Lease>>,
@@ -40,7 +40,7 @@ impl Stored {
     fn from_record(rec: &JobRecord) -> Stored {
         Stored {
             content: rec.content.clone(),
-            next_run_time: rec.next_run_time,
+            next_run_time: NextRun::of(rec.next_run_time),
             lease: rec.lease.clone().map(Box::new),
             version: rec.version,
         }
@@ -50,10 +50,52 @@ impl Stored {
         JobRecord::stored(
             JobId::new(id),
             self.content.clone(),
-            self.next_run_time,
+            self.next_run_time.get().map(Micros::time),
             self.lease.as_deref().cloned(),
             self.version,
         )
+    }
+}
+
+/// An instant in whole microseconds, the precision every store keeps: eight
+/// bytes in each map entry and index key, where a `DateTime<Utc>` takes twelve
+/// (sixteen as an option).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Micros(i64);
+
+impl Micros {
+    /// `t` truncated to whole microseconds.
+    fn of(t: DateTime<Utc>) -> Micros {
+        Micros(t.timestamp_micros())
+    }
+
+    /// `t` rounded up to whole microseconds (a lease never lapses early).
+    fn ceil(t: DateTime<Utc>) -> Micros {
+        let m = t.timestamp_micros();
+        Micros(if t.timestamp_subsec_nanos().is_multiple_of(1_000) {
+            m
+        } else {
+            m.saturating_add(1)
+        })
+    }
+
+    fn time(self) -> DateTime<Utc> {
+        DateTime::from_timestamp_micros(self.0).unwrap_or_default()
+    }
+}
+
+/// A next run time or none (paused) in eight bytes: `i64::MIN` microseconds
+/// lies before any instant `DateTime<Utc>` can hold, so it stands for none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct NextRun(i64);
+
+impl NextRun {
+    fn of(t: Option<DateTime<Utc>>) -> NextRun {
+        NextRun(t.map_or(i64::MIN, |t| Micros::of(t).0))
+    }
+
+    fn get(self) -> Option<Micros> {
+        (self.0 != i64::MIN).then_some(Micros(self.0))
     }
 }
 
@@ -71,16 +113,16 @@ struct State {
     /// By job id; the id's one allocation is shared with the indexes.
     jobs: HashMap<Key, Stored>,
     /// Claimable (or claimable once due) jobs by next run time.
-    due: BTreeSet<(DateTime<Utc>, Key)>,
-    /// Claimed jobs by lease expiry.
-    leased: BTreeSet<(DateTime<Utc>, Key)>,
+    due: BTreeSet<(Micros, Key)>,
+    /// Claimed jobs by lease expiry (rounded up).
+    leased: BTreeSet<(Micros, Key)>,
 }
 
 impl State {
     fn index(&mut self, id: &Key, rec: &Stored) {
-        match (&rec.lease, rec.next_run_time) {
+        match (&rec.lease, rec.next_run_time.get()) {
             (Some(l), _) => {
-                self.leased.insert((l.until, Key::clone(id)));
+                self.leased.insert((Micros::ceil(l.until), Key::clone(id)));
             }
             (None, Some(t)) => {
                 self.due.insert((t, Key::clone(id)));
@@ -91,9 +133,9 @@ impl State {
 
     fn unindex(&mut self, id: &Key, rec: &Stored) {
         if let Some(l) = &rec.lease {
-            self.leased.remove(&(l.until, Key::clone(id)));
+            self.leased.remove(&(Micros::ceil(l.until), Key::clone(id)));
         }
-        if let Some(t) = rec.next_run_time {
+        if let Some(t) = rec.next_run_time.get() {
             self.due.remove(&(t, Key::clone(id)));
         }
     }
@@ -249,7 +291,7 @@ impl JobStore for MemoryJobStore {
         let scheduled = s
             .jobs
             .values()
-            .filter(|r| r.next_run_time.is_some())
+            .filter(|r| r.next_run_time.get().is_some())
             .count();
         Ok(JobCounts {
             scheduled: scheduled as u64,
@@ -268,12 +310,13 @@ impl JobStore for MemoryJobStore {
             .leased
             .iter()
             .filter(|(_, id)| !skipped(skip, id))
-            .filter_map(|(until, id)| s.jobs.get(id)?.next_run_time.map(|n| n.max(*until)))
+            .filter_map(|(until, id)| s.jobs.get(id)?.next_run_time.get().map(|n| n.max(*until)))
             .min();
         Ok(match (due, leased) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
-        })
+        }
+        .map(Micros::time))
     }
 
     async fn acquire_due(
@@ -287,19 +330,20 @@ impl JobStore for MemoryJobStore {
         let mut s = self.lock();
         // Expired leases make their jobs claimable again (the stale lease stays
         // visible until someone claims the job).
+        let now_micros = Micros::of(now);
         while let Some((until, id)) = s.leased.first().cloned() {
-            if until > now {
+            if until > now_micros {
                 break;
             }
             s.leased.pop_first();
-            if let Some(t) = s.jobs.get(&id).and_then(|r| r.next_run_time) {
+            if let Some(t) = s.jobs.get(&id).and_then(|r| r.next_run_time.get()) {
                 s.due.insert((t, id));
             }
         }
         let ids: Vec<Key> = s
             .due
             .iter()
-            .take_while(|(t, _)| *t <= now)
+            .take_while(|(t, _)| *t <= now_micros)
             .filter(|(_, id)| !skipped(skip, id))
             .take(limit)
             .map(|(_, id)| Key::clone(id))
@@ -311,7 +355,7 @@ impl JobStore for MemoryJobStore {
             let Some(rec) = jobs.get_mut(&id) else {
                 continue;
             };
-            if let Some(t) = rec.next_run_time {
+            if let Some(t) = rec.next_run_time.get() {
                 due.remove(&(t, Key::clone(&id)));
             }
             rec.lease = Some(Box::new(Lease {
@@ -320,7 +364,7 @@ impl JobStore for MemoryJobStore {
             }));
             rec.version += 1;
             out.push(rec.to_record(&id));
-            leased.insert((until, id));
+            leased.insert((Micros::ceil(until), id));
         }
         Ok(out)
     }
@@ -343,9 +387,9 @@ impl JobStore for MemoryJobStore {
         let Some(lease) = rec.lease.take_if(|l| l.owner == *owner) else {
             return Err(Error::LeaseLost { id: id.to_string() });
         };
-        leased.remove(&(lease.until, Key::clone(&key)));
+        leased.remove(&(Micros::ceil(lease.until), Key::clone(&key)));
         // The expired-lease path may have left it in `due` under its run time.
-        if let Some(t) = rec.next_run_time {
+        if let Some(t) = rec.next_run_time.get() {
             due.remove(&(t, Key::clone(&key)));
         }
         let applied = rec.version == version;
@@ -355,12 +399,14 @@ impl JobStore for MemoryJobStore {
                     jobs.remove(&key);
                     return Ok(ReleaseOutcome::Applied);
                 }
-                Release::Reschedule { next_run_time } => rec.next_run_time = next_run_time,
+                Release::Reschedule { next_run_time } => {
+                    rec.next_run_time = NextRun::of(next_run_time);
+                }
                 Release::Unclaim => {}
             }
             rec.version += 1;
         }
-        if let Some(t) = rec.next_run_time {
+        if let Some(t) = rec.next_run_time.get() {
             due.insert((t, key));
         }
         Ok(if applied {
@@ -571,5 +617,37 @@ impl JobStore for MemoryJobStore {
         let n = nodes.len();
         nodes.retain(|_, v| v.expires_at >= before);
         Ok((n - nodes.len()) as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instants_keep_whole_microseconds_and_leases_round_up() {
+        let whole = DateTime::from_timestamp(1_800_000_000, 123_456_000).unwrap_or_default();
+        let finer = DateTime::from_timestamp(1_800_000_000, 123_456_789).unwrap_or_default();
+        assert_eq!(Micros::of(whole).time(), whole);
+        assert_eq!(Micros::of(finer).time(), whole);
+        assert_eq!(Micros::ceil(whole), Micros::of(whole));
+        assert_eq!(Micros::ceil(finer).0, Micros::of(whole).0 + 1);
+    }
+
+    #[test]
+    fn a_next_run_time_of_none_is_paused_and_every_instant_is_kept() {
+        assert_eq!(NextRun::of(None).get(), None);
+        for t in [
+            DateTime::<Utc>::MIN_UTC,
+            DateTime::UNIX_EPOCH,
+            DateTime::<Utc>::MAX_UTC,
+        ] {
+            let kept = NextRun::of(Some(t)).get().map(Micros::time);
+            assert_eq!(
+                kept,
+                Some(DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or_default())
+            );
+        }
+        assert_eq!(std::mem::size_of::<Stored>(), 40);
     }
 }
