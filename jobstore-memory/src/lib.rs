@@ -19,9 +19,7 @@ use sundial_core::run::{
     sort_runs, NewRun, RunFinish, RunId, RunInsert, RunQuery, RunRecord, RunState,
     INTERRUPTED_ERROR,
 };
-use sundial_core::store::{
-    lease_duration, sort_records, update_refused, JobCounts, JobStore, StoreCapabilities,
-};
+use sundial_core::store::{sort_records, update_refused, JobCounts, JobStore, StoreCapabilities};
 use sundial_core::{Error, Result};
 
 /// A job as kept in memory: the content text shared with the record it came
@@ -69,18 +67,24 @@ impl Micros {
         Micros(t.timestamp_micros())
     }
 
-    /// `t` rounded up to whole microseconds (a lease never lapses early).
+    /// `t` rounded up to whole microseconds (a lease never lapses early),
+    /// within the instants `DateTime<Utc>` can hold.
     fn ceil(t: DateTime<Utc>) -> Micros {
         let m = t.timestamp_micros();
         Micros(if t.timestamp_subsec_nanos().is_multiple_of(1_000) {
             m
         } else {
             m.saturating_add(1)
+                .min(DateTime::<Utc>::MAX_UTC.timestamp_micros())
         })
     }
 
     fn time(self) -> DateTime<Utc> {
-        DateTime::from_timestamp_micros(self.0).unwrap_or_default()
+        DateTime::from_timestamp_micros(self.0).unwrap_or(if self.0 < 0 {
+            DateTime::<Utc>::MIN_UTC
+        } else {
+            DateTime::<Utc>::MAX_UTC
+        })
     }
 }
 
@@ -348,7 +352,7 @@ impl JobStore for MemoryJobStore {
             .take(limit)
             .map(|(_, id)| Key::clone(id))
             .collect();
-        let until = now + lease_duration(lease);
+        let until = sundial_core::job::add_saturating(now, lease);
         let mut out = Vec::with_capacity(ids.len());
         let State { jobs, due, leased } = &mut *s;
         for id in ids {
@@ -648,6 +652,11 @@ mod tests {
                 Some(DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or_default())
             );
         }
+        // Rounding up the last instant stays within range (and never wraps to 1970).
+        let last = Micros::of(DateTime::<Utc>::MAX_UTC);
+        assert_eq!(Micros::ceil(DateTime::<Utc>::MAX_UTC), last);
+        assert_eq!(Micros(last.0 + 1).time(), DateTime::<Utc>::MAX_UTC);
+        #[cfg(target_pointer_width = "64")]
         assert_eq!(std::mem::size_of::<Stored>(), 40);
     }
 }
