@@ -14,15 +14,15 @@ use crate::error::{Error, Result};
 /// How many rounds an [`AndTrigger`] tries to make its triggers agree before it gives up.
 pub const MAX_AND_ITERATIONS: usize = 10_000;
 
-fn combined_json(kind: &str, triggers: &[Box<dyn Trigger>], jitter: &Jitter) -> Value {
-    let spec = CombinedSpec {
+fn combined_json(
+    variant: fn(CombinedSpec) -> BuiltinSpec,
+    triggers: &[Box<dyn Trigger>],
+    jitter: &Jitter,
+) -> Value {
+    variant(CombinedSpec {
         triggers: triggers.iter().map(|t| t.to_json()).collect(),
         jitter: jitter.seconds,
-    };
-    match kind {
-        "and" => BuiltinSpec::And(spec),
-        _ => BuiltinSpec::Or(spec),
-    }
+    })
     .to_json()
 }
 
@@ -149,7 +149,7 @@ impl Trigger for AndTrigger {
     }
 
     fn to_json(&self) -> Value {
-        combined_json("and", &self.triggers, &self.jitter)
+        combined_json(BuiltinSpec::And, &self.triggers, &self.jitter)
     }
 
     fn timezone(&self) -> Option<Tz> {
@@ -183,7 +183,7 @@ impl Trigger for OrTrigger {
     }
 
     fn to_json(&self) -> Value {
-        combined_json("or", &self.triggers, &self.jitter)
+        combined_json(BuiltinSpec::Or, &self.triggers, &self.jitter)
     }
 
     fn timezone(&self) -> Option<Tz> {

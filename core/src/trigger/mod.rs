@@ -220,8 +220,8 @@ impl TriggerRegistry {
                 "missing or non-string \"type\" field",
             ));
         };
-        if BUILTIN_TRIGGER_TYPES.contains(&kind) {
-            return Ok(match spec::read_builtin(kind, value)? {
+        if let Some(spec) = spec::read_builtin(kind, value)? {
+            return Ok(match spec {
                 BuiltinSpec::Date(s) => Box::new(DateTrigger::from_spec(s)?),
                 BuiltinSpec::Interval(s) => Box::new(IntervalTrigger::from_spec(s)?),
                 BuiltinSpec::Cron(s) => Box::new(CronTrigger::from_spec(s)?),
