@@ -8,20 +8,41 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+/// Serialises a shared-string id as a plain string and reads it back.
+macro_rules! shared_str_serde {
+    ($t:ident) => {
+        impl serde::Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.0)
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = <std::borrow::Cow<'de, str> as serde::Deserialize>::deserialize(d)?;
+                Ok($t(std::sync::Arc::from(s.as_ref())))
+            }
+        }
+    };
+}
+pub(crate) use shared_str_serde;
+
 /// A job's id, unique within its store.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct JobId(String);
+///
+/// Cloning is cheap: the text is shared, not copied.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct JobId(Arc<str>);
+shared_str_serde!(JobId);
 
 impl JobId {
     /// Wraps a string id.
     pub fn new(id: impl Into<String>) -> Self {
-        JobId(id.into())
+        JobId(Arc::from(id.into()))
     }
 
     /// A fresh random id (32 hex characters).
     pub fn random() -> Self {
-        JobId(uuid::Uuid::new_v4().simple().to_string())
+        JobId::new(uuid::Uuid::new_v4().simple().to_string())
     }
 
     /// The id as a string slice.
@@ -38,13 +59,13 @@ impl fmt::Display for JobId {
 
 impl From<&str> for JobId {
     fn from(s: &str) -> Self {
-        JobId(s.to_string())
+        JobId(Arc::from(s))
     }
 }
 
 impl From<String> for JobId {
     fn from(s: String) -> Self {
-        JobId(s)
+        JobId(Arc::from(s))
     }
 }
 
@@ -69,19 +90,19 @@ pub fn trunc_micros(t: DateTime<Utc>) -> DateTime<Utc> {
 }
 
 /// Identifies one scheduler instance (process) that holds leases on jobs.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct OwnerId(String);
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct OwnerId(Arc<str>);
+shared_str_serde!(OwnerId);
 
 impl OwnerId {
     /// Wraps a string owner id.
     pub fn new(id: impl Into<String>) -> Self {
-        OwnerId(id.into())
+        OwnerId(Arc::from(id.into()))
     }
 
     /// A fresh random owner id.
     pub fn random() -> Self {
-        OwnerId(uuid::Uuid::new_v4().simple().to_string())
+        OwnerId::new(uuid::Uuid::new_v4().simple().to_string())
     }
 
     /// The id as a string slice.

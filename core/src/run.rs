@@ -6,6 +6,7 @@
 //! started again by another, whatever the leases or clocks say.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -17,20 +18,23 @@ use crate::job::{trunc_micros, JobId, OwnerId};
 pub const MAX_ERROR_LEN: usize = 4096;
 
 /// The id of one run record (32 hex characters).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct RunId(String);
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RunId(Arc<str>);
+crate::job::shared_str_serde!(RunId);
 
 impl RunId {
     /// Wraps a string id.
     pub fn new(id: impl Into<String>) -> Self {
-        RunId(id.into())
+        RunId(Arc::from(id.into()))
     }
 
     /// A fresh unique id; ids made later sort later (UUIDv7), which keeps
     /// store indexes append-mostly.
     pub fn random() -> Self {
-        RunId(uuid::Uuid::now_v7().simple().to_string())
+        let mut buf = [0u8; uuid::fmt::Simple::LENGTH];
+        RunId(Arc::from(
+            &*uuid::Uuid::now_v7().simple().encode_lower(&mut buf),
+        ))
     }
 
     /// The id as a string slice.

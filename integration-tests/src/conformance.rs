@@ -1425,6 +1425,17 @@ pub async fn lapsed_heartbeats_are_interrupted_once(cx: &Ctx) -> Result<()> {
         )
         .await?;
     ensure!(n == 1, "owner could not finish its interrupted run");
+    // An interrupted run no longer counts against `max_instances`; a run
+    // still running (d) does.
+    let next = |job: &str| new_run(running(job, base + secs(30), 1, "o3"), Some(1));
+    let got = cx.store.insert_runs(&[next("c"), next("d")]).await?;
+    ensure!(
+        got == vec![
+            RunInsert::Inserted(RunState::Running),
+            RunInsert::Inserted(RunState::Skipped)
+        ],
+        "after the sweep: {got:?}"
+    );
     // The limit bounds one sweep.
     let many: Vec<NewRun> = (0..5)
         .map(|i| new_run(mk(&format!("z{i}"), "o3", 1), None))

@@ -145,20 +145,41 @@ impl State {
     }
 }
 
-/// The run ledger: records by id, with the unique slot key and the running set.
+/// The run ledger: records by id, with the unique slot key, the running set
+/// and how many runs each job has running.
 #[derive(Debug, Default)]
 struct Ledger {
     runs: HashMap<RunId, RunRecord>,
     slots: HashMap<(JobId, DateTime<Utc>, u32), RunId>,
     running: HashSet<RunId>,
+    running_per_job: HashMap<JobId, usize>,
 }
 
 impl Ledger {
     fn running_count(&self, job: &JobId) -> usize {
-        self.running
-            .iter()
-            .filter(|id| self.runs.get(*id).is_some_and(|r| r.job_id == *job))
-            .count()
+        self.running_per_job.get(job).copied().unwrap_or(0)
+    }
+
+    /// Adds a run of `job` to the running set.
+    fn start_running(&mut self, id: RunId, job: &JobId) {
+        if self.running.insert(id) {
+            *self.running_per_job.entry(job.clone()).or_default() += 1;
+        }
+    }
+
+    /// Takes a run out of the running set.
+    fn stop_running(&mut self, id: &RunId) {
+        if !self.running.remove(id) {
+            return;
+        }
+        if let Some(job) = self.runs.get(id).map(|r| &r.job_id) {
+            if let Some(n) = self.running_per_job.get_mut(job) {
+                *n -= 1;
+                if *n == 0 {
+                    self.running_per_job.remove(job);
+                }
+            }
+        }
     }
 }
 
@@ -452,7 +473,7 @@ impl JobStore for MemoryJobStore {
                     rec.heartbeat_until = None;
                     rec.finished_at = rec.started_at;
                 } else {
-                    l.running.insert(rec.id.clone());
+                    l.start_running(rec.id.clone(), &rec.job_id);
                 }
             }
             out.push(RunInsert::Inserted(rec.state));
@@ -479,7 +500,7 @@ impl JobStore for MemoryJobStore {
             rec.error = f.error.clone();
             rec.heartbeat_until = None;
             if f.state != RunState::Running {
-                l.running.remove(&f.id);
+                l.stop_running(&f.id);
             }
             n += 1;
         }
@@ -506,12 +527,13 @@ impl JobStore for MemoryJobStore {
     }
 
     async fn interrupt_lapsed(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<RunRecord>> {
-        let mut guard = self.ledger();
-        let Ledger { runs, running, .. } = &mut *guard;
-        let mut lapsed: Vec<RunId> = running
+        let mut l = self.ledger();
+        let mut lapsed: Vec<RunId> = l
+            .running
             .iter()
             .filter(|id| {
-                runs.get(*id)
+                l.runs
+                    .get(*id)
                     .is_some_and(|r| r.heartbeat_until.is_some_and(|h| h < now))
             })
             .cloned()
@@ -520,8 +542,8 @@ impl JobStore for MemoryJobStore {
         lapsed.truncate(limit);
         let mut out = Vec::with_capacity(lapsed.len());
         for id in lapsed {
-            running.remove(&id);
-            if let Some(rec) = runs.get_mut(&id) {
+            l.stop_running(&id);
+            if let Some(rec) = l.runs.get_mut(&id) {
                 rec.state = RunState::Interrupted;
                 rec.finished_at = Some(now);
                 rec.heartbeat_until = None;
