@@ -156,8 +156,10 @@ pub struct JobOptions {
     #[serde(default, with = "opt_secs", skip_serializing_if = "Option::is_none")]
     pub misfire_grace_time: Option<Duration>,
     /// Whether a backlog of missed runs collapses into one run.
+    #[serde(default = "default_coalesce")]
     pub coalesce: bool,
     /// How many runs of this job may execute at once.
+    #[serde(default = "default_max_instances")]
     pub max_instances: u32,
     /// Runs longer than this are reported (and cancelled on the async executor).
     #[serde(default, with = "opt_secs", skip_serializing_if = "Option::is_none")]
@@ -321,6 +323,16 @@ impl RetryPolicy {
     }
 }
 
+// Read when stored content leaves the field out; every build writes it, so
+// content written by a later build that omits its defaults stays readable here.
+fn default_coalesce() -> bool {
+    JobDefaults::default().coalesce
+}
+
+fn default_max_instances() -> u32 {
+    JobDefaults::default().max_instances
+}
+
 impl Default for JobOptions {
     fn default() -> Self {
         let d = JobDefaults::default();
@@ -480,6 +492,40 @@ pub struct JobRecord {
 #[cfg(test)]
 mod retry_tests {
     use super::*;
+
+    #[test]
+    fn options_left_out_of_stored_content_read_as_the_defaults() {
+        let full = JobContent::encode(&JobData {
+            task: "t".into(),
+            trigger: serde_json::json!({"type": "date", "run_date": "2030-01-01T00:00:00+00:00"}),
+            args: Value::Null,
+            options: JobOptions::default(),
+        });
+        assert!(full.as_str().contains("\"coalesce\":true"), "{full}");
+        assert!(full.as_str().contains("\"max_instances\":1"), "{full}");
+        let short = JobContent::from_stored(
+            r#"{"task":"t","trigger":{"type":"date","run_date":"2030-01-01T00:00:00+00:00"},"options":{}}"#,
+        );
+        let id = JobId::new("j");
+        let data = short
+            .decode(&id)
+            .expect("content without option fields reads");
+        assert_eq!(data.options.coalesce, JobDefaults::default().coalesce);
+        assert_eq!(
+            data.options.max_instances,
+            JobDefaults::default().max_instances
+        );
+        assert_eq!(data.options.misfire_grace_time, None);
+        assert_eq!(
+            data,
+            full.decode(&id)
+                .map(|mut d| {
+                    d.options.misfire_grace_time = None;
+                    d
+                })
+                .expect("full content reads")
+        );
+    }
 
     #[test]
     fn adding_a_huge_duration_saturates_instead_of_panicking() {
