@@ -8,7 +8,7 @@
 //! | shared across processes | no |
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -44,9 +44,9 @@ impl Stored {
         }
     }
 
-    fn to_record(&self, id: &str) -> JobRecord {
+    fn to_record(&self, id: &JobId) -> JobRecord {
         JobRecord::stored(
-            JobId::new(id),
+            id.clone(),
             self.content.clone(),
             self.next_run_time.get().map(Micros::time),
             self.lease.as_deref().cloned(),
@@ -103,13 +103,13 @@ impl NextRun {
     }
 }
 
-/// A job id as the memory store keeps it: one shared allocation for the map
-/// and the indexes.
-type Key = Arc<str>;
+/// A job id as the memory store keeps it: one shared allocation for the map,
+/// the indexes and the records handed out.
+type Key = JobId;
 
 /// Whether `id` is among the ids to pass over.
-fn skipped(skip: &[JobId], id: &str) -> bool {
-    skip.iter().any(|s| s.as_str() == id)
+fn skipped(skip: &[JobId], id: &JobId) -> bool {
+    skip.contains(id)
 }
 
 #[derive(Debug, Default)]
@@ -229,13 +229,13 @@ impl JobStore for MemoryJobStore {
 
     async fn add_job(&self, job: &JobRecord) -> Result<()> {
         let mut s = self.lock();
-        if s.jobs.contains_key(job.id.as_str()) {
+        if s.jobs.contains_key(&job.id) {
             return Err(Error::ConflictingId {
                 id: job.id.to_string(),
             });
         }
         let rec = fresh(job);
-        let key = Key::from(job.id.as_str());
+        let key = job.id.clone();
         s.index(&key, &rec);
         s.jobs.insert(key, rec);
         Ok(())
@@ -245,7 +245,7 @@ impl JobStore for MemoryJobStore {
         let mut s = self.lock();
         let mut seen = HashSet::with_capacity(jobs.len());
         for j in jobs {
-            if s.jobs.contains_key(j.id.as_str()) || !seen.insert(&j.id) {
+            if s.jobs.contains_key(&j.id) || !seen.insert(&j.id) {
                 return Err(Error::ConflictingId {
                     id: j.id.to_string(),
                 });
@@ -254,7 +254,7 @@ impl JobStore for MemoryJobStore {
         s.jobs.reserve(jobs.len());
         for j in jobs {
             let rec = fresh(j);
-            let key = Key::from(j.id.as_str());
+            let key = j.id.clone();
             s.index(&key, &rec);
             s.jobs.insert(key, rec);
         }
@@ -263,7 +263,7 @@ impl JobStore for MemoryJobStore {
 
     async fn update_job(&self, job: &JobRecord) -> Result<()> {
         let mut s = self.lock();
-        let (key, old) = match s.jobs.get_key_value(job.id.as_str()) {
+        let (key, old) = match s.jobs.get_key_value(&job.id) {
             Some((key, old)) if old.version == job.version => (Key::clone(key), old.clone()),
             found => return Err(update_refused(job, found.is_some())),
         };
@@ -278,7 +278,7 @@ impl JobStore for MemoryJobStore {
 
     async fn remove_job(&self, id: &JobId) -> Result<()> {
         let mut s = self.lock();
-        match s.jobs.remove_entry(id.as_str()) {
+        match s.jobs.remove_entry(id) {
             Some((key, rec)) => {
                 s.unindex(&key, &rec);
                 Ok(())
@@ -293,11 +293,7 @@ impl JobStore for MemoryJobStore {
     }
 
     async fn lookup_job(&self, id: &JobId) -> Result<Option<JobRecord>> {
-        Ok(self
-            .lock()
-            .jobs
-            .get(id.as_str())
-            .map(|r| r.to_record(id.as_str())))
+        Ok(self.lock().jobs.get(id).map(|r| r.to_record(id)))
     }
 
     async fn get_all_jobs(&self) -> Result<Vec<JobRecord>> {
@@ -403,7 +399,7 @@ impl JobStore for MemoryJobStore {
     ) -> Result<ReleaseOutcome> {
         let mut guard = self.lock();
         let State { jobs, due, leased } = &mut *guard;
-        let Some(key) = jobs.get_key_value(id.as_str()).map(|(k, _)| Key::clone(k)) else {
+        let Some(key) = jobs.get_key_value(id).map(|(k, _)| Key::clone(k)) else {
             return Ok(ReleaseOutcome::Gone);
         };
         let Some(rec) = jobs.get_mut(&key) else {
