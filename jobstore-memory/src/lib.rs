@@ -8,11 +8,13 @@
 //! | shared across processes | no |
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::hash::{BuildHasher, RandomState};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use hashbrown::hash_table::{self, HashTable};
 use sundial_core::job::{JobContent, JobId, JobRecord, Lease, OwnerId, Release, ReleaseOutcome};
 use sundial_core::node::NodeRecord;
 use sundial_core::run::{
@@ -112,10 +114,94 @@ fn skipped(skip: &[JobId], id: &JobId) -> bool {
     skip.contains(id)
 }
 
+/// A job with its id: one allocation per job.
+#[derive(Debug)]
+struct Entry {
+    id: Key,
+    stored: Stored,
+}
+
+/// Jobs by id. The table holds a pointer per job, so a half-empty table
+/// (just past a doubling) costs eight bytes per free bucket, not a whole
+/// entry's worth.
+#[derive(Debug, Default)]
+struct Jobs {
+    table: HashTable<Box<Entry>>,
+    hasher: RandomState,
+}
+
+impl Jobs {
+    fn hash(&self, id: &JobId) -> u64 {
+        self.hasher.hash_one(id)
+    }
+
+    fn get_key_value(&self, id: &JobId) -> Option<(&Key, &Stored)> {
+        self.table
+            .find(self.hash(id), |e| e.id == *id)
+            .map(|e| (&e.id, &e.stored))
+    }
+
+    fn get(&self, id: &JobId) -> Option<&Stored> {
+        self.get_key_value(id).map(|(_, s)| s)
+    }
+
+    fn contains_key(&self, id: &JobId) -> bool {
+        self.get_key_value(id).is_some()
+    }
+
+    fn get_mut(&mut self, id: &JobId) -> Option<&mut Stored> {
+        let hash = self.hash(id);
+        self.table
+            .find_mut(hash, |e| e.id == *id)
+            .map(|e| &mut e.stored)
+    }
+
+    /// Inserts or replaces the job `id`.
+    fn insert(&mut self, id: Key, stored: Stored) {
+        let hash = self.hash(&id);
+        let Jobs { table, hasher } = self;
+        match table.entry(hash, |e| e.id == id, |e| hasher.hash_one(&e.id)) {
+            hash_table::Entry::Occupied(mut o) => o.get_mut().stored = stored,
+            hash_table::Entry::Vacant(v) => {
+                v.insert(Box::new(Entry { id, stored }));
+            }
+        }
+    }
+
+    fn remove_entry(&mut self, id: &JobId) -> Option<(Key, Stored)> {
+        let hash = self.hash(id);
+        let found = self.table.find_entry(hash, |e| e.id == *id).ok()?;
+        let entry = found.remove().0;
+        let Entry { id, stored } = *entry;
+        Some((id, stored))
+    }
+
+    fn remove(&mut self, id: &JobId) -> Option<Stored> {
+        self.remove_entry(id).map(|(_, s)| s)
+    }
+
+    fn reserve(&mut self, additional: usize) {
+        let Jobs { table, hasher } = self;
+        table.reserve(additional, |e| hasher.hash_one(&e.id));
+    }
+
+    fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&Key, &Stored)> {
+        self.table.iter().map(|e| (&e.id, &e.stored))
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Stored> {
+        self.table.iter().map(|e| &e.stored)
+    }
+}
+
 #[derive(Debug, Default)]
 struct State {
     /// By job id; the id's one allocation is shared with the indexes.
-    jobs: HashMap<Key, Stored>,
+    jobs: Jobs,
     /// Claimable (or claimable once due) jobs by next run time.
     due: BTreeSet<(Micros, Key)>,
     /// Claimed jobs by lease expiry (rounded up).
@@ -645,6 +731,48 @@ impl JobStore for MemoryJobStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn stored(version: u64) -> Stored {
+        Stored {
+            content: JobContent::from_stored("{}"),
+            next_run_time: NextRun::of(None),
+            lease: None,
+            version,
+        }
+    }
+
+    #[test]
+    fn job_table_inserts_replaces_finds_and_removes_by_id() {
+        let mut jobs = Jobs::default();
+        jobs.reserve(3);
+        for (i, id) in ["a", "b", "c"].into_iter().enumerate() {
+            jobs.insert(JobId::new(id), stored(i as u64));
+        }
+        // Replacing keeps one entry per id, and the id first stored.
+        let first = jobs.get_key_value(&JobId::new("b")).map(|(k, _)| k.clone());
+        jobs.insert(JobId::new("b"), stored(7));
+        assert_eq!(jobs.len(), 3);
+        assert_eq!(jobs.get(&JobId::new("b")).map(|s| s.version), Some(7));
+        assert_eq!(
+            jobs.get_key_value(&JobId::new("b")).map(|(k, _)| k.clone()),
+            first
+        );
+        if let Some(s) = jobs.get_mut(&JobId::new("c")) {
+            s.version = 9;
+        }
+        let mut all: Vec<(String, u64)> = jobs
+            .iter()
+            .map(|(k, s)| (k.to_string(), s.version))
+            .collect();
+        all.sort();
+        assert_eq!(all, [("a".into(), 0), ("b".into(), 7), ("c".into(), 9)]);
+        let (id, s) = jobs.remove_entry(&JobId::new("a")).expect("a is stored");
+        assert_eq!((id.as_str(), s.version), ("a", 0));
+        assert!(jobs.remove(&JobId::new("a")).is_none());
+        assert!(!jobs.contains_key(&JobId::new("a")));
+        assert!(jobs.contains_key(&JobId::new("c")));
+        assert_eq!(jobs.values().count(), 2);
+    }
 
     #[test]
     fn instants_keep_whole_microseconds_and_leases_round_up() {
