@@ -42,7 +42,7 @@ fn junk(rng: &mut fastrand::Rng) -> String {
         3 => ["9223372036854775807", "-9223372036854775808", "99999999999999999999"]
             [rng.usize(..3)]
         .to_string(),
-        4 => r#"{"task":"record","trigger":{"type":"date","run_date":"2026-01-01T00:00:00Z"},"args":null,"options":{}}"#.to_string(),
+        4 => r#"{"task":"record","trigger":{"type":"date","run_date":"2026-01-01T00:00:00Z"},"args":null,"options":{"max_instances":-1}}"#.to_string(),
         5 => r#"{"task":1,"trigger":[],"options":null}"#.to_string(),
         6 => format!(
             r#"{{"task":"record","trigger":{{"type":"interval","seconds":{}}},"args":null,"options":{{}}}}"#,
