@@ -332,6 +332,14 @@ impl Claim {
     }
 }
 
+/// What a bulk release did: every statement changed each row it named, or
+/// (when some did not) the named rows' state afterwards: id, version, lease owner.
+#[derive(Debug)]
+pub(crate) enum Applied {
+    All,
+    Checked(Vec<(String, i64, Option<String>)>),
+}
+
 /// What each backend provides; the job-store logic on top is shared.
 #[async_trait]
 pub(crate) trait Backend: Send + Sync + fmt::Debug {
@@ -368,13 +376,15 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug {
     /// Runs the statements in one transaction (all or none); returns the total
     /// of rows they changed.
     async fn execute_all(&self, statements: Vec<(String, Vec<Param>)>) -> Result<u64, Error>;
-    /// Runs the statements, then the check query (rows of id, version, lease
-    /// owner), in one transaction.
+    /// Runs the statements in one transaction; when each changed exactly the
+    /// rows it names (its third element), that is the answer, otherwise the
+    /// check query (rows of id, version, lease owner) runs in the same
+    /// transaction and its rows are.
     async fn apply_then_check(
         &self,
-        statements: Vec<(String, Vec<Param>)>,
+        statements: Vec<(String, Vec<Param>, u64)>,
         check: (String, Vec<Param>),
-    ) -> Result<Vec<(String, i64, Option<String>)>, Error>;
+    ) -> Result<Applied, Error>;
     /// Selects due rows and claims them in one transaction.
     async fn claim(&self, sql: &Sql, claim: Claim) -> Result<Vec<Row>, Error>;
     /// Reads run rows (columns as [`schema::RUN_COLUMNS`]).
@@ -1330,36 +1340,43 @@ impl SqlJobStore {
         if !resched.is_empty() {
             let n = resched.len() / 3;
             resched.push(ownerp.clone());
-            statements.push((self.sql.bulk_reschedule(n), resched));
+            statements.push((self.sql.bulk_reschedule(n), resched, n as u64));
         }
         if !removes.is_empty() {
             let n = removes.len() / 2;
             let mut params = vec![ownerp];
             params.extend(removes);
-            statements.push((self.sql.bulk_remove(n), params));
+            statements.push((self.sql.bulk_remove(n), params, n as u64));
         }
         let check_ids: Vec<Param> = items
             .iter()
             .map(|i| Param::Text(i.id.to_string()))
             .collect();
         let check = (self.sql.release_check(items.len()), check_ids);
-        let state = self
+        let state = match self
             .backend
             .apply_then_check(statements, check)
             .await
-            .map_err(|e| self.err(e))?;
-        let state: std::collections::HashMap<String, (i64, Option<String>)> =
-            state.into_iter().map(|(id, v, o)| (id, (v, o))).collect();
+            .map_err(|e| self.err(e))?
+        {
+            // Each reschedule and removal changed its row (ids are unique).
+            Applied::All => None,
+            Applied::Checked(rows) => Some(
+                rows.into_iter()
+                    .map(|(id, v, o)| (id, (v, o)))
+                    .collect::<std::collections::HashMap<String, (i64, Option<String>)>>(),
+            ),
+        };
         let mut out = Vec::with_capacity(items.len());
         for it in items {
-            let now = state.get(it.id.as_str());
             let expected = i64::try_from(it.version).unwrap_or(i64::MAX) + 1;
-            let applied = match it.outcome {
-                Release::Reschedule { .. } => {
-                    now.is_some_and(|(v, o)| *v == expected && o.is_none())
-                }
-                Release::Remove => now.is_none(),
-                Release::Unclaim => false,
+            let applied = match (&it.outcome, &state) {
+                (Release::Unclaim, _) => false,
+                (_, None) => true,
+                (Release::Reschedule { .. }, Some(state)) => state
+                    .get(it.id.as_str())
+                    .is_some_and(|(v, o)| *v == expected && o.is_none()),
+                (Release::Remove, Some(state)) => !state.contains_key(it.id.as_str()),
             };
             if applied {
                 out.push(Ok(ReleaseOutcome::Applied));

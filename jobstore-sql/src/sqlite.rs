@@ -11,7 +11,7 @@ use sundial_core::run::RunInsert;
 
 use crate::ledger::{interrupt_params, RunBatch};
 use crate::schema::{Row, RunRow, Sql};
-use crate::{schema_statements, schema_step, Backend, Claim, Error, Param, SchemaStep};
+use crate::{schema_statements, schema_step, Applied, Backend, Claim, Error, Param, SchemaStep};
 
 #[derive(Debug)]
 pub(crate) struct SqliteBackend {
@@ -250,14 +250,21 @@ impl Backend for SqliteBackend {
 
     async fn apply_then_check(
         &self,
-        statements: Vec<(String, Vec<Param>)>,
+        statements: Vec<(String, Vec<Param>, u64)>,
         check: (String, Vec<Param>),
-    ) -> Result<Vec<(String, i64, Option<String>)>, Error> {
+    ) -> Result<Applied, Error> {
         self.with(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            for (sql, params) in &statements {
-                tx.prepare_cached(sql)?
+            let mut all = true;
+            for (sql, params, named) in &statements {
+                let done = tx
+                    .prepare_cached(sql)?
                     .execute(params_from_iter(params.iter()))?;
+                all &= done as u64 == *named;
+            }
+            if all {
+                tx.commit()?;
+                return Ok(Applied::All);
             }
             let rows = {
                 let mut stmt = tx.prepare_cached(&check.0)?;
@@ -267,7 +274,7 @@ impl Backend for SqliteBackend {
                 it.collect::<rusqlite::Result<Vec<_>>>()?
             };
             tx.commit()?;
-            Ok(rows)
+            Ok(Applied::Checked(rows))
         })
         .await
     }

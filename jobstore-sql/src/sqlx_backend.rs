@@ -16,7 +16,7 @@ use tokio::sync::OnceCell;
 use crate::ledger::{interrupt_params, RunBatch};
 use crate::schema::{Dialect, Row, RunRow, Sql};
 use crate::{
-    schema_statements, schema_step, Backend, Claim, Error, Notices, Param, SchemaStep,
+    schema_statements, schema_step, Applied, Backend, Claim, Error, Notices, Param, SchemaStep,
     SCHEMA_LOCK_WAIT,
 };
 
@@ -482,12 +482,18 @@ impl Backend for SqlxBackend {
 
     async fn apply_then_check(
         &self,
-        statements: Vec<(String, Vec<Param>)>,
+        statements: Vec<(String, Vec<Param>, u64)>,
         check: (String, Vec<Param>),
-    ) -> Result<Vec<(String, i64, Option<String>)>, Error> {
+    ) -> Result<Applied, Error> {
         let mut tx = self.pool()?.begin().await?;
-        for (sql, params) in &statements {
-            bind(sqlx::query(sql), params).execute(&mut *tx).await?;
+        let mut all = true;
+        for (sql, params, named) in &statements {
+            let done = bind(sqlx::query(sql), params).execute(&mut *tx).await?;
+            all &= done.rows_affected() == *named;
+        }
+        if all {
+            tx.commit().await?;
+            return Ok(Applied::All);
         }
         let rows = bind(sqlx::query(&check.0), &check.1)
             .fetch_all(&mut *tx)
@@ -497,7 +503,7 @@ impl Backend for SqlxBackend {
             .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
             .collect::<Result<Vec<_>, sqlx::Error>>()?;
         tx.commit().await?;
-        Ok(state)
+        Ok(Applied::Checked(state))
     }
 
     async fn claim(&self, sql: &Sql, claim: Claim) -> Result<Vec<Row>, Error> {
