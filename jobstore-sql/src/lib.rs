@@ -1359,7 +1359,8 @@ impl SqlJobStore {
             .await
             .map_err(|e| self.err(e))?
         {
-            // Each reschedule and removal changed its row (ids are unique).
+            // Each reschedule and removal changed its row: ids are primary
+            // keys, so a repeated id could only have made a count fall short.
             Applied::All => None,
             Applied::Checked(rows) => Some(
                 rows.into_iter()
