@@ -6,6 +6,7 @@
 //! started again by another, whatever the leases or clocks say.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,19 +29,52 @@ impl RunId {
         RunId(Arc::from(id.into()))
     }
 
-    /// A fresh unique id; ids made later sort later (UUIDv7), which keeps
-    /// store indexes append-mostly.
+    /// A fresh unique id; ids made later in this process sort later
+    /// (UUIDv7), which keeps store indexes append-mostly.
     pub fn random() -> Self {
+        static LAST: AtomicU64 = AtomicU64::new(0);
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let id = v7_after(&LAST, now_ms, fastrand::u64(..));
         let mut buf = [0u8; uuid::fmt::Simple::LENGTH];
-        RunId(Arc::from(
-            &*uuid::Uuid::now_v7().simple().encode_lower(&mut buf),
-        ))
+        RunId(Arc::from(&*id.simple().encode_lower(&mut buf)))
     }
 
     /// The id as a string slice.
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// Ids a millisecond can hold before the next ones borrow the following
+/// millisecond (UUIDv7's 12-bit `rand_a` field, used as a counter).
+const V7_PER_MS: u64 = 1 << 12;
+
+/// A UUIDv7 that sorts after every id this `last` state handed out: the
+/// millisecond `now_ms` (or the last one used, if the clock went back or
+/// its counter is full), a counter within it, and 62 random bits. One
+/// atomic update per id and no system call (the random bits come from a
+/// thread-local generator); `last` keeps `millisecond * V7_PER_MS + counter`.
+fn v7_after(last: &AtomicU64, now_ms: u64, random: u64) -> uuid::Uuid {
+    let now = (now_ms & ((1 << 48) - 1)) * V7_PER_MS;
+    let mut cur = last.load(Ordering::Relaxed);
+    let next = loop {
+        // The next counter value; at a full counter this carries into the
+        // next millisecond, as the arithmetic does by itself.
+        let next = if now > cur { now } else { cur + 1 };
+        match last.compare_exchange_weak(cur, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => break next,
+            Err(seen) => cur = seen,
+        }
+    };
+    let (ms, counter) = (next / V7_PER_MS, next % V7_PER_MS);
+    let mut bytes = [0u8; 10];
+    // rand_a: the counter (the builder puts the version in the top nibble
+    // of the first byte); rand_b: random (the variant takes its top bits).
+    bytes[..2].copy_from_slice(&(counter as u16).to_be_bytes());
+    bytes[2..].copy_from_slice(&random.to_be_bytes());
+    uuid::Builder::from_unix_timestamp_millis(ms, &bytes).into_uuid()
 }
 
 impl fmt::Display for RunId {
@@ -359,6 +393,40 @@ pub const INTERRUPTED_ERROR: &str = "owner stopped heartbeating before the run f
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn run_ids_are_v7_and_sort_in_the_order_they_were_made() {
+        let ids: Vec<RunId> = (0..10_000).map(|_| RunId::random()).collect();
+        for w in ids.windows(2) {
+            assert!(w[0] < w[1], "{} then {}", w[0], w[1]);
+        }
+        let u = uuid::Uuid::parse_str(ids[0].as_str()).expect("a uuid");
+        assert_eq!(u.get_version_num(), 7);
+        assert_eq!(u.get_variant(), uuid::Variant::RFC4122);
+        assert_eq!(ids[0].as_str().len(), 32);
+    }
+
+    #[test]
+    fn v7_ids_stay_ordered_through_a_full_millisecond_and_a_clock_going_back() {
+        let last = AtomicU64::new(0);
+        let t = 1_800_000_000_000;
+        let mut prev = v7_after(&last, t, u64::MAX);
+        // Past the counter's capacity in one millisecond, then with the clock
+        // a second behind: still increasing, never the same.
+        for i in 0..(2 * V7_PER_MS + 10) {
+            let now = if i < V7_PER_MS + 5 { t } else { t - 1000 };
+            let next = v7_after(&last, now, i.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            assert!(next > prev, "{next} after {prev}");
+            assert_eq!(next.get_version_num(), 7);
+            prev = next;
+        }
+        let (secs, _) = prev.get_timestamp().expect("v7 has a time").to_unix();
+        assert!(secs * 1000 >= t / 1000 * 1000, "millisecond went back");
+        // A later clock reading starts from its own millisecond again.
+        let later = v7_after(&last, t + 60_000, 0);
+        let (secs, _) = later.get_timestamp().expect("v7 has a time").to_unix();
+        assert_eq!(secs, (t + 60_000) / 1000);
+    }
 
     #[test]
     fn states_round_trip_their_names() {
