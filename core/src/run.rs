@@ -36,7 +36,15 @@ impl RunId {
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        let id = v7_after(&LAST, now_ms, fastrand::u64(..));
+        thread_local! {
+            // Seeded from the operating system's randomness once per thread
+            // (fastrand's own global generator is seeded from the clock).
+            static RANDOM: std::cell::RefCell<fastrand::Rng> = std::cell::RefCell::new(
+                fastrand::Rng::with_seed(uuid::Uuid::new_v4().as_u64_pair().0),
+            );
+        }
+        let random = RANDOM.with(|r| r.borrow_mut().u64(..));
+        let id = v7_after(&LAST, now_ms, random);
         let mut buf = [0u8; uuid::fmt::Simple::LENGTH];
         RunId(Arc::from(&*id.simple().encode_lower(&mut buf)))
     }
@@ -55,7 +63,8 @@ const V7_PER_MS: u64 = 1 << 12;
 /// millisecond `now_ms` (or the last one used, if the clock went back or
 /// its counter is full), a counter within it, and 62 random bits. One
 /// atomic update per id and no system call (the random bits come from a
-/// thread-local generator); `last` keeps `millisecond * V7_PER_MS + counter`.
+/// thread-local generator seeded from the OS); `last` keeps
+/// `millisecond * V7_PER_MS + counter`.
 fn v7_after(last: &AtomicU64, now_ms: u64, random: u64) -> uuid::Uuid {
     let now = (now_ms & ((1 << 48) - 1)) * V7_PER_MS;
     let mut cur = last.load(Ordering::Relaxed);
