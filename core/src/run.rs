@@ -38,12 +38,25 @@ impl RunId {
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         thread_local! {
             // Seeded from the operating system's randomness once per thread
-            // (fastrand's own global generator is seeded from the clock).
-            static RANDOM: std::cell::RefCell<fastrand::Rng> = std::cell::RefCell::new(
-                fastrand::Rng::with_seed(uuid::Uuid::new_v4().as_u64_pair().0),
-            );
+            // and process (fastrand's own global generator is seeded from the
+            // clock): a forked child that inherits this thread's state
+            // reseeds instead of repeating its parent's ids.
+            static RANDOM: std::cell::RefCell<Option<(u32, fastrand::Rng)>> =
+                const { std::cell::RefCell::new(None) };
         }
-        let random = RANDOM.with(|r| r.borrow_mut().u64(..));
+        let pid = std::process::id();
+        let random = RANDOM.with(|r| {
+            let mut r = r.borrow_mut();
+            match &mut *r {
+                Some((seeded_in, rng)) if *seeded_in == pid => rng.u64(..),
+                slot => {
+                    let mut rng = fastrand::Rng::with_seed(uuid::Uuid::new_v4().as_u64_pair().0);
+                    let v = rng.u64(..);
+                    *slot = Some((pid, rng));
+                    v
+                }
+            }
+        });
         let id = v7_after(&LAST, now_ms, random);
         let mut buf = [0u8; uuid::fmt::Simple::LENGTH];
         RunId(Arc::from(&*id.simple().encode_lower(&mut buf)))
@@ -413,6 +426,20 @@ mod tests {
         assert_eq!(u.get_version_num(), 7);
         assert_eq!(u.get_variant(), uuid::Variant::RFC4122);
         assert_eq!(ids[0].as_str().len(), 32);
+    }
+
+    #[test]
+    fn run_ids_of_two_threads_have_different_random_bits() {
+        // The last 14 hex digits are random bits only (the counter and the
+        // variant are before them): two generators must not repeat each other.
+        let tail = || {
+            std::thread::spawn(|| RunId::random().as_str()[18..].to_string())
+                .join()
+                .expect("thread")
+        };
+        let (a, b) = (tail(), tail());
+        assert_eq!(a.len(), 14);
+        assert_ne!(a, b);
     }
 
     #[test]
