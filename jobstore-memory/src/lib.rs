@@ -109,11 +109,6 @@ impl NextRun {
 /// the indexes and the records handed out.
 type Key = JobId;
 
-/// Whether `id` is among the ids to pass over.
-fn skipped(skip: &[JobId], id: &JobId) -> bool {
-    skip.contains(id)
-}
-
 /// A job with its id: one allocation per job.
 #[derive(Debug)]
 struct Entry {
@@ -231,39 +226,34 @@ impl State {
     }
 }
 
-/// The run ledger: records by id, with the unique slot key, the running set
-/// and how many runs each job has running.
+/// The run ledger: records by id, with the unique slot key and each job's
+/// running runs.
 #[derive(Debug, Default)]
 struct Ledger {
     runs: HashMap<RunId, RunRecord>,
     slots: HashMap<(JobId, DateTime<Utc>, u32), RunId>,
-    running: HashSet<RunId>,
-    running_per_job: HashMap<JobId, usize>,
+    running: HashMap<JobId, HashSet<RunId>>,
 }
 
 impl Ledger {
     fn running_count(&self, job: &JobId) -> usize {
-        self.running_per_job.get(job).copied().unwrap_or(0)
+        self.running.get(job).map_or(0, HashSet::len)
     }
 
-    /// Adds a run of `job` to the running set.
+    /// Adds a run of `job` to its running runs.
     fn start_running(&mut self, id: RunId, job: &JobId) {
-        if self.running.insert(id) {
-            *self.running_per_job.entry(job.clone()).or_default() += 1;
-        }
+        self.running.entry(job.clone()).or_default().insert(id);
     }
 
-    /// Takes a run out of the running set.
+    /// Takes a run out of its job's running runs.
     fn stop_running(&mut self, id: &RunId) {
-        if !self.running.remove(id) {
+        let Some(job) = self.runs.get(id).map(|r| &r.job_id) else {
             return;
-        }
-        if let Some(job) = self.runs.get(id).map(|r| &r.job_id) {
-            if let Some(n) = self.running_per_job.get_mut(job) {
-                *n -= 1;
-                if *n == 0 {
-                    self.running_per_job.remove(job);
-                }
+        };
+        if let Some(ids) = self.running.get_mut(job) {
+            ids.remove(id);
+            if ids.is_empty() {
+                self.running.remove(job);
             }
         }
     }
@@ -411,12 +401,12 @@ impl JobStore for MemoryJobStore {
         let due = s
             .due
             .iter()
-            .find(|(_, id)| !skipped(skip, id))
+            .find(|(_, id)| !skip.contains(id))
             .map(|(t, _)| *t);
         let leased = s
             .leased
             .iter()
-            .filter(|(_, id)| !skipped(skip, id))
+            .filter(|(_, id)| !skip.contains(id))
             .filter_map(|(until, id)| s.jobs.get(id)?.next_run_time.get().map(|n| n.max(*until)))
             .min();
         Ok(match (due, leased) {
@@ -451,7 +441,7 @@ impl JobStore for MemoryJobStore {
             .due
             .iter()
             .take_while(|(t, _)| *t <= now_micros)
-            .filter(|(_, id)| !skipped(skip, id))
+            .filter(|(_, id)| !skip.contains(id))
             .take(limit)
             .map(|(_, id)| Key::clone(id))
             .collect();
@@ -612,7 +602,8 @@ impl JobStore for MemoryJobStore {
         let mut l = self.ledger();
         let mut lapsed: Vec<RunId> = l
             .running
-            .iter()
+            .values()
+            .flatten()
             .filter(|id| {
                 l.runs
                     .get(*id)
