@@ -1,6 +1,6 @@
 //! The executor seam, and the run logic every executor shares.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

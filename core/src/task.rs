@@ -1,6 +1,6 @@
 //! Tasks: the named functions that jobs run.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;

@@ -7,13 +7,15 @@
 //! | persistent | no |
 //! | shared across processes | no |
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::hash::{BuildHasher, RandomState};
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::BuildHasher;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use foldhash::fast::RandomState;
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use hashbrown::hash_table::{self, HashTable};
 use sundial_core::job::{JobContent, JobId, JobRecord, Lease, OwnerId, Release, ReleaseOutcome};
 use sundial_core::node::NodeRecord;
@@ -232,17 +234,21 @@ impl State {
 struct Ledger {
     runs: HashMap<RunId, RunRecord>,
     slots: HashMap<(JobId, DateTime<Utc>, u32), RunId>,
-    running: HashMap<JobId, HashSet<RunId>>,
+    /// Each job's running runs: usually one or none, so a short list.
+    running: HashMap<JobId, Vec<RunId>>,
 }
 
 impl Ledger {
     fn running_count(&self, job: &JobId) -> usize {
-        self.running.get(job).map_or(0, HashSet::len)
+        self.running.get(job).map_or(0, Vec::len)
     }
 
     /// Adds a run of `job` to its running runs.
     fn start_running(&mut self, id: RunId, job: &JobId) {
-        self.running.entry(job.clone()).or_default().insert(id);
+        let ids = self.running.entry(job.clone()).or_default();
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
     }
 
     /// Takes a run out of its job's running runs.
@@ -251,7 +257,9 @@ impl Ledger {
             return;
         };
         if let Some(ids) = self.running.get_mut(job) {
-            ids.remove(id);
+            if let Some(at) = ids.iter().position(|r| r == id) {
+                ids.swap_remove(at);
+            }
             if ids.is_empty() {
                 self.running.remove(job);
             }

@@ -1,7 +1,7 @@
 //! Decoded contents of claimed jobs, with their parsed triggers: a job that
 //! runs again with the same stored content is not decoded or parsed again.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::Arc;
 
 use crate::job::{JobContent, JobData, JobId};

@@ -1,7 +1,7 @@
 //! The ledger task: records finished runs, heartbeats running ones, marks runs
 //! whose owner stopped heartbeating as interrupted, and prunes old history.
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -269,10 +269,12 @@ impl Inner {
 
     /// Registers started runs for heartbeating.
     pub(crate) fn track(&self, alias: &str, ids: &[RunId]) {
-        lock(&self.active)
-            .entry(alias.to_string())
-            .or_default()
-            .extend(ids.iter().cloned());
+        let mut active = lock(&self.active);
+        let runs = match active.get_mut(alias) {
+            Some(runs) => runs,
+            None => active.entry(alias.to_string()).or_default(),
+        };
+        runs.extend(ids.iter().cloned());
     }
 
     /// Queues a run's terminal state for the ledger.

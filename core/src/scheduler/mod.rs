@@ -14,7 +14,7 @@ mod policy;
 mod run_loop;
 mod spec;
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::fmt;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -188,7 +188,7 @@ pub(crate) struct Inner {
     /// The task watching each shared store for other processes' changes.
     pub(crate) watchers: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
     /// The stores whose change notices are being received.
-    pub(crate) watched: Mutex<std::collections::HashSet<String>>,
+    pub(crate) watched: Mutex<HashSet<String>>,
     /// This scheduler's instance id in node registries (one per scheduler, kept across restarts).
     pub(crate) instance: String,
     /// This scheduler's node registration (set while started, not for clients).
@@ -490,7 +490,7 @@ impl Scheduler {
                 passed_over: Mutex::new(passed_over::PassedOver::default()),
                 decoded: Mutex::new(decoded_cache::DecodedCache::default()),
                 watchers: Mutex::new(HashMap::new()),
-                watched: Mutex::new(std::collections::HashSet::new()),
+                watched: Mutex::new(HashSet::new()),
                 instance: uuid::Uuid::new_v4().simple().to_string(),
                 node: Mutex::new(None),
                 offset_warned: Mutex::new(HashSet::new()),

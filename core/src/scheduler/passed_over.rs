@@ -2,7 +2,7 @@
 //! executor): each is handed back at once, so that another scheduler that can
 //! run it claims it, and passed over here for a while that doubles each time.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};

@@ -2,7 +2,7 @@
 //! their runs (misfire / coalesce), start each slot by inserting its run record,
 //! submit the slots that were started, release.
 
-use std::collections::HashSet;
+use foldhash::{HashSet, HashSetExt};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};

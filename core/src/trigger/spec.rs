@@ -238,6 +238,11 @@ fn read_fields<T: DeserializeOwned>(obj: &Map<String, Value>) -> Result<T> {
             k != "type" && k != "v" && !(v.is_null() && known.contains(&k))
         })
         .map(|(k, v)| (k.as_str(), v));
+    // Read once without tracking the path (the common case: valid JSON);
+    // only a failed read is repeated to find the field that failed.
+    if let Ok(spec) = T::deserialize(MapDeserializer::<_, serde_json::Error>::new(fields.clone())) {
+        return Ok(spec);
+    }
     let de = MapDeserializer::<_, serde_json::Error>::new(fields);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let key = match e.path().iter().next() {
