@@ -467,6 +467,28 @@ pub struct JobData {
     pub options: JobOptions,
 }
 
+/// A job's content as running it reads it: [`JobData`]'s fields, with the
+/// trigger left as its JSON text for [`crate::trigger::TriggerRegistry`] to
+/// read without building a JSON value first.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RunContent<'a> {
+    pub(crate) task: String,
+    #[serde(borrow)]
+    pub(crate) trigger: &'a serde_json::value::RawValue,
+    #[serde(default)]
+    pub(crate) args: Value,
+    pub(crate) options: JobOptions,
+}
+
+impl JobContent {
+    /// Reads the content for running the job; `None` when it does not read,
+    /// and [`JobContent::decode`] says why.
+    pub(crate) fn for_run(&self) -> Option<RunContent<'_>> {
+        serde_json::from_str(&self.0).ok()
+    }
+}
+
 /// What a store persists for one job: the opaque content plus what stores
 /// index and compare (next run time, lease, version).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -4,11 +4,34 @@
 use foldhash::HashMap;
 use std::sync::Arc;
 
-use crate::job::{JobContent, JobData, JobId};
+use serde_json::Value;
+
+use crate::job::{JobContent, JobData, JobId, JobOptions};
 use crate::trigger::Trigger;
 
 /// The most jobs kept; the cache starts over when it is full.
 const MOST: usize = 10_000;
+
+/// What running a job reads of its content besides the trigger.
+#[derive(Debug)]
+pub(crate) struct RunData {
+    /// The registered task name.
+    pub(crate) task: String,
+    /// The task's arguments as JSON.
+    pub(crate) args: Value,
+    /// Run settings.
+    pub(crate) options: JobOptions,
+}
+
+impl From<JobData> for RunData {
+    fn from(d: JobData) -> Self {
+        RunData {
+            task: d.task,
+            args: d.args,
+            options: d.options,
+        }
+    }
+}
 
 /// A job's content, decoded, and its trigger, parsed.
 #[derive(Debug)]
@@ -16,7 +39,7 @@ pub(crate) struct Parsed {
     /// The stored text this was decoded from.
     content: JobContent,
     /// The decoded content.
-    pub(crate) data: JobData,
+    pub(crate) data: RunData,
     /// The trigger of `data`.
     pub(crate) trigger: Arc<dyn Trigger>,
 }
@@ -45,7 +68,7 @@ impl DecodedCache {
         alias: &str,
         id: &JobId,
         content: JobContent,
-        data: JobData,
+        data: RunData,
         trigger: Box<dyn Trigger>,
     ) -> Arc<Parsed> {
         if self.len >= MOST {
@@ -111,7 +134,7 @@ mod tests {
         let mut c = DecodedCache::default();
         let id = JobId::new("j");
         let text = JobContent::encode(&data("a"));
-        c.put("s", &id, text.clone(), data("a"), trigger());
+        c.put("s", &id, text.clone(), data("a").into(), trigger());
         assert!(c.get("s", &id, &text).is_some(), "same Arc");
         let copy = JobContent::from_stored(text.as_str().to_string());
         assert!(c.get("s", &id, &copy).is_some(), "equal text");
@@ -123,7 +146,7 @@ mod tests {
         assert!(c.get("s", &JobId::new("k"), &text).is_none(), "other job");
         c.forget("s", &id);
         assert!(c.get("s", &id, &text).is_none(), "forgotten");
-        c.put("s", &id, text.clone(), data("a"), trigger());
+        c.put("s", &id, text.clone(), data("a").into(), trigger());
         c.forget_store("s");
         assert!(c.get("s", &id, &text).is_none(), "store forgotten");
     }
@@ -137,7 +160,7 @@ mod tests {
                 "s",
                 &JobId::new(i.to_string()),
                 text.clone(),
-                data("a"),
+                data("a").into(),
                 trigger(),
             );
         }

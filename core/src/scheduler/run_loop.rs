@@ -8,7 +8,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
-use super::decoded_cache::Parsed;
+use super::decoded_cache::{Parsed, RunData};
 use super::policy;
 pub(crate) use super::policy::next_after;
 use super::{lock, Inner, SchedulerState, MAX_BACKLOG_RUN_TIMES};
@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::event::{Event, EventMask};
 use crate::executor::{Executor, JobRun, RunDone, SubmitError};
 use crate::job::{
-    trunc_micros, JobData, JobId, JobRecord, OnInterrupted, Release, ReleaseOutcome, RetryPolicy,
+    trunc_micros, JobId, JobRecord, OnInterrupted, Release, ReleaseOutcome, RetryPolicy,
 };
 use crate::run::{NewRun, RunId, RunInsert, RunQuery, RunRecord, RunState};
 use crate::store::{JobStore, ReleaseItem};
@@ -172,7 +172,7 @@ impl Plan {
     /// A plan for attempt `attempt` of `rec`'s slots, with no slots yet.
     pub(crate) fn new(
         rec: JobRecord,
-        data: &JobData,
+        data: &RunData,
         task: TaskFn,
         executor: Arc<dyn Executor>,
         attempt: u32,
@@ -723,10 +723,27 @@ impl Inner {
         if let Some(p) = lock(&self.decoded).get(alias, &rec.id, &rec.content) {
             return Ok(p);
         }
-        let data = rec.decode().map_err(|e| e.to_string())?;
-        let trigger = self
-            .parse_trigger(&data)
-            .map_err(|e| format!("stored trigger is unreadable: {e}"))?;
+        let unreadable = |e: Error| format!("stored trigger is unreadable: {e}");
+        let (data, trigger) = match rec.content.for_run() {
+            Some(c) => {
+                let trigger = self
+                    .triggers
+                    .parse_text(c.trigger.get())
+                    .map_err(unreadable)?;
+                let data = RunData {
+                    task: c.task,
+                    args: c.args,
+                    options: c.options,
+                };
+                (data, trigger)
+            }
+            // Decoded again to say what is wrong.
+            None => {
+                let data = rec.decode().map_err(|e| e.to_string())?;
+                let trigger = self.parse_trigger(&data).map_err(unreadable)?;
+                (data.into(), trigger)
+            }
+        };
         Ok(lock(&self.decoded).put(alias, &rec.id, rec.content.clone(), data, trigger))
     }
 

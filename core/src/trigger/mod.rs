@@ -204,6 +204,28 @@ impl TriggerRegistry {
         Ok(())
     }
 
+    /// Parses trigger JSON text as [`TriggerRegistry::parse`] parses its value.
+    pub(crate) fn parse_text(&self, text: &str) -> Result<Box<dyn Trigger>> {
+        if let Some(spec) = spec::read_plain_builtin(text) {
+            return self.build(spec);
+        }
+        let value: Value = serde_json::from_str(text)
+            .map_err(|e| Error::invalid_trigger("trigger", text, e.to_string()))?;
+        self.parse(&value)
+    }
+
+    /// The trigger a built-in spec describes.
+    fn build(&self, spec: BuiltinSpec) -> Result<Box<dyn Trigger>> {
+        Ok(match spec {
+            BuiltinSpec::Date(s) => Box::new(DateTrigger::from_spec(s)?),
+            BuiltinSpec::Interval(s) => Box::new(IntervalTrigger::from_spec(s)?),
+            BuiltinSpec::Cron(s) => Box::new(CronTrigger::from_spec(s)?),
+            BuiltinSpec::CalendarInterval(s) => Box::new(CalendarIntervalTrigger::from_spec(s)?),
+            BuiltinSpec::And(s) => Box::new(AndTrigger::from_spec(s, self)?),
+            BuiltinSpec::Or(s) => Box::new(OrTrigger::from_spec(s, self)?),
+        })
+    }
+
     /// Parses trigger JSON (built-in or registered custom type).
     pub fn parse(&self, value: &Value) -> Result<Box<dyn Trigger>> {
         let Some(obj) = value.as_object() else {
@@ -221,16 +243,7 @@ impl TriggerRegistry {
             ));
         };
         if let Some(spec) = spec::read_builtin(kind, value)? {
-            return Ok(match spec {
-                BuiltinSpec::Date(s) => Box::new(DateTrigger::from_spec(s)?),
-                BuiltinSpec::Interval(s) => Box::new(IntervalTrigger::from_spec(s)?),
-                BuiltinSpec::Cron(s) => Box::new(CronTrigger::from_spec(s)?),
-                BuiltinSpec::CalendarInterval(s) => {
-                    Box::new(CalendarIntervalTrigger::from_spec(s)?)
-                }
-                BuiltinSpec::And(s) => Box::new(AndTrigger::from_spec(s, self)?),
-                BuiltinSpec::Or(s) => Box::new(OrTrigger::from_spec(s, self)?),
-            });
+            return self.build(spec);
         }
         match self.custom.get(kind) {
             Some(factory) => factory(value, self),
@@ -296,4 +309,75 @@ pub(crate) fn check_range(start: Option<DateTime<Utc>>, end: Option<DateTime<Utc
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// `parse_text` gives what `parse` gives for the same JSON: the same
+    /// trigger (by its JSON form) or the same error.
+    fn same_as_parse(text: &str) {
+        let reg = TriggerRegistry::new();
+        let value: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+        let by_text = reg.parse_text(text).map(|t| t.to_json());
+        let by_value = reg.parse(&value).map(|t| t.to_json());
+        match (&by_text, &by_value) {
+            (Ok(a), Ok(b)) => assert_eq!(a, b, "{text}"),
+            (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "{text}"),
+            _ => panic!("{text}: parse_text {by_text:?}, parse {by_value:?}"),
+        }
+    }
+
+    #[test]
+    fn text_reads_as_the_value_does() {
+        // As this build writes them (the quick path).
+        for spec in [
+            json!({"type": "date", "run_date": "2030-01-01T00:00:00.5+00:00", "timezone": "Europe/Paris"}),
+            json!({"type": "interval", "minutes": 5, "start_date": "2030-01-01T00:00:00+00:00", "jitter": 3}),
+            json!({"type": "cron", "crontab": "0 9 * * 1-5", "timezone": "Asia/Shanghai"}),
+            json!({"type": "cron", "hour": "9", "day": "last fri"}),
+            json!({"type": "calendar_interval", "months": 1, "hour": 9}),
+            json!({"type": "and", "triggers": [{"type": "interval", "hours": 1}, {"type": "cron", "hour": "*/2"}]}),
+        ] {
+            let reg = TriggerRegistry::new();
+            let written = reg
+                .parse(&spec)
+                .unwrap_or_else(|e| panic!("{spec}: {e}"))
+                .to_json();
+            let text = written.to_string();
+            // The single built-in types take the quick path.
+            assert_eq!(
+                spec::read_plain_builtin(&text).is_some(),
+                spec["type"] != "and",
+                "{text}"
+            );
+            same_as_parse(&text);
+            same_as_parse(&spec.to_string());
+        }
+        // Other layouts and bad input (the slow path, or an error either way).
+        for text in [
+            r#"{"type":"date","run_date":"2030-01-01T00:00:00+00:00","timezone":null}"#,
+            r#"{"type":"interval","minutes":null,"seconds":5}"#,
+            r#"{"type":"interval","v":1,"seconds":5}"#,
+            r#"{"type":"interval","v":2,"seconds":5}"#,
+            r#"{ "type": "interval", "seconds": 5 }"#,
+            r#"{"seconds":5,"type":"interval"}"#,
+            r#"{"type":"interval","seconds":5,"type":"cron"}"#,
+            r#"{"type":"interval","seconds":5,"seconds":6}"#,
+            r#"{"type":"interval","minutes":-5}"#,
+            r#"{"type":"cron","minuet":"5"}"#,
+            r#"{"type":"cron","hour":"25"}"#,
+            r#"{"type":"date"}"#,
+            r#"{"type":"date","run_date":"2025-01-01 10:00:60"}"#,
+            r#"{"type":"da\u0074e","run_date":"2030-01-01T00:00:00+00:00"}"#,
+            r#"{"type":"sometimes","seconds":5}"#,
+            r#"{"type":"interval"}"#,
+            r#"{"type":5}"#,
+            r#"[1,2]"#,
+        ] {
+            same_as_parse(text);
+        }
+    }
 }

@@ -175,6 +175,55 @@ fn is_zero_u32(v: &u32) -> bool {
     *v == 0
 }
 
+/// Reads a single built-in trigger's JSON text in the compact form this
+/// build writes (`"type":"<kind>"` without spaces, no `"v"`, no `null`
+/// fields, in any key order); `None` for anything else (another layout or
+/// type, an error), which [`read_builtin`] reads or explains from the JSON
+/// value.
+pub(crate) fn read_plain_builtin(text: &str) -> Option<BuiltinSpec> {
+    let (kind, fields) = split_tag(text)?;
+    Some(match kind {
+        "date" => BuiltinSpec::Date(serde_json::from_str(&fields).ok()?),
+        "interval" => BuiltinSpec::Interval(serde_json::from_str(&fields).ok()?),
+        "cron" => BuiltinSpec::Cron(serde_json::from_str(&fields).ok()?),
+        "calendar_interval" => BuiltinSpec::CalendarInterval(serde_json::from_str(&fields).ok()?),
+        _ => return None,
+    })
+}
+
+/// The value of an object's first `"type":"…"` member, and the object's text
+/// without that member.
+///
+/// The member is found as `"type":"` right after `{` or `,`: inside a JSON
+/// string a quote is always escaped, so there it is a key of the object or of
+/// an object nested in it. A nested one is harmless here: the object left
+/// still has its own `type` (or a nested object), which the built-in specs
+/// (plain string and number fields, unknown fields denied) refuse.
+fn split_tag(text: &str) -> Option<(&str, String)> {
+    const KEY: &str = "\"type\":\"";
+    let mut from = 0;
+    let at = loop {
+        let i = from + text[from..].find(KEY)?;
+        if i > 0 && matches!(text.as_bytes()[i - 1], b'{' | b',') {
+            break i;
+        }
+        from = i + 1;
+    };
+    let start = at + KEY.len();
+    let kind = &text[start..start + text[start..].find('"')?];
+    let (before, after) = (&text[..at], &text[start + kind.len() + 1..]);
+    // The member goes with one comma beside it, if any.
+    let (before, after) = match (before.strip_suffix(','), after.strip_prefix(',')) {
+        (Some(b), _) => (b, after),
+        (None, Some(a)) => (before, a),
+        (None, None) => (before, after),
+    };
+    let mut fields = String::with_capacity(before.len() + after.len());
+    fields.push_str(before);
+    fields.push_str(after);
+    Some((kind, fields))
+}
+
 /// Reads a built-in trigger's JSON (`kind` is its `type`); `None` when
 /// `kind` is not a built-in type.
 pub(crate) fn read_builtin(kind: &str, value: &Value) -> Result<Option<BuiltinSpec>> {
@@ -315,6 +364,29 @@ mod tests {
         match read_builtin(&kind, &value).map(|s| s.expect("a built-in type")) {
             Err(Error::InvalidTrigger { field, value, .. }) => (field, value),
             other => panic!("expected an invalid trigger, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_tag_is_split_off_wherever_it_stands() {
+        let cases = [
+            (r#"{"type":"x"}"#, Some(("x", "{}"))),
+            (r#"{"type":"x","a":1}"#, Some(("x", r#"{"a":1}"#))),
+            (r#"{"a":1,"type":"x"}"#, Some(("x", r#"{"a":1}"#))),
+            (
+                r#"{"a":1,"type":"x","b":"c"}"#,
+                Some(("x", r#"{"a":1,"b":"c"}"#)),
+            ),
+            (
+                r#"{"a":"\"type\":\"y","type":"x"}"#,
+                Some(("x", r#"{"a":"\"type\":\"y"}"#)),
+            ),
+            (r#"{ "type": "x" }"#, None),
+            (r#"{"a":1}"#, None),
+        ];
+        for (text, want) in cases {
+            let got = split_tag(text);
+            assert_eq!(got.as_ref().map(|(k, f)| (*k, f.as_str())), want, "{text}");
         }
     }
 
