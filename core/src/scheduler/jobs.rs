@@ -810,7 +810,7 @@ impl Scheduler {
             .ok_or_else(|| Error::UnknownTask {
                 task: data.task.clone(),
             })?;
-        let (_, executor) = self.inner.executor_for(&data.options, &task)?;
+        let executor = self.inner.executor_for(&data.options, &task)?;
         let store = self.inner.store(&alias)?;
         let now = trunc_micros(self.inner.store_now(&alias));
         let record = RunRecord::running(

@@ -357,13 +357,13 @@ impl Inner {
         &self,
         options: &JobOptions,
         task: &TaskFn,
-    ) -> Result<(String, Arc<dyn Executor>)> {
+    ) -> Result<Arc<dyn Executor>> {
         let execs = read(&self.executors);
         if let Some(alias) = &options.executor {
             return execs
                 .iter()
                 .find(|(a, _)| a == alias)
-                .map(|(a, e)| (a.clone(), Arc::clone(e)))
+                .map(|(_, e)| Arc::clone(e))
                 .ok_or_else(|| Error::UnknownExecutor {
                     alias: alias.clone(),
                     hint: configured(execs.iter().map(|(a, _)| a)),
@@ -379,7 +379,7 @@ impl Inner {
             .find(|(_, e)| e.kind() == want)
             .or_else(|| execs.iter().find(|(a, _)| a == "default"))
             .or_else(|| execs.first())
-            .map(|(a, e)| (a.clone(), Arc::clone(e)))
+            .map(|(_, e)| Arc::clone(e))
             .ok_or_else(|| Error::UnknownExecutor {
                 alias: "default".into(),
                 hint: ": no executor configured".into(),

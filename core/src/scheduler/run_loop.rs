@@ -711,7 +711,7 @@ impl Inner {
             }
             .to_string()
         })?;
-        let (_, executor) = self
+        let executor = self
             .executor_for(&data.options, &task)
             .map_err(|e| e.to_string())?;
         Ok((parsed, task, executor))
