@@ -516,6 +516,21 @@ mod retry_tests {
     use super::*;
 
     #[test]
+    fn reading_for_a_run_lets_through_what_only_decoding_rejects() {
+        // The trigger kept as raw text is not checked for lone surrogates;
+        // the run loop then reads it the full way, which names the job.
+        let text = JobContent::from_stored(
+            r#"{"task":"t","trigger":{"type":"date","run_date":"x\ud800"},"options":{}}"#,
+        );
+        assert!(text.for_run().is_some());
+        let err = text.decode(&JobId::new("j")).expect_err("a lone surrogate");
+        assert!(
+            err.to_string().starts_with("stored job 'j' is unreadable"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn options_left_out_of_stored_content_read_as_the_defaults() {
         let full = JobContent::encode(&JobData {
             task: "t".into(),

@@ -1538,3 +1538,44 @@ async fn jobs_behind_many_unrunnable_ones_still_run() {
         .expect("shutdown returns")
         .unwrap();
 }
+
+/// A stored job whose trigger text does not read (here a lone surrogate in a
+/// string, which reading the trigger as raw text lets through) is reported
+/// as an unreadable job, naming it, and a job beside it runs.
+#[tokio::test(start_paused = true)]
+async fn a_stored_job_with_an_unreadable_trigger_is_reported_by_id() {
+    let h = harness("2026-01-01T00:00:00Z");
+    let due = at("2026-01-01T00:10:00Z");
+    let good = r#"{"task":"record","trigger":{"type":"date","run_date":"2026-01-01T00:10:00+00:00"},"options":{"coalesce":true,"max_instances":1}}"#;
+    let bad = good.replace("+00:00\"}", "+00:00\\ud800\"}");
+    assert_ne!(good, bad);
+    for (id, text) in [("good", good.to_string()), ("bad", bad)] {
+        h.store
+            .add_job(&sundial::JobRecord::new(
+                JobId::new(id),
+                sundial::JobContent::from_stored(text),
+                Some(due),
+            ))
+            .await
+            .unwrap();
+    }
+    let mut events = h.scheduler.subscribe();
+    h.scheduler.start().await.unwrap();
+    h.sleep(Duration::from_secs(3600)).await;
+    assert_eq!(h.runs_of("good"), vec![due]);
+    assert!(h.runs_of("bad").is_empty());
+    let errors: Vec<String> = drain(&mut events)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::JobError { job_id, error, .. } if job_id.as_str() == "bad" => Some(error),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.starts_with("stored job 'bad' is unreadable: ")),
+        "{errors:?}"
+    );
+    h.scheduler.shutdown(true).await.unwrap();
+}

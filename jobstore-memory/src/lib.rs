@@ -8,13 +8,12 @@
 //! | shared across processes | no |
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use foldhash::fast::RandomState;
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use hashbrown::hash_table::{self, HashTable};
 use sundial_core::job::{JobContent, JobId, JobRecord, Lease, OwnerId, Release, ReleaseOutcome};
@@ -124,6 +123,9 @@ struct Entry {
 #[derive(Debug, Default)]
 struct Jobs {
     table: HashTable<Box<Entry>>,
+    /// The standard library's SipHash: the table lives as long as the
+    /// store and its keys are ids that callers choose (the ledger's maps,
+    /// hashed per run, use foldhash).
     hasher: RandomState,
 }
 

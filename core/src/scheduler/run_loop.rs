@@ -723,24 +723,24 @@ impl Inner {
         if let Some(p) = lock(&self.decoded).get(alias, &rec.id, &rec.content) {
             return Ok(p);
         }
-        let unreadable = |e: Error| format!("stored trigger is unreadable: {e}");
-        let (data, trigger) = match rec.content.for_run() {
-            Some(c) => {
-                let trigger = self
-                    .triggers
-                    .parse_text(c.trigger.get())
-                    .map_err(unreadable)?;
-                let data = RunData {
-                    task: c.task,
-                    args: c.args,
-                    options: c.options,
-                };
-                (data, trigger)
-            }
-            // Decoded again to say what is wrong.
+        // The quick way reads the trigger from its text; whatever it cannot
+        // read goes the full way, which also says what is wrong.
+        let quick = rec.content.for_run().and_then(|c| {
+            let trigger = self.triggers.parse_text(c.trigger.get()).ok()?;
+            let data = RunData {
+                task: c.task,
+                args: c.args,
+                options: c.options,
+            };
+            Some((data, trigger))
+        });
+        let (data, trigger) = match quick {
+            Some(read) => read,
             None => {
                 let data = rec.decode().map_err(|e| e.to_string())?;
-                let trigger = self.parse_trigger(&data).map_err(unreadable)?;
+                let trigger = self
+                    .parse_trigger(&data)
+                    .map_err(|e| format!("stored trigger is unreadable: {e}"))?;
                 (data.into(), trigger)
             }
         };

@@ -339,6 +339,7 @@ mod tests {
             json!({"type": "cron", "crontab": "0 9 * * 1-5", "timezone": "Asia/Shanghai"}),
             json!({"type": "cron", "hour": "9", "day": "last fri"}),
             json!({"type": "calendar_interval", "months": 1, "hour": 9}),
+            json!({"type": "cron", "hour": 9, "minute": "*/15", "timezone": null}),
             json!({"type": "and", "triggers": [{"type": "interval", "hours": 1}, {"type": "cron", "hour": "*/2"}]}),
         ] {
             let reg = TriggerRegistry::new();
@@ -375,6 +376,11 @@ mod tests {
             r#"{"type":"sometimes","seconds":5}"#,
             r#"{"type":"interval"}"#,
             r#"{"type":5}"#,
+            r#"{"a":{"type":"interval"},"type":"interval","seconds":5}"#,
+            r#"{"type":"interval","seconds":18446744073709551616}"#,
+            r#"{"type":"interval","seconds":5.0}"#,
+            r#"{"type":"cron","hour":1e3}"#,
+            r#"[{"type":"interval","seconds":5}]"#,
             r#"[1,2]"#,
         ] {
             same_as_parse(text);

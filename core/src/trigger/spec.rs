@@ -5,6 +5,8 @@
 //! [`read_builtin`], which dispatches on the tag itself (serde's internally
 //! tagged enums buffer their content and lose the path of a bad field) and
 //! turns serde's errors into [`Error::InvalidTrigger`] naming the field.
+//! The run loop first tries [`read_plain_builtin`] on the stored text, which
+//! reads the form this build writes without building a JSON value.
 
 use serde::de::value::MapDeserializer;
 use serde::de::{self, DeserializeOwned, Deserializer, Visitor};
@@ -175,11 +177,11 @@ fn is_zero_u32(v: &u32) -> bool {
     *v == 0
 }
 
-/// Reads a single built-in trigger's JSON text in the compact form this
-/// build writes (`"type":"<kind>"` without spaces, no `"v"`, no `null`
-/// fields, in any key order); `None` for anything else (another layout or
-/// type, an error), which [`read_builtin`] reads or explains from the JSON
-/// value.
+/// Reads a single built-in trigger's JSON text in the form this build
+/// writes it (`"type":"<kind>"` with no space inside, no `"v"`, no `null`
+/// field that is not optional, keys in any order); `None` for anything else
+/// (another layout or type, an error), which [`read_builtin`] reads or
+/// explains from the JSON value.
 pub(crate) fn read_plain_builtin(text: &str) -> Option<BuiltinSpec> {
     let (kind, fields) = split_tag(text)?;
     Some(match kind {
@@ -382,6 +384,11 @@ mod tests {
                 Some(("x", r#"{"a":"\"type\":\"y"}"#)),
             ),
             (r#"{ "type": "x" }"#, None),
+            (r#"{"type":"x" ,"a":1}"#, Some(("x", r#"{ ,"a":1}"#))),
+            (
+                r#"{"a":{"type":"y"},"type":"x"}"#,
+                Some(("y", r#"{"a":{},"type":"x"}"#)),
+            ),
             (r#"{"a":1}"#, None),
         ];
         for (text, want) in cases {
