@@ -404,6 +404,37 @@ impl JobContent {
         JobContent(text.into())
     }
 
+    /// Encodes content from its parts, the trigger given as its JSON text:
+    /// the same JSON as [`JobContent::encode`] of the same parts; `None` when
+    /// the trigger's text is not JSON.
+    pub(crate) fn encode_parts(
+        task: &str,
+        trigger: &str,
+        args: &Value,
+        options: &JobOptions,
+    ) -> Option<Self> {
+        /// [`JobData`]'s fields, borrowed, in its order.
+        #[derive(Serialize)]
+        struct Parts<'a> {
+            task: &'a str,
+            trigger: &'a serde_json::value::RawValue,
+            #[serde(skip_serializing_if = "Value::is_null")]
+            args: &'a Value,
+            options: &'a JobOptions,
+        }
+        let trigger = serde_json::from_str::<&serde_json::value::RawValue>(trigger).ok()?;
+        let parts = Parts {
+            task,
+            trigger,
+            args,
+            options,
+        };
+        // Like `encode`: strings, JSON values and plain options serialise
+        // without error.
+        let text = serde_json::to_string(&parts).unwrap_or_else(|_| String::from("null"));
+        Some(JobContent(text.into()))
+    }
+
     /// The JSON text.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -514,6 +545,32 @@ pub struct JobRecord {
 #[cfg(test)]
 mod retry_tests {
     use super::*;
+
+    #[test]
+    fn content_from_parts_is_the_json_of_the_decoded_content() {
+        let trigger = serde_json::json!({"type": "interval", "seconds": 5, "timezone": "UTC"});
+        let options = JobOptions {
+            name: Some("n \"q\"".into()),
+            ..JobOptions::default()
+        };
+        for args in [Value::Null, serde_json::json!({"a": [1, "x"]})] {
+            let want = JobData {
+                task: "t".into(),
+                trigger: trigger.clone(),
+                args: args.clone(),
+                options: options.clone(),
+            };
+            let parts = JobContent::encode_parts("t", &trigger.to_string(), &args, &options)
+                .expect("a JSON trigger");
+            let id = JobId::new("j");
+            assert_eq!(parts.decode(&id).expect("decodes"), want, "{parts}");
+            let whole: Value =
+                serde_json::from_str(JobContent::encode(&want).as_str()).expect("JSON");
+            let from_parts: Value = serde_json::from_str(parts.as_str()).expect("JSON");
+            assert_eq!(from_parts, whole);
+            assert!(JobContent::encode_parts("t", "not json", &args, &options).is_none());
+        }
+    }
 
     #[test]
     fn reading_for_a_run_lets_through_what_only_decoding_rejects() {

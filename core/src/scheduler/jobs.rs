@@ -74,6 +74,52 @@ pub(super) fn same_schedule(
     }
 }
 
+/// A validated job spec, with its trigger prepared and its first run time.
+struct Prepared {
+    id: JobId,
+    task: String,
+    trigger: Box<dyn Trigger>,
+    args: serde_json::Value,
+    options: JobOptions,
+    next: Option<DateTime<Utc>>,
+    jobstore: String,
+    upsert: Upsert,
+}
+
+impl Prepared {
+    /// The record and its decoded content.
+    fn into_decoded(self) -> (Decoded, String, Upsert, Box<dyn Trigger>) {
+        let data = JobData {
+            task: self.task,
+            trigger: self.trigger.to_json(),
+            args: self.args,
+            options: self.options,
+        };
+        let record = Decoded::encoded(
+            JobRecord::new(self.id, JobContent::from_stored(""), self.next),
+            data,
+        );
+        (record, self.jobstore, self.upsert, self.trigger)
+    }
+
+    /// The record alone, its content written from the typed trigger (no JSON
+    /// value built).
+    fn into_record(self) -> (JobRecord, Upsert) {
+        let text = self.trigger.to_json_text();
+        let content = JobContent::encode_parts(&self.task, &text, &self.args, &self.options)
+            // A custom trigger whose text is not JSON is written from its value.
+            .unwrap_or_else(|| {
+                JobContent::encode(&JobData {
+                    task: self.task,
+                    trigger: self.trigger.to_json(),
+                    args: self.args,
+                    options: self.options,
+                })
+            });
+        (JobRecord::new(self.id, content, self.next), self.upsert)
+    }
+}
+
 impl Scheduler {
     /// Builds the record for a job spec, validating task, executor and trigger.
     fn prepare(
@@ -82,6 +128,16 @@ impl Scheduler {
         store: &dyn JobStore,
         now: DateTime<Utc>,
     ) -> Result<(Decoded, String, Upsert, Box<dyn Trigger>)> {
+        self.prepared(spec, store, now).map(Prepared::into_decoded)
+    }
+
+    /// Validates a job spec and prepares its trigger.
+    fn prepared(
+        &self,
+        spec: JobSpec,
+        store: &dyn JobStore,
+        now: DateTime<Utc>,
+    ) -> Result<Prepared> {
         let JobSpec {
             task,
             mut trigger,
@@ -159,20 +215,21 @@ impl Scheduler {
         };
         let next = next.map(trunc_micros);
         let inline = task_fn.filter(|_| task_name.starts_with(INLINE_PREFIX));
-        let data = JobData {
+        Ok(Prepared {
+            id,
             task: task_name,
-            trigger: trigger.to_json(),
+            trigger,
             args,
             options,
-        };
-        let record = Decoded::encoded(JobRecord::new(id, JobContent::from_stored(""), next), data);
-        let upsert = Upsert {
-            on_conflict,
-            explicit_next,
-            later_trigger,
-            inline,
-        };
-        Ok((record, jobstore, upsert, trigger))
+            next,
+            jobstore,
+            upsert: Upsert {
+                on_conflict,
+                explicit_next,
+                later_trigger,
+                inline,
+            },
+        })
     }
 
     /// Stores a prepared job, meeting a stored one with the same id as `upsert`
@@ -349,35 +406,39 @@ impl Scheduler {
                 _ => alias = Some(a.clone()),
             }
             let store = self.inner.store(&a)?;
-            let (record, _, upsert, _) = self.prepare(spec, store.as_ref(), now)?;
-            if upsert.on_conflict != OnConflict::Fail {
+            let prepared = self.prepared(spec, store.as_ref(), now)?;
+            if prepared.upsert.on_conflict != OnConflict::Fail {
                 return Err(Error::InvalidJob(
                     "add_jobs does not support replace_existing or if_absent; use add_job".into(),
                 ));
             }
-            inlines.push(upsert.inline.map(|f| (record.data.task.clone(), f)));
+            let task = prepared.task.clone();
+            let (record, upsert) = prepared.into_record();
+            inlines.push(upsert.inline.map(|f| (task, f)));
             records.push(record);
         }
         let Some(alias) = alias else {
             return Ok(Vec::new());
         };
-        let ids: Vec<JobId> = records.iter().map(|r| r.record.id.clone()).collect();
+        let ids: Vec<JobId> = records.iter().map(|r| r.id.clone()).collect();
         if self.state() == SchedulerState::Stopped {
-            self.inner
-                .pending
-                .extend(
-                    records
-                        .into_iter()
-                        .zip(inlines)
-                        .map(|(record, inline)| Pending {
-                            record,
-                            jobstore: alias.clone(),
-                            upsert: Upsert {
-                                inline: inline.map(|(_, f)| f),
-                                ..Upsert::default()
-                            },
-                        }),
-                );
+            // Pending jobs are listed with their decoded content: decoded
+            // from the text just written (it always decodes).
+            let pending = records
+                .into_iter()
+                .zip(inlines)
+                .map(|(record, inline)| {
+                    Ok(Pending {
+                        record: Decoded::decode(record)?,
+                        jobstore: alias.clone(),
+                        upsert: Upsert {
+                            inline: inline.map(|(_, f)| f),
+                            ..Upsert::default()
+                        },
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            self.inner.pending.extend(pending);
             return Ok(ids);
         }
         let store = self.inner.store(&alias)?;
@@ -391,7 +452,6 @@ impl Scheduler {
                 (task, before)
             })
             .collect();
-        let records: Vec<JobRecord> = records.into_iter().map(|r| r.record).collect();
         let earliest = records.iter().filter_map(|r| r.next_run_time).min();
         if let Err(e) = store.add_jobs(&records).await {
             for (task, before) in previous {

@@ -264,10 +264,9 @@ impl CalendarIntervalTrigger {
     }
 }
 
-impl Trigger for CalendarIntervalTrigger {
-    infallible_next_fire_time!();
-
-    fn to_json(&self) -> Value {
+impl CalendarIntervalTrigger {
+    /// The trigger's JSON form as its spec.
+    fn spec(&self) -> BuiltinSpec {
         use chrono::Timelike;
         BuiltinSpec::CalendarInterval(CalendarIntervalSpec {
             years: self.years,
@@ -281,7 +280,18 @@ impl Trigger for CalendarIntervalTrigger {
             end_date: self.end.map(|d| d.to_string()),
             timezone: self.tz.map(|tz| tz.name().to_string()),
         })
-        .to_json()
+    }
+}
+
+impl Trigger for CalendarIntervalTrigger {
+    infallible_next_fire_time!();
+
+    fn to_json(&self) -> Value {
+        self.spec().to_json()
+    }
+
+    fn to_json_text(&self) -> String {
+        self.spec().to_text()
     }
 
     fn timezone(&self) -> Option<Tz> {

@@ -85,15 +85,25 @@ impl DateTrigger {
     }
 }
 
-impl Trigger for DateTrigger {
-    infallible_next_fire_time!();
-
-    fn to_json(&self) -> Value {
+impl DateTrigger {
+    /// The trigger's JSON form as its spec.
+    fn spec(&self) -> BuiltinSpec {
         BuiltinSpec::Date(DateSpec {
             run_date: format_datetime(self.run_date, self.tz.unwrap_or(Tz::UTC)),
             timezone: self.tz.map(|tz| tz.name().to_string()),
         })
-        .to_json()
+    }
+}
+
+impl Trigger for DateTrigger {
+    infallible_next_fire_time!();
+
+    fn to_json(&self) -> Value {
+        self.spec().to_json()
+    }
+
+    fn to_json_text(&self) -> String {
+        self.spec().to_text()
     }
 
     fn timezone(&self) -> Option<Tz> {

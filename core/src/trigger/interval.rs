@@ -233,10 +233,9 @@ impl IntervalTrigger {
     }
 }
 
-impl Trigger for IntervalTrigger {
-    infallible_next_fire_time!();
-
-    fn to_json(&self) -> Value {
+impl IntervalTrigger {
+    /// The trigger's JSON form as its spec.
+    fn spec(&self) -> BuiltinSpec {
         let (timezone, start_date, end_date) = write_window((self.tz, self.start, self.end));
         let [weeks, days, hours, minutes, seconds] = self.parts;
         BuiltinSpec::Interval(IntervalSpec {
@@ -250,7 +249,18 @@ impl Trigger for IntervalTrigger {
             timezone,
             jitter: self.jitter.seconds,
         })
-        .to_json()
+    }
+}
+
+impl Trigger for IntervalTrigger {
+    infallible_next_fire_time!();
+
+    fn to_json(&self) -> Value {
+        self.spec().to_json()
+    }
+
+    fn to_json_text(&self) -> String {
+        self.spec().to_text()
     }
 
     fn timezone(&self) -> Option<Tz> {

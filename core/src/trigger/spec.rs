@@ -36,6 +36,11 @@ impl BuiltinSpec {
         // Serialising these structs (string keys, plain fields) cannot fail.
         serde_json::to_value(self).unwrap_or(Value::Null)
     }
+
+    /// The compact JSON text of this spec.
+    pub(crate) fn to_text(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| String::from("null"))
+    }
 }
 
 /// `{"type": "date"}`: one fire time.

@@ -382,10 +382,9 @@ impl CronTrigger {
     }
 }
 
-impl Trigger for CronTrigger {
-    infallible_next_fire_time!();
-
-    fn to_json(&self) -> Value {
+impl CronTrigger {
+    /// The trigger's JSON form as its spec.
+    fn spec(&self) -> BuiltinSpec {
         let (timezone, start_date, end_date) = write_window((self.tz, self.start, self.end));
         let mut spec = CronSpec {
             start_date,
@@ -412,7 +411,19 @@ impl Trigger for CronTrigger {
                 };
             }
         }
-        BuiltinSpec::Cron(spec).to_json()
+        BuiltinSpec::Cron(spec)
+    }
+}
+
+impl Trigger for CronTrigger {
+    infallible_next_fire_time!();
+
+    fn to_json(&self) -> Value {
+        self.spec().to_json()
+    }
+
+    fn to_json_text(&self) -> String {
+        self.spec().to_text()
     }
 
     fn timezone(&self) -> Option<Tz> {
