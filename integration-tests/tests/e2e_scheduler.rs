@@ -1579,3 +1579,54 @@ async fn a_stored_job_with_an_unreadable_trigger_is_reported_by_id() {
     );
     h.scheduler.shutdown(true).await.unwrap();
 }
+
+/// `add_jobs` before the start keeps the jobs pending (listed, decoded) and
+/// stores them at the start; `add_job` and `add_jobs` write the same content
+/// for the same spec.
+#[tokio::test(start_paused = true)]
+async fn jobs_added_in_a_batch_before_the_start_are_kept_and_run() {
+    let h = harness("2026-01-01T00:00:00Z");
+    let due = at("2026-01-01T00:10:00Z");
+    let spec = |id: &str| {
+        JobSpec::new(
+            "record",
+            IntervalTrigger::every(Duration::from_secs(600)).unwrap(),
+        )
+        .id(id)
+    };
+    h.scheduler
+        .add_jobs(vec![spec("early-a"), spec("early-b")])
+        .await
+        .unwrap();
+    let pending = h.scheduler.get_job("early-a", None).await.unwrap().unwrap();
+    assert!(pending.is_pending());
+    assert_eq!(
+        pending.trigger_json()["seconds"],
+        600,
+        "{}",
+        pending.trigger_json()
+    );
+    assert_eq!(pending.task(), "record");
+    h.scheduler.start().await.unwrap();
+    h.sleep(Duration::from_secs(601)).await;
+    assert_eq!(h.runs_of("early-a"), vec![due]);
+    assert_eq!(h.runs_of("early-b"), vec![due]);
+
+    h.scheduler.add_job(spec("one")).await.unwrap();
+    h.scheduler.add_jobs(vec![spec("two")]).await.unwrap();
+    let content = |id: &'static str| {
+        let store = Arc::clone(&h.store);
+        async move {
+            store
+                .lookup_job(&JobId::new(id))
+                .await
+                .unwrap()
+                .unwrap()
+                .content
+                .as_str()
+                .to_string()
+        }
+    };
+    assert_eq!(content("one").await, content("two").await);
+    h.scheduler.shutdown(true).await.unwrap();
+}

@@ -87,35 +87,41 @@ struct Prepared {
 }
 
 impl Prepared {
+    /// The content text, written from the typed trigger (the same text
+    /// whichever way the job is added).
+    fn content(&self) -> JobContent {
+        let text = self.trigger.to_json_text();
+        JobContent::encode_parts(&self.task, &text, &self.args, &self.options)
+            // A custom trigger whose text is not JSON is written from its value.
+            .unwrap_or_else(|| {
+                JobContent::encode(&JobData {
+                    task: self.task.clone(),
+                    trigger: self.trigger.to_json(),
+                    args: self.args.clone(),
+                    options: self.options.clone(),
+                })
+            })
+    }
+
     /// The record and its decoded content.
     fn into_decoded(self) -> (Decoded, String, Upsert, Box<dyn Trigger>) {
+        let content = self.content();
         let data = JobData {
             task: self.task,
             trigger: self.trigger.to_json(),
             args: self.args,
             options: self.options,
         };
-        let record = Decoded::encoded(
-            JobRecord::new(self.id, JobContent::from_stored(""), self.next),
+        let record = Decoded {
+            record: JobRecord::new(self.id, content, self.next),
             data,
-        );
+        };
         (record, self.jobstore, self.upsert, self.trigger)
     }
 
-    /// The record alone, its content written from the typed trigger (no JSON
-    /// value built).
+    /// The record alone (no JSON value built for its trigger).
     fn into_record(self) -> (JobRecord, Upsert) {
-        let text = self.trigger.to_json_text();
-        let content = JobContent::encode_parts(&self.task, &text, &self.args, &self.options)
-            // A custom trigger whose text is not JSON is written from its value.
-            .unwrap_or_else(|| {
-                JobContent::encode(&JobData {
-                    task: self.task,
-                    trigger: self.trigger.to_json(),
-                    args: self.args,
-                    options: self.options,
-                })
-            });
+        let content = self.content();
         (JobRecord::new(self.id, content, self.next), self.upsert)
     }
 }
@@ -389,8 +395,7 @@ impl Scheduler {
     /// `replace_existing` is not supported in a batch.
     pub async fn add_jobs(&self, specs: Vec<JobSpec>) -> Result<Vec<JobId>> {
         let now = self.inner.clock.now();
-        let mut records = Vec::with_capacity(specs.len());
-        let mut inlines = Vec::with_capacity(specs.len());
+        let mut prepared = Vec::with_capacity(specs.len());
         let mut alias: Option<String> = None;
         for spec in specs {
             let a = spec
@@ -406,40 +411,39 @@ impl Scheduler {
                 _ => alias = Some(a.clone()),
             }
             let store = self.inner.store(&a)?;
-            let prepared = self.prepared(spec, store.as_ref(), now)?;
-            if prepared.upsert.on_conflict != OnConflict::Fail {
+            let job = self.prepared(spec, store.as_ref(), now)?;
+            if job.upsert.on_conflict != OnConflict::Fail {
                 return Err(Error::InvalidJob(
                     "add_jobs does not support replace_existing or if_absent; use add_job".into(),
                 ));
             }
-            let task = prepared.task.clone();
-            let (record, upsert) = prepared.into_record();
-            inlines.push(upsert.inline.map(|f| (task, f)));
-            records.push(record);
+            prepared.push(job);
         }
         let Some(alias) = alias else {
             return Ok(Vec::new());
         };
-        let ids: Vec<JobId> = records.iter().map(|r| r.id.clone()).collect();
+        let ids: Vec<JobId> = prepared.iter().map(|p| p.id.clone()).collect();
         if self.state() == SchedulerState::Stopped {
-            // Pending jobs are listed with their decoded content: decoded
-            // from the text just written (it always decodes).
-            let pending = records
-                .into_iter()
-                .zip(inlines)
-                .map(|(record, inline)| {
-                    Ok(Pending {
-                        record: Decoded::decode(record)?,
-                        jobstore: alias.clone(),
-                        upsert: Upsert {
-                            inline: inline.map(|(_, f)| f),
-                            ..Upsert::default()
-                        },
-                    })
-                })
-                .collect::<Result<Vec<_>>>()?;
-            self.inner.pending.extend(pending);
+            self.inner.pending.extend(prepared.into_iter().map(|job| {
+                let (record, _, upsert, _) = job.into_decoded();
+                Pending {
+                    record,
+                    jobstore: alias.clone(),
+                    upsert: Upsert {
+                        inline: upsert.inline,
+                        ..Upsert::default()
+                    },
+                }
+            }));
             return Ok(ids);
+        }
+        let mut records = Vec::with_capacity(prepared.len());
+        let mut inlines = Vec::with_capacity(prepared.len());
+        for job in prepared {
+            let task = job.upsert.inline.is_some().then(|| job.task.clone());
+            let (record, upsert) = job.into_record();
+            inlines.push(task.zip(upsert.inline));
+            records.push(record);
         }
         let store = self.inner.store(&alias)?;
         // Closures are in place before the jobs can be claimed; the ones

@@ -103,9 +103,11 @@ pub trait Trigger: Send + Sync + fmt::Debug + 'static {
         self.to_json().to_string()
     }
 
-    /// The trigger's JSON form as compact text; the same JSON as
-    /// [`to_json`](Trigger::to_json), which is all an implementation needs
-    /// (the built-in triggers write their text directly).
+    /// The trigger's JSON form as compact text, as stored in job content.
+    ///
+    /// It must be the same JSON as [`to_json`](Trigger::to_json) (keys in any
+    /// order); the default writes `to_json`, which is all an implementation
+    /// needs. The built-in triggers write their text without building a value.
     fn to_json_text(&self) -> String {
         self.to_json().to_string()
     }
