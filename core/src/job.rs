@@ -413,26 +413,42 @@ impl JobContent {
         args: &Value,
         options: &JobOptions,
     ) -> Option<Self> {
+        let trigger = serde_json::from_str::<&serde_json::value::RawValue>(trigger).ok()?;
+        Some(Self::encode_with(task, trigger, args, options))
+    }
+
+    /// Encodes content from its parts, the trigger given as anything that
+    /// serialises as its JSON form (a built-in trigger's spec, or its text).
+    pub(crate) fn encode_with<T: Serialize + ?Sized>(
+        task: &str,
+        trigger: &T,
+        args: &Value,
+        options: &JobOptions,
+    ) -> Self {
         /// [`JobData`]'s fields, borrowed, in its order.
         #[derive(Serialize)]
-        struct Parts<'a> {
+        struct Parts<'a, T: ?Sized> {
             task: &'a str,
-            trigger: &'a serde_json::value::RawValue,
+            trigger: &'a T,
             #[serde(skip_serializing_if = "Value::is_null")]
             args: &'a Value,
             options: &'a JobOptions,
         }
-        let trigger = serde_json::from_str::<&serde_json::value::RawValue>(trigger).ok()?;
         let parts = Parts {
             task,
             trigger,
             args,
             options,
         };
-        // Like `encode`: strings, JSON values and plain options serialise
-        // without error.
-        let text = serde_json::to_string(&parts).unwrap_or_else(|_| String::from("null"));
-        Some(JobContent(text.into()))
+        // Like `encode`: strings, JSON values, trigger specs and plain
+        // options serialise without error.
+        // Room for a typical job's content, so that the text is not regrown.
+        let mut buf = Vec::with_capacity(256);
+        let text = serde_json::to_writer(&mut buf, &parts)
+            .ok()
+            .and_then(|()| String::from_utf8(buf).ok())
+            .unwrap_or_else(|| String::from("null"));
+        JobContent(text.into())
     }
 
     /// The JSON text.

@@ -46,27 +46,40 @@ fn date_specs(n: usize, at: chrono::DateTime<Utc>) -> Vec<JobSpec> {
         .collect()
 }
 
+fn interval_specs(n: usize) -> Result<Vec<JobSpec>> {
+    (0..n)
+        .map(|i| {
+            let every = IntervalTrigger::every(Duration::from_secs(3600))?;
+            Ok(JobSpec::new("noop", every).id(format!("job-{i}")))
+        })
+        .collect()
+}
+
+/// (a): interval jobs added to a started, paused scheduler, as one batch and
+/// one `add_job` at a time (as a request handler adds them).
 async fn add_rate() -> Result<()> {
-    let n = 100_000;
-    let s = noop_scheduler(Arc::default())?;
-    s.start().await?;
-    let tomorrow = Utc::now() + chrono::Duration::days(1);
-    let specs = date_specs(n, tomorrow);
-    let t = Instant::now();
-    s.add_jobs(specs).await?;
-    let batch = t.elapsed();
-    s.remove_all_jobs(None).await?;
-    let t = Instant::now();
-    for spec in date_specs(n, tomorrow) {
-        s.add_job(spec).await?;
+    for n in [10_000, 100_000] {
+        let s = noop_scheduler(Arc::default())?;
+        s.start_paused().await?;
+        let specs = interval_specs(n)?;
+        let t = Instant::now();
+        s.add_jobs(specs).await?;
+        let batch = t.elapsed();
+        s.remove_all_jobs(None).await?;
+        let specs = interval_specs(n)?;
+        let t = Instant::now();
+        for spec in specs {
+            s.add_job(spec).await?;
+        }
+        let single = t.elapsed();
+        println!(
+            "(a) add {n} interval jobs: add_jobs {:>9.0} jobs/s   add_job {:>9.0} jobs/s",
+            n as f64 / batch.as_secs_f64(),
+            n as f64 / single.as_secs_f64()
+        );
+        s.shutdown(false).await?;
     }
-    let single = t.elapsed();
-    println!(
-        "(a) add {n} jobs: add_jobs {:>9.0} jobs/s   add_job {:>9.0} jobs/s",
-        n as f64 / batch.as_secs_f64(),
-        n as f64 / single.as_secs_f64()
-    );
-    s.shutdown(false).await
+    Ok(())
 }
 
 async fn fire_rate() -> Result<()> {

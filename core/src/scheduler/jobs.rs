@@ -90,6 +90,9 @@ impl Prepared {
     /// The content text, written from the typed trigger (the same text
     /// whichever way the job is added).
     fn content(&self) -> JobContent {
+        if let Some(spec) = crate::trigger::builtin_spec(self.trigger.as_ref()) {
+            return JobContent::encode_with(&self.task, &spec, &self.args, &self.options);
+        }
         let text = self.trigger.to_json_text();
         JobContent::encode_parts(&self.task, &text, &self.args, &self.options)
             // A custom trigger whose text is not JSON is written from its value.
@@ -124,19 +127,23 @@ impl Prepared {
         let content = self.content();
         (JobRecord::new(self.id, content, self.next), self.upsert)
     }
+
+    /// The record and the parts it was written from (no JSON value built
+    /// for its trigger until the job's view asks for one).
+    fn into_added(self) -> (JobRecord, AddedParts) {
+        let content = self.content();
+        let record = JobRecord::new(self.id, content, self.next);
+        let parts = AddedParts {
+            task: self.task,
+            trigger: self.trigger,
+            args: self.args,
+            options: self.options,
+        };
+        (record, parts)
+    }
 }
 
 impl Scheduler {
-    /// Builds the record for a job spec, validating task, executor and trigger.
-    fn prepare(
-        &self,
-        spec: JobSpec,
-        store: &dyn JobStore,
-        now: DateTime<Utc>,
-    ) -> Result<(Decoded, String, Upsert, Box<dyn Trigger>)> {
-        self.prepared(spec, store, now).map(Prepared::into_decoded)
-    }
-
     /// Validates a job spec and prepares its trigger.
     fn prepared(
         &self,
@@ -365,7 +372,20 @@ impl Scheduler {
             .unwrap_or_else(|| DEFAULT_STORE.to_string());
         let store = self.inner.store(&alias)?;
         let now = self.inner.clock.now();
-        let (record, alias, upsert, trigger) = self.prepare(spec, store.as_ref(), now)?;
+        let job = self.prepared(spec, store.as_ref(), now)?;
+        // The common case: a new job that fails on a taken id is one insert.
+        if job.upsert.on_conflict == OnConflict::Fail
+            && job.upsert.inline.is_none()
+            && self.state() != SchedulerState::Stopped
+        {
+            let alias = job.jobstore.clone();
+            let (record, parts) = job.into_added();
+            store.add_job(&record).await?;
+            self.announce_added(&record.id, &alias, record.next_run_time);
+            let job = Job::added(record, parts, &alias, self.inner.timezone);
+            return Ok((job, AddOutcome::Added));
+        }
+        let (record, alias, upsert, trigger) = job.into_decoded();
         // The typed trigger describes the job as added; a job kept instead
         // (another one with the same id) is described from its own trigger.
         let view = |job: Decoded, pending: bool| {

@@ -29,7 +29,7 @@ pub use builder::SchedulerBuilder;
 pub use modes::BackgroundScheduler;
 pub use spec::{AddOutcome, Job, JobChanges, JobListing, JobSpec, OnConflict, UnreadableJob};
 
-use spec::Decoded;
+use spec::{AddedParts, Decoded};
 
 use crate::clock::Clock;
 use crate::error::{Error, Result};
@@ -437,15 +437,7 @@ impl Inner {
         desc: String,
         tz: Tz,
     ) -> Job {
-        let Decoded { record, data } = job;
-        Job {
-            record,
-            data,
-            jobstore: jobstore.to_string(),
-            trigger_description: desc,
-            timezone: tz,
-            pending,
-        }
+        Job::decoded(job, jobstore, pending, desc, tz)
     }
 }
 

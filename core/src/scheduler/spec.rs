@@ -441,36 +441,124 @@ impl Decoded {
 }
 
 /// A job as the scheduler reports it: the stored record, decoded, plus where it lives.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Job {
     pub(crate) record: JobRecord,
-    pub(crate) data: JobData,
+    view: View,
     pub(crate) jobstore: String,
-    pub(crate) trigger_description: String,
     pub(crate) timezone: Tz,
     pub(crate) pending: bool,
 }
 
+/// What a [`Job`] knows of its content besides the stored text.
+#[derive(Clone, Debug)]
+enum View {
+    /// Read from a store: decoded, with the trigger described.
+    Decoded { data: JobData, description: String },
+    /// Just added: its parts and typed trigger, from which the decoded
+    /// content and the description are made when first asked for.
+    Added {
+        parts: std::sync::Arc<AddedParts>,
+        data: std::sync::OnceLock<JobData>,
+        description: std::sync::OnceLock<String>,
+    },
+}
+
+// A job is read through `&self` only; what it builds on demand is built
+// once (`OnceLock`), so a panic elsewhere leaves nothing half-made to see.
+impl std::panic::UnwindSafe for Job {}
+impl std::panic::RefUnwindSafe for Job {}
+
+impl fmt::Debug for Job {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Job")
+            .field("record", &self.record)
+            .field("data", self.data())
+            .field("jobstore", &self.jobstore)
+            .field("trigger_description", &self.trigger_description())
+            .field("timezone", &self.timezone)
+            .field("pending", &self.pending)
+            .finish()
+    }
+}
+
+/// The parts of a job as it was added.
+#[derive(Debug)]
+pub(crate) struct AddedParts {
+    pub(crate) task: String,
+    pub(crate) trigger: Box<dyn Trigger>,
+    pub(crate) args: Value,
+    pub(crate) options: JobOptions,
+}
+
 impl Job {
+    /// A job read from a store, its trigger described as `description`.
+    pub(crate) fn decoded(
+        job: Decoded,
+        jobstore: &str,
+        pending: bool,
+        description: String,
+        timezone: Tz,
+    ) -> Job {
+        let Decoded { record, data } = job;
+        Job {
+            record,
+            view: View::Decoded { data, description },
+            jobstore: jobstore.to_string(),
+            timezone,
+            pending,
+        }
+    }
+
+    /// A job just added as `record` from `parts`.
+    pub(crate) fn added(
+        record: JobRecord,
+        parts: AddedParts,
+        jobstore: &str,
+        default_timezone: Tz,
+    ) -> Job {
+        let timezone = parts.trigger.timezone().unwrap_or(default_timezone);
+        Job {
+            record,
+            view: View::Added {
+                parts: std::sync::Arc::new(parts),
+                data: std::sync::OnceLock::new(),
+                description: std::sync::OnceLock::new(),
+            },
+            jobstore: jobstore.to_string(),
+            timezone,
+            pending: false,
+        }
+    }
+
     /// The job id.
     pub fn id(&self) -> &JobId {
         &self.record.id
     }
     /// The job's name (the task name if none was given).
     pub fn name(&self) -> &str {
-        self.data.options.name.as_deref().unwrap_or(&self.data.task)
+        self.options().name.as_deref().unwrap_or(self.task())
     }
     /// The task name.
     pub fn task(&self) -> &str {
-        &self.data.task
+        match &self.view {
+            View::Decoded { data, .. } => &data.task,
+            View::Added { parts, .. } => &parts.task,
+        }
     }
     /// The arguments as JSON.
     pub fn args(&self) -> &Value {
-        &self.data.args
+        match &self.view {
+            View::Decoded { data, .. } => &data.args,
+            View::Added { parts, .. } => &parts.args,
+        }
     }
     /// The run settings.
     pub fn options(&self) -> &JobOptions {
-        &self.data.options
+        match &self.view {
+            View::Decoded { data, .. } => &data.options,
+            View::Added { parts, .. } => &parts.options,
+        }
     }
     /// The next run time (`None`: paused).
     pub fn next_run_time(&self) -> Option<DateTime<Utc>> {
@@ -486,13 +574,20 @@ impl Job {
     pub fn is_paused(&self) -> bool {
         self.record.next_run_time.is_none()
     }
-    /// The trigger's JSON form.
+    /// The trigger's JSON form (for a job just added, made from its trigger
+    /// when first asked for).
     pub fn trigger_json(&self) -> &Value {
-        &self.data.trigger
+        &self.data().trigger
     }
-    /// A short description of the trigger.
+    /// A short description of the trigger (for a job just added, made from
+    /// its trigger when first asked for).
     pub fn trigger_description(&self) -> &str {
-        &self.trigger_description
+        match &self.view {
+            View::Decoded { description, .. } => description,
+            View::Added {
+                parts, description, ..
+            } => description.get_or_init(|| parts.trigger.describe()),
+        }
     }
     /// The alias of the store holding the job.
     pub fn jobstore(&self) -> &str {
@@ -506,9 +601,18 @@ impl Job {
     pub fn record(&self) -> &JobRecord {
         &self.record
     }
-    /// The decoded content: task, trigger, arguments and options.
+    /// The decoded content: task, trigger, arguments and options (for a job
+    /// just added, made from its parts when first asked for).
     pub fn data(&self) -> &JobData {
-        &self.data
+        match &self.view {
+            View::Decoded { data, .. } => data,
+            View::Added { parts, data, .. } => data.get_or_init(|| JobData {
+                task: parts.task.clone(),
+                trigger: parts.trigger.to_json(),
+                args: parts.args.clone(),
+                options: parts.options.clone(),
+            }),
+        }
     }
 }
 
@@ -519,7 +623,7 @@ impl fmt::Display for Job {
             "{} ({}) trigger: {}, ",
             self.id(),
             self.name(),
-            self.trigger_description
+            self.trigger_description()
         )?;
         match self.next_run_time_local() {
             Some(t) => write!(f, "next run at: {}", t.format("%Y-%m-%d %H:%M:%S %Z")),

@@ -266,7 +266,7 @@ impl CalendarIntervalTrigger {
 
 impl CalendarIntervalTrigger {
     /// The trigger's JSON form as its spec.
-    fn spec(&self) -> BuiltinSpec {
+    pub(crate) fn spec(&self) -> BuiltinSpec {
         use chrono::Timelike;
         BuiltinSpec::CalendarInterval(CalendarIntervalSpec {
             years: self.years,

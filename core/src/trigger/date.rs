@@ -87,7 +87,7 @@ impl DateTrigger {
 
 impl DateTrigger {
     /// The trigger's JSON form as its spec.
-    fn spec(&self) -> BuiltinSpec {
+    pub(crate) fn spec(&self) -> BuiltinSpec {
         BuiltinSpec::Date(DateSpec {
             run_date: format_datetime(self.run_date, self.tz.unwrap_or(Tz::UTC)),
             timezone: self.tz.map(|tz| tz.name().to_string()),

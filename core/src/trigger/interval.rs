@@ -235,7 +235,7 @@ impl IntervalTrigger {
 
 impl IntervalTrigger {
     /// The trigger's JSON form as its spec.
-    fn spec(&self) -> BuiltinSpec {
+    pub(crate) fn spec(&self) -> BuiltinSpec {
         let (timezone, start_date, end_date) = write_window((self.tz, self.start, self.end));
         let [weeks, days, hours, minutes, seconds] = self.parts;
         BuiltinSpec::Interval(IntervalSpec {

@@ -73,7 +73,7 @@ pub use tz::parse_timezone;
 ///   on its [`JitterSource`] when jitter is set).
 /// - The search is bounded: a trigger that can never fire returns `Ok(None)`
 ///   after a documented horizon (or an error) instead of looping.
-pub trait Trigger: Send + Sync + fmt::Debug + 'static {
+pub trait Trigger: std::any::Any + Send + Sync + fmt::Debug {
     /// The next fire time after `previous` (or from `now` when there is none);
     /// `Ok(None)` when the trigger is exhausted.
     ///
@@ -110,6 +110,24 @@ pub trait Trigger: Send + Sync + fmt::Debug + 'static {
     /// needs. The built-in triggers write their text without building a value.
     fn to_json_text(&self) -> String {
         self.to_json().to_string()
+    }
+}
+
+/// The spec of a single built-in trigger, which serialises as its
+/// [`Trigger::to_json_text`] does; `None` for any other trigger.
+pub(crate) fn builtin_spec(t: &dyn Trigger) -> Option<BuiltinSpec> {
+    let t: &dyn std::any::Any = t;
+    if let Some(boxed) = t.downcast_ref::<Box<dyn Trigger>>() {
+        builtin_spec(boxed.as_ref())
+    } else if let Some(t) = t.downcast_ref::<DateTrigger>() {
+        Some(t.spec())
+    } else if let Some(t) = t.downcast_ref::<IntervalTrigger>() {
+        Some(t.spec())
+    } else if let Some(t) = t.downcast_ref::<CronTrigger>() {
+        Some(t.spec())
+    } else {
+        t.downcast_ref::<CalendarIntervalTrigger>()
+            .map(|t| t.spec())
     }
 }
 
@@ -327,6 +345,73 @@ pub(crate) fn check_range(start: Option<DateTime<Utc>>, end: Option<DateTime<Utc
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// Content written from a built-in trigger's spec is, byte for byte, the
+    /// content written from its JSON text, before and after `prepare`; a
+    /// boxed built-in is seen through, and a combination is not a spec.
+    #[test]
+    fn content_from_a_spec_is_the_content_from_its_text() {
+        use crate::job::{JobContent, JobOptions};
+        let at = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        let triggers: Vec<Box<dyn Trigger>> = vec![
+            Box::new(DateTrigger::at(at("2026-05-01T10:00:00Z"))),
+            Box::new(DateTrigger::at_local("2026-03-29 02:30:00", "Europe/Berlin").unwrap()),
+            Box::new(IntervalTrigger::every(std::time::Duration::from_secs(90)).unwrap()),
+            Box::new(
+                IntervalTrigger::builder()
+                    .weeks(1)
+                    .hours(3)
+                    .start_date(at("2026-01-01T00:00:00Z"))
+                    .end_date(at("2027-01-01T00:00:00Z"))
+                    .jitter(30)
+                    .timezone("Asia/Shanghai")
+                    .build()
+                    .unwrap(),
+            ),
+            Box::new(CronTrigger::from_crontab("0 9 * * 1-5").unwrap()),
+            Box::new(
+                CronTrigger::fields()
+                    .day("last")
+                    .hour("*/6")
+                    .second("5")
+                    .timezone("America/New_York")
+                    .start_date(at("2026-02-01T00:00:00Z"))
+                    .jitter(5)
+                    .build()
+                    .unwrap(),
+            ),
+            Box::new(
+                CalendarIntervalTrigger::builder()
+                    .months(1)
+                    .time(7, 30, 0)
+                    .timezone("Europe/London")
+                    .build()
+                    .unwrap(),
+            ),
+            Box::new(Box::new(DateTrigger::at(at("2026-05-01T10:00:00Z"))) as Box<dyn Trigger>),
+        ];
+        let options = JobOptions {
+            name: Some("n \"q\" \u{e9}".into()),
+            ..JobOptions::default()
+        };
+        let args = json!({"a": [1, "x"]});
+        let now = at("2026-01-15T12:00:00Z");
+        for mut t in triggers {
+            for _ in 0..2 {
+                let spec = builtin_spec(t.as_ref()).unwrap_or_else(|| panic!("{t:?}"));
+                let from_spec = JobContent::encode_with("t", &spec, &args, &options);
+                let from_text =
+                    JobContent::encode_parts("t", &t.to_json_text(), &args, &options).unwrap();
+                assert_eq!(from_spec.as_str(), from_text.as_str(), "{t:?}");
+                t.prepare(now, chrono_tz::Asia::Tokyo);
+            }
+        }
+        let or = OrTrigger::new(vec![Box::new(
+            IntervalTrigger::every(std::time::Duration::from_secs(60)).unwrap(),
+        )])
+        .unwrap();
+        assert!(builtin_spec(&or).is_none());
+    }
 
     /// `parse_text` gives what `parse` gives for the same JSON: the same
     /// trigger (by its JSON form) or the same error.

@@ -384,7 +384,7 @@ impl CronTrigger {
 
 impl CronTrigger {
     /// The trigger's JSON form as its spec.
-    fn spec(&self) -> BuiltinSpec {
+    pub(crate) fn spec(&self) -> BuiltinSpec {
         let (timezone, start_date, end_date) = write_window((self.tz, self.start, self.end));
         let mut spec = CronSpec {
             start_date,
