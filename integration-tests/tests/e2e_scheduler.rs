@@ -1729,3 +1729,49 @@ async fn the_job_add_job_returns_reads_as_the_job_stored() {
     }
     h.scheduler.shutdown(true).await.unwrap();
 }
+
+/// An inline closure is registered while its job lives: a one-off job's
+/// closure is forgotten once the job ran and was removed, and a recurring
+/// inline job keeps its own.
+#[tokio::test(start_paused = true)]
+async fn an_inline_closure_is_forgotten_when_its_job_is_removed() {
+    let h = harness("2026-01-01T00:00:00Z");
+    h.scheduler.start().await.unwrap();
+    let registered = |s: &Scheduler| s.task_names();
+    let before = registered(&h.scheduler);
+    let ran = Arc::new(AtomicUsize::new(0));
+    let counter = |n: &Arc<AtomicUsize>| {
+        let n = Arc::clone(n);
+        move |_ctx: JobContext| {
+            let n = Arc::clone(&n);
+            async move {
+                n.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, std::io::Error>(())
+            }
+        }
+    };
+    h.scheduler
+        .add_job(
+            JobSpec::inline(DateTrigger::at(at("2026-01-01T00:00:05Z")), counter(&ran)).id("once"),
+        )
+        .await
+        .unwrap();
+    h.scheduler
+        .add_job(
+            JobSpec::inline(
+                IntervalTrigger::every(Duration::from_secs(60)).unwrap(),
+                counter(&ran),
+            )
+            .id("every"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(registered(&h.scheduler).len(), before.len() + 2);
+    h.sleep(Duration::from_secs(61)).await;
+    assert_eq!(ran.load(Ordering::SeqCst), 2);
+    assert!(h.scheduler.get_job("once", None).await.unwrap().is_none());
+    let after = registered(&h.scheduler);
+    assert_eq!(after.len(), before.len() + 1, "{after:?}");
+    assert!(after.iter().any(|n| n.ends_with("every")), "{after:?}");
+    h.scheduler.shutdown(true).await.unwrap();
+}

@@ -44,6 +44,17 @@ pub(crate) struct Parsed {
     pub(crate) trigger: Arc<dyn Trigger>,
 }
 
+impl Parsed {
+    /// The content `content` decoded as `data`, with its trigger parsed.
+    pub(crate) fn new(content: JobContent, data: RunData, trigger: Box<dyn Trigger>) -> Arc<Self> {
+        Arc::new(Parsed {
+            content,
+            data,
+            trigger: Arc::from(trigger),
+        })
+    }
+}
+
 /// Parsed job contents by job id (and store alias), each valid while the
 /// stored text is the same.
 #[derive(Debug, Default)]
@@ -62,32 +73,19 @@ impl DecodedCache {
         same.then(|| Arc::clone(hit))
     }
 
-    /// Keeps a parsed content; returns it shared.
-    pub(crate) fn put(
-        &mut self,
-        alias: &str,
-        id: &JobId,
-        content: JobContent,
-        data: RunData,
-        trigger: Box<dyn Trigger>,
-    ) -> Arc<Parsed> {
+    /// Keeps a parsed content.
+    pub(crate) fn put(&mut self, alias: &str, id: &JobId, parsed: Arc<Parsed>) {
         if self.len >= MOST {
             self.stores.clear();
             self.len = 0;
         }
-        let parsed = Arc::new(Parsed {
-            content,
-            data,
-            trigger: Arc::from(trigger),
-        });
         let jobs = match self.stores.get_mut(alias) {
             Some(jobs) => jobs,
             None => self.stores.entry(alias.to_string()).or_default(),
         };
-        if jobs.insert(id.clone(), Arc::clone(&parsed)).is_none() {
+        if jobs.insert(id.clone(), parsed).is_none() {
             self.len += 1;
         }
-        parsed
     }
 
     /// Forgets a job (removed, or its store is gone).
@@ -134,7 +132,11 @@ mod tests {
         let mut c = DecodedCache::default();
         let id = JobId::new("j");
         let text = JobContent::encode(&data("a"));
-        c.put("s", &id, text.clone(), data("a").into(), trigger());
+        c.put(
+            "s",
+            &id,
+            Parsed::new(text.clone(), data("a").into(), trigger()),
+        );
         assert!(c.get("s", &id, &text).is_some(), "same Arc");
         let copy = JobContent::from_stored(text.as_str().to_string());
         assert!(c.get("s", &id, &copy).is_some(), "equal text");
@@ -146,7 +148,11 @@ mod tests {
         assert!(c.get("s", &JobId::new("k"), &text).is_none(), "other job");
         c.forget("s", &id);
         assert!(c.get("s", &id, &text).is_none(), "forgotten");
-        c.put("s", &id, text.clone(), data("a").into(), trigger());
+        c.put(
+            "s",
+            &id,
+            Parsed::new(text.clone(), data("a").into(), trigger()),
+        );
         c.forget_store("s");
         assert!(c.get("s", &id, &text).is_none(), "store forgotten");
     }
@@ -156,13 +162,8 @@ mod tests {
         let mut c = DecodedCache::default();
         let text = JobContent::encode(&data("a"));
         for i in 0..=MOST {
-            c.put(
-                "s",
-                &JobId::new(i.to_string()),
-                text.clone(),
-                data("a").into(),
-                trigger(),
-            );
+            let parsed = Parsed::new(text.clone(), data("a").into(), trigger());
+            c.put("s", &JobId::new(i.to_string()), parsed);
         }
         assert_eq!(c.len, 1);
     }

@@ -154,7 +154,7 @@ fn schedule_retry(inner: &Arc<Inner>, done: &RunDone) -> bool {
     if !matches!(done.state, RunState::Failed | RunState::TimedOut) {
         return false;
     }
-    let Some(policy) = retry.plan.retry.clone() else {
+    let Some(policy) = retry.plan.retry().cloned() else {
         return false;
     };
     let attempt = retry.plan.attempt + 1;
@@ -212,7 +212,7 @@ impl Inner {
             store
                 .insert_runs(&[NewRun {
                     record,
-                    max_instances: Some(plan.max_instances),
+                    max_instances: Some(plan.max_instances()),
                 }])
                 .await
         }
@@ -438,7 +438,7 @@ impl Inner {
             }
             return;
         }
-        let (parsed, task, executor) = match self.runnable(alias, &rec) {
+        let runnable = match self.runnable(alias, &rec) {
             Ok(r) => r,
             Err(why) => {
                 tracing::warn!(job_id = %run.job_id, scheduled = %run.scheduled_time, reason = %why, "interrupted run not rerun: it cannot run on this scheduler");
@@ -457,7 +457,7 @@ impl Inner {
             attempt,
             retry_at: now,
         });
-        let mut plan = Plan::new(rec, &parsed.data, task, executor, attempt);
+        let mut plan = Plan::new(rec, runnable, attempt);
         plan.held = held;
         let retry = Retry {
             alias: alias.to_string(),

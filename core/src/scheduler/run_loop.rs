@@ -131,20 +131,23 @@ async fn watch(
 }
 
 /// A claimed job's parsed content and the task and executor it runs with here.
-pub(crate) type Runnable = (Arc<Parsed>, TaskFn, Arc<dyn Executor>);
+pub(crate) struct Runnable {
+    pub(crate) parsed: Arc<Parsed>,
+    pub(crate) task: TaskFn,
+    pub(crate) executor: Arc<dyn Executor>,
+    /// Whether `parsed` was read now (not kept from an earlier claim).
+    pub(crate) fresh: bool,
+}
 
 /// What one claimed job should do in this pass.
 #[derive(Clone)]
 pub(crate) struct Plan {
     pub(crate) id: JobId,
     pub(crate) version: u64,
-    pub(crate) task_name: String,
+    /// The job's decoded content (task name, arguments, options).
+    pub(crate) job: Arc<Parsed>,
     pub(crate) task: TaskFn,
     pub(crate) executor: Arc<dyn Executor>,
-    pub(crate) args: serde_json::Value,
-    pub(crate) max_instances: u32,
-    pub(crate) timeout: Option<std::time::Duration>,
-    pub(crate) retry: Option<RetryPolicy>,
     /// The attempt the slots start as (1, or more for a retry).
     pub(crate) attempt: u32,
     /// Slots to start now.
@@ -170,23 +173,13 @@ pub(crate) struct Unstarted {
 
 impl Plan {
     /// A plan for attempt `attempt` of `rec`'s slots, with no slots yet.
-    pub(crate) fn new(
-        rec: JobRecord,
-        data: &RunData,
-        task: TaskFn,
-        executor: Arc<dyn Executor>,
-        attempt: u32,
-    ) -> Self {
+    pub(crate) fn new(rec: JobRecord, run: Runnable, attempt: u32) -> Self {
         Plan {
             id: rec.id,
             version: rec.version,
-            task_name: data.task.clone(),
-            task,
-            executor,
-            args: data.args.clone(),
-            max_instances: data.options.max_instances,
-            timeout: data.options.timeout,
-            retry: data.options.retry.clone(),
+            job: run.parsed,
+            task: run.task,
+            executor: run.executor,
             attempt,
             due: Vec::new(),
             missed: Vec::new(),
@@ -196,16 +189,37 @@ impl Plan {
         }
     }
 
+    /// The job's instance limit.
+    pub(crate) fn max_instances(&self) -> u32 {
+        self.job.data.options.max_instances
+    }
+
+    /// The job's retry policy.
+    pub(crate) fn retry(&self) -> Option<&RetryPolicy> {
+        self.job.data.options.retry.as_ref()
+    }
+
     /// How the job is handed back once its slots are started.
     fn release_item(self) -> (ReleaseItem, String) {
+        let task = removal_task(&self.outcome, &self.job.data.task);
         (
             ReleaseItem {
                 id: self.id,
                 version: self.version,
                 outcome: self.outcome,
             },
-            self.task_name,
+            task,
         )
+    }
+}
+
+/// The task name a release hands on: what a removal forgets (an inline
+/// closure's registration); no name otherwise.
+fn removal_task(outcome: &Release, task: &str) -> String {
+    if *outcome == Release::Remove && task.starts_with(super::INLINE_PREFIX) {
+        task.to_string()
+    } else {
+        String::new()
     }
 }
 
@@ -445,7 +459,7 @@ impl Inner {
                         now,
                         heartbeat_until,
                     ),
-                    max_instances: Some(p.max_instances),
+                    max_instances: Some(p.max_instances()),
                 });
             }
             let missed = |t: DateTime<Utc>, why: String| NewRun {
@@ -576,7 +590,7 @@ impl Inner {
             // Coalesced slots are history only: no event.
             outcomes.by_ref().take(coalesced).for_each(drop);
             if !skipped.is_empty() {
-                tracing::warn!(job_id = %p.id, max = p.max_instances, "maximum running instances reached; run skipped");
+                tracing::warn!(job_id = %p.id, max = p.max_instances(), "maximum running instances reached; run skipped");
                 self.emit(Event::JobMaxInstances {
                     job_id: p.id.clone(),
                     jobstore: alias.to_string(),
@@ -611,7 +625,7 @@ impl Inner {
                 held.insert(id.clone(), (alias.to_string(), p.id.clone(), *t));
             }
         }
-        if p.retry.as_ref().is_some_and(|r| r.retries_after(p.attempt)) {
+        if p.retry().is_some_and(|r| r.retries_after(p.attempt)) {
             let mut retries = lock(&self.retries);
             for (id, t) in ids.iter().zip(&times) {
                 retries.insert(
@@ -629,9 +643,9 @@ impl Inner {
             alias,
             times.clone(),
             p.task.clone(),
-            p.args.clone(),
-            p.max_instances,
-            p.timeout,
+            p.job.data.args.clone(),
+            p.max_instances(),
+            p.job.data.options.timeout,
         )
         .with_runs(ids.clone(), p.attempt);
         let refused = match p.executor.submit(run) {
@@ -646,7 +660,7 @@ impl Inner {
                 return;
             }
             Err(SubmitError::MaxInstancesReached { .. }) => {
-                tracing::warn!(job_id = %p.id, max = p.max_instances, "maximum running instances reached; run skipped");
+                tracing::warn!(job_id = %p.id, max = p.max_instances(), "maximum running instances reached; run skipped");
                 self.emit(Event::JobMaxInstances {
                     job_id: p.id.clone(),
                     jobstore: alias.to_string(),
@@ -703,7 +717,7 @@ impl Inner {
         if let Some(reason) = &rec.quarantined {
             return Err(format!("stored job is unreadable: {reason}"));
         }
-        let parsed = self.parsed(alias, rec)?;
+        let (parsed, fresh) = self.parsed(alias, rec)?;
         let data = &parsed.data;
         let task = self.task(&data.task).ok_or_else(|| {
             Error::UnknownTask {
@@ -714,14 +728,24 @@ impl Inner {
         let executor = self
             .executor_for(&data.options, &task)
             .map_err(|e| e.to_string())?;
-        Ok((parsed, task, executor))
+        Ok(Runnable {
+            parsed,
+            task,
+            executor,
+            fresh,
+        })
     }
 
     /// A stored job's content, decoded, with its trigger parsed: from the
-    /// cache while the stored text is the same.
-    fn parsed(&self, alias: &str, rec: &JobRecord) -> std::result::Result<Arc<Parsed>, String> {
+    /// cache while the stored text is the same (then not `fresh`); a fresh
+    /// one is for the caller to keep in the cache or not.
+    fn parsed(
+        &self,
+        alias: &str,
+        rec: &JobRecord,
+    ) -> std::result::Result<(Arc<Parsed>, bool), String> {
         if let Some(p) = lock(&self.decoded).get(alias, &rec.id, &rec.content) {
-            return Ok(p);
+            return Ok((p, false));
         }
         // The quick way reads the trigger from its text; whatever it cannot
         // read goes the full way, which also says what is wrong.
@@ -744,7 +768,7 @@ impl Inner {
                 (data.into(), trigger)
             }
         };
-        Ok(lock(&self.decoded).put(alias, &rec.id, rec.content.clone(), data, trigger))
+        Ok((Parsed::new(rec.content.clone(), data, trigger), true))
     }
 
     /// Reports a claimed job that cannot run here and hands it back at once,
@@ -772,10 +796,11 @@ impl Inner {
     /// Plans one claimed job. A job that cannot run here (unknown task,
     /// unreadable record or trigger, missing executor) is handed back.
     fn process_job(&self, alias: &str, rec: JobRecord, now: DateTime<Utc>) -> Option<Step> {
-        let (parsed, task, executor) = match self.runnable(alias, &rec) {
+        let run = match self.runnable(alias, &rec) {
             Ok(r) => r,
             Err(e) => return self.pass_over(alias, rec, e),
         };
+        let parsed = Arc::clone(&run.parsed);
         let (data, trigger) = (&parsed.data, &parsed.trigger);
         {
             let mut passed = lock(&self.passed_over);
@@ -830,10 +855,13 @@ impl Inner {
             },
             None => Release::Remove,
         };
-        if outcome == Release::Remove {
-            lock(&self.decoded).forget(alias, &rec.id);
+        // A job that runs again keeps its parsed content for its next claim.
+        match (outcome == Release::Remove, run.fresh) {
+            (true, false) => lock(&self.decoded).forget(alias, &rec.id),
+            (false, true) => lock(&self.decoded).put(alias, &rec.id, Arc::clone(&parsed)),
+            _ => {}
         }
-        let mut plan = Plan::new(rec, data, task, executor, 1);
+        let mut plan = Plan::new(rec, run, 1);
         plan.due = due;
         plan.missed = missed;
         plan.coalesced = coalesced;
