@@ -19,7 +19,8 @@ use tokio_util::sync::CancellationToken;
 /// Executes async jobs on tokio.
 #[derive(Debug)]
 pub struct AsyncExecutor {
-    ctx: Mutex<Option<(ExecutorContext, CancellationToken)>>,
+    /// The context and shutdown signal of the current start, shared by every run.
+    ctx: Mutex<Option<Arc<(ExecutorContext, CancellationToken)>>>,
     tracker: Arc<InstanceTracker>,
 }
 
@@ -38,7 +39,7 @@ impl AsyncExecutor {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(ExecutorContext, CancellationToken)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Arc<(ExecutorContext, CancellationToken)>>> {
         self.ctx.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -51,19 +52,20 @@ impl Executor for AsyncExecutor {
 
     fn start(&self, ctx: ExecutorContext) -> Result<()> {
         self.tracker.reopen();
-        *self.lock() = Some((ctx, CancellationToken::new()));
+        *self.lock() = Some(Arc::new((ctx, CancellationToken::new())));
         Ok(())
     }
 
     fn submit(&self, run: JobRun) -> Result<(), SubmitError> {
-        let Some((ctx, token)) = self.lock().clone() else {
+        let Some(started) = self.lock().clone() else {
             return Err(SubmitError::NotStarted);
         };
         let guard = self.tracker.try_acquire(&run.job_id, run.max_instances)?;
-        let rt = ctx.runtime.clone();
+        let rt = started.0.runtime.clone();
         rt.spawn(async move {
             let _guard = guard;
-            execute_async(&ctx, &run, &token).await;
+            let (ctx, token) = &*started;
+            execute_async(ctx, &run, token).await;
         });
         Ok(())
     }
@@ -76,7 +78,7 @@ impl Executor for AsyncExecutor {
     /// without, signals their cancellation and returns at once.
     async fn shutdown(&self, wait: bool) {
         self.tracker.close();
-        let token = self.lock().as_ref().map(|(_, t)| t.clone());
+        let token = self.lock().as_ref().map(|s| s.1.clone());
         if wait {
             self.tracker.wait_idle().await;
         } else if let Some(t) = token {

@@ -20,7 +20,8 @@ use tokio_util::sync::CancellationToken;
 pub struct ThreadPoolExecutor {
     threads: usize,
     pool: Mutex<Option<Arc<rayon::ThreadPool>>>,
-    ctx: Mutex<Option<(ExecutorContext, CancellationToken)>>,
+    /// The context and shutdown signal of the current start, shared by every run.
+    ctx: Mutex<Option<Arc<(ExecutorContext, CancellationToken)>>>,
     tracker: Arc<InstanceTracker>,
 }
 
@@ -64,19 +65,20 @@ impl Executor for ThreadPoolExecutor {
             *pool = Some(Arc::new(p));
         }
         self.tracker.reopen();
-        *lock(&self.ctx) = Some((ctx, CancellationToken::new()));
+        *lock(&self.ctx) = Some(Arc::new((ctx, CancellationToken::new())));
         Ok(())
     }
 
     fn submit(&self, run: JobRun) -> Result<(), SubmitError> {
-        let (Some(pool), Some((ctx, token))) = (lock(&self.pool).clone(), lock(&self.ctx).clone())
+        let (Some(pool), Some(started)) = (lock(&self.pool).clone(), lock(&self.ctx).clone())
         else {
             return Err(SubmitError::NotStarted);
         };
         let guard = self.tracker.try_acquire(&run.job_id, run.max_instances)?;
         pool.spawn(move || {
             let _guard = guard;
-            execute_blocking(&ctx, &run, &token);
+            let (ctx, token) = &*started;
+            execute_blocking(ctx, &run, token);
         });
         Ok(())
     }
@@ -91,7 +93,7 @@ impl Executor for ThreadPoolExecutor {
     /// and returns at once.
     async fn shutdown(&self, wait: bool) {
         self.tracker.close();
-        let token = lock(&self.ctx).as_ref().map(|(_, t)| t.clone());
+        let token = lock(&self.ctx).as_ref().map(|s| s.1.clone());
         if wait {
             self.tracker.wait_idle().await;
         } else if let Some(t) = token {

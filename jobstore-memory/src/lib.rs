@@ -167,6 +167,19 @@ impl Jobs {
         }
     }
 
+    /// Inserts job `id` unless the table has it; says whether it did.
+    fn insert_new(&mut self, id: Key, stored: Stored) -> bool {
+        let hash = self.hash(&id);
+        let Jobs { table, hasher } = self;
+        match table.entry(hash, |e| e.id == id, |e| hasher.hash_one(&e.id)) {
+            hash_table::Entry::Occupied(_) => false,
+            hash_table::Entry::Vacant(v) => {
+                v.insert(Box::new(Entry { id, stored }));
+                true
+            }
+        }
+    }
+
     fn remove_entry(&mut self, id: &JobId) -> Option<(Key, Stored)> {
         let hash = self.hash(id);
         let found = self.table.find_entry(hash, |e| e.id == *id).ok()?;
@@ -315,15 +328,17 @@ impl JobStore for MemoryJobStore {
 
     async fn add_job(&self, job: &JobRecord) -> Result<()> {
         let mut s = self.lock();
-        if s.jobs.contains_key(&job.id) {
+        let rec = fresh(job);
+        // A fresh record is unclaimed: indexed by its next run time alone.
+        let due = rec.next_run_time.get();
+        if !s.jobs.insert_new(job.id.clone(), rec) {
             return Err(Error::ConflictingId {
                 id: job.id.to_string(),
             });
         }
-        let rec = fresh(job);
-        let key = job.id.clone();
-        s.index(&key, &rec);
-        s.jobs.insert(key, rec);
+        if let Some(t) = due {
+            s.due.insert((t, job.id.clone()));
+        }
         Ok(())
     }
 
