@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
+use foldhash::{HashMap, HashMapExt};
 use hashbrown::hash_table::{self, HashTable};
 use sundial_core::job::{JobContent, JobId, JobRecord, Lease, OwnerId, Release, ReleaseOutcome};
 use sundial_core::node::NodeRecord;
@@ -344,20 +344,24 @@ impl JobStore for MemoryJobStore {
 
     async fn add_jobs(&self, jobs: &[JobRecord]) -> Result<()> {
         let mut s = self.lock();
-        let mut seen = HashSet::with_capacity(jobs.len());
-        for j in jobs {
-            if s.jobs.contains_key(&j.id) || !seen.insert(&j.id) {
+        s.jobs.reserve(jobs.len());
+        for (i, j) in jobs.iter().enumerate() {
+            if !s.jobs.insert_new(j.id.clone(), fresh(j)) {
+                // All or none: the jobs of this batch inserted so far go
+                // (the id is taken by a stored job or an earlier one of the batch).
+                for done in &jobs[..i] {
+                    s.jobs.remove(&done.id);
+                }
                 return Err(Error::ConflictingId {
                     id: j.id.to_string(),
                 });
             }
         }
-        s.jobs.reserve(jobs.len());
+        // Fresh records are unclaimed: indexed by their next run times alone.
         for j in jobs {
-            let rec = fresh(j);
-            let key = j.id.clone();
-            s.index(&key, &rec);
-            s.jobs.insert(key, rec);
+            if let Some(t) = NextRun::of(j.next_run_time).get() {
+                s.due.insert((t, j.id.clone()));
+            }
         }
         Ok(())
     }
