@@ -144,6 +144,7 @@ impl Jobs {
         self.get_key_value(id).map(|(_, s)| s)
     }
 
+    #[cfg(test)]
     fn contains_key(&self, id: &JobId) -> bool {
         self.get_key_value(id).is_some()
     }
