@@ -255,13 +255,7 @@ impl IntervalTrigger {
 impl Trigger for IntervalTrigger {
     infallible_next_fire_time!();
 
-    fn to_json(&self) -> Value {
-        self.spec().to_json()
-    }
-
-    fn to_json_text(&self) -> String {
-        self.spec().to_text()
-    }
+    spec_json!();
 
     fn timezone(&self) -> Option<Tz> {
         self.tz

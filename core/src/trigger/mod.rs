@@ -14,6 +14,20 @@
 //! | calendar steps (months, years) | [`CalendarIntervalTrigger`] | `calendar_interval` |
 //! | all / any of several | [`AndTrigger`], [`OrTrigger`] | `and`, `or` |
 
+/// Implements [`Trigger::to_json`] and [`Trigger::to_json_text`] for a
+/// built-in trigger from its inherent `spec() -> BuiltinSpec`.
+macro_rules! spec_json {
+    () => {
+        fn to_json(&self) -> Value {
+            self.spec().to_json()
+        }
+
+        fn to_json_text(&self) -> String {
+            self.spec().to_text()
+        }
+    };
+}
+
 /// Implements [`Trigger::next_fire_time`] for a trigger whose search cannot
 /// fail, from its inherent `next_fire(previous, now) -> Option<DateTime<Utc>>`.
 macro_rules! infallible_next_fire_time {
