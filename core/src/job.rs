@@ -432,6 +432,7 @@ impl JobContent {
             trigger: &'a T,
             #[serde(skip_serializing_if = "Value::is_null")]
             args: &'a Value,
+            #[serde(serialize_with = "options_text")]
             options: &'a JobOptions,
         }
         let parts = Parts {
@@ -473,6 +474,33 @@ impl JobContent {
             reason: e.to_string(),
         })
     }
+}
+
+/// Writes job options as their JSON, reusing the text of the options written
+/// last on this thread when they are equal (jobs added together mostly share
+/// their options: the defaults).
+fn options_text<S: serde::Serializer>(
+    options: &&JobOptions,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    use serde::ser::Error as _;
+    use serde_json::value::RawValue;
+    use std::cell::RefCell;
+    thread_local! {
+        static LAST: RefCell<Option<(JobOptions, Box<RawValue>)>> = const { RefCell::new(None) };
+    }
+    LAST.with(|last| {
+        let mut last = last.try_borrow_mut().map_err(S::Error::custom)?;
+        if let Some((_, text)) = last.as_ref().filter(|(o, _)| o == *options) {
+            return text.serialize(s);
+        }
+        let text = serde_json::to_string(*options)
+            .and_then(RawValue::from_string)
+            .map_err(S::Error::custom)?;
+        let written = text.serialize(s);
+        *last = Some(((*options).clone(), text));
+        written
+    })
 }
 
 impl fmt::Debug for JobContent {
@@ -585,6 +613,47 @@ mod retry_tests {
             let from_parts: Value = serde_json::from_str(parts.as_str()).expect("JSON");
             assert_eq!(from_parts, whole);
             assert!(JobContent::encode_parts("t", "not json", &args, &options).is_none());
+        }
+    }
+
+    #[test]
+    fn options_written_in_turn_each_keep_their_own_text() {
+        let trigger = serde_json::json!({"type": "interval", "seconds": 5});
+        let named = |n: &str| JobOptions {
+            name: Some(n.into()),
+            ..JobOptions::default()
+        };
+        let slow = JobOptions {
+            max_instances: 3,
+            timeout: Some(Duration::from_millis(1500)),
+            ..JobOptions::default()
+        };
+        let id = JobId::new("j");
+        // Equal options in a row, then different ones, then the first again.
+        for options in [
+            JobOptions::default(),
+            JobOptions::default(),
+            named("a"),
+            named("a"),
+            named("b"),
+            slow.clone(),
+            JobOptions::default(),
+            slow,
+            named("a"),
+        ] {
+            let content =
+                JobContent::encode_parts("t", &trigger.to_string(), &Value::Null, &options)
+                    .expect("a JSON trigger");
+            let text: Value = serde_json::from_str(content.as_str()).expect("JSON");
+            assert_eq!(
+                text["options"],
+                serde_json::to_value(&options).expect("options")
+            );
+            assert_eq!(
+                content.decode(&id).expect("decodes").options,
+                options,
+                "{content}"
+            );
         }
     }
 

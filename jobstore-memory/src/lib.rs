@@ -7,6 +7,7 @@
 //! | persistent | no |
 //! | shared across processes | no |
 
+use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Mutex;
@@ -104,6 +105,52 @@ impl NextRun {
     fn get(self) -> Option<Micros> {
         (self.0 != i64::MIN).then_some(Micros(self.0))
     }
+}
+
+/// An index entry: a job's time and id, ordered by time, then by id (the
+/// order in which the SQL stores claim jobs).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct At(Micros, Key);
+
+impl Ord for At {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.0
+            .cmp(&other.0)
+            .then_with(|| cmp_id_bytes(self.1.as_str().as_bytes(), other.1.as_str().as_bytes()))
+    }
+}
+
+impl PartialOrd for At {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// Orders ids as `str` does, inline and eight bytes at a time: jobs added
+/// together share their time, so an index insert compares ids all the way
+/// down the tree.
+fn cmp_id_bytes(a: &[u8], b: &[u8]) -> Ordering {
+    let word = |s: &[u8], i: usize| {
+        s.get(i..i + 8)
+            .and_then(|w| <[u8; 8]>::try_from(w).ok())
+            .map_or(0, u64::from_be_bytes)
+    };
+    let n = a.len().min(b.len());
+    let mut i = 0;
+    while i + 8 <= n {
+        let (x, y) = (word(a, i), word(b, i));
+        if x != y {
+            return x.cmp(&y);
+        }
+        i += 8;
+    }
+    while i < n {
+        if a[i] != b[i] {
+            return a[i].cmp(&b[i]);
+        }
+        i += 1;
+    }
+    a.len().cmp(&b.len())
 }
 
 /// A job id as the memory store keeps it: one shared allocation for the map,
@@ -216,30 +263,45 @@ struct State {
     /// By job id; the id's one allocation is shared with the indexes.
     jobs: Jobs,
     /// Claimable (or claimable once due) jobs by next run time.
-    due: BTreeSet<(Micros, Key)>,
+    due: BTreeSet<At>,
     /// Claimed jobs by lease expiry (rounded up).
-    leased: BTreeSet<(Micros, Key)>,
+    leased: BTreeSet<At>,
 }
 
 impl State {
     fn index(&mut self, id: &Key, rec: &Stored) {
         match (&rec.lease, rec.next_run_time.get()) {
             (Some(l), _) => {
-                self.leased.insert((Micros::ceil(l.until), Key::clone(id)));
+                self.leased
+                    .insert(At(Micros::ceil(l.until), Key::clone(id)));
             }
             (None, Some(t)) => {
-                self.due.insert((t, Key::clone(id)));
+                self.due.insert(At(t, Key::clone(id)));
             }
             (None, None) => {}
         }
     }
 
+    /// Adds the due-index entries of `count` new jobs. A batch at least a
+    /// sixteenth the size of the index is sorted and merged into it in one
+    /// pass, cheaper than an ordered insert per job; a smaller one is
+    /// inserted entry by entry.
+    fn index_due(&mut self, entries: impl Iterator<Item = At>, count: usize) {
+        if count >= 64 && self.due.len() / 16 <= count {
+            let mut batch: BTreeSet<At> = entries.collect();
+            self.due.append(&mut batch);
+        } else {
+            self.due.extend(entries);
+        }
+    }
+
     fn unindex(&mut self, id: &Key, rec: &Stored) {
         if let Some(l) = &rec.lease {
-            self.leased.remove(&(Micros::ceil(l.until), Key::clone(id)));
+            self.leased
+                .remove(&At(Micros::ceil(l.until), Key::clone(id)));
         }
         if let Some(t) = rec.next_run_time.get() {
-            self.due.remove(&(t, Key::clone(id)));
+            self.due.remove(&At(t, Key::clone(id)));
         }
     }
 }
@@ -338,7 +400,7 @@ impl JobStore for MemoryJobStore {
             });
         }
         if let Some(t) = due {
-            s.due.insert((t, job.id.clone()));
+            s.due.insert(At(t, job.id.clone()));
         }
         Ok(())
     }
@@ -359,11 +421,10 @@ impl JobStore for MemoryJobStore {
             }
         }
         // Fresh records are unclaimed: indexed by their next run times alone.
-        for j in jobs {
-            if let Some(t) = NextRun::of(j.next_run_time).get() {
-                s.due.insert((t, j.id.clone()));
-            }
-        }
+        let entries = jobs
+            .iter()
+            .filter_map(|j| Some(At(NextRun::of(j.next_run_time).get()?, j.id.clone())));
+        s.index_due(entries, jobs.len());
         Ok(())
     }
 
@@ -431,13 +492,13 @@ impl JobStore for MemoryJobStore {
         let due = s
             .due
             .iter()
-            .find(|(_, id)| !skip.contains(id))
-            .map(|(t, _)| *t);
+            .find(|At(_, id)| !skip.contains(id))
+            .map(|At(t, _)| *t);
         let leased = s
             .leased
             .iter()
-            .filter(|(_, id)| !skip.contains(id))
-            .filter_map(|(until, id)| s.jobs.get(id)?.next_run_time.get().map(|n| n.max(*until)))
+            .filter(|At(_, id)| !skip.contains(id))
+            .filter_map(|At(until, id)| s.jobs.get(id)?.next_run_time.get().map(|n| n.max(*until)))
             .min();
         Ok(match (due, leased) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -458,22 +519,22 @@ impl JobStore for MemoryJobStore {
         // Expired leases make their jobs claimable again (the stale lease stays
         // visible until someone claims the job).
         let now_micros = Micros::of(now);
-        while let Some((until, id)) = s.leased.first().cloned() {
+        while let Some(At(until, id)) = s.leased.first().cloned() {
             if until > now_micros {
                 break;
             }
             s.leased.pop_first();
             if let Some(t) = s.jobs.get(&id).and_then(|r| r.next_run_time.get()) {
-                s.due.insert((t, id));
+                s.due.insert(At(t, id));
             }
         }
         let ids: Vec<Key> = s
             .due
             .iter()
-            .take_while(|(t, _)| *t <= now_micros)
-            .filter(|(_, id)| !skip.contains(id))
+            .take_while(|At(t, _)| *t <= now_micros)
+            .filter(|At(_, id)| !skip.contains(id))
             .take(limit)
-            .map(|(_, id)| Key::clone(id))
+            .map(|At(_, id)| Key::clone(id))
             .collect();
         let until = sundial_core::job::add_saturating(now, lease);
         let mut out = Vec::with_capacity(ids.len());
@@ -483,7 +544,7 @@ impl JobStore for MemoryJobStore {
                 continue;
             };
             if let Some(t) = rec.next_run_time.get() {
-                due.remove(&(t, Key::clone(&id)));
+                due.remove(&At(t, Key::clone(&id)));
             }
             rec.lease = Some(Box::new(Lease {
                 owner: owner.clone(),
@@ -491,7 +552,7 @@ impl JobStore for MemoryJobStore {
             }));
             rec.version += 1;
             out.push(rec.to_record(&id));
-            leased.insert((Micros::ceil(until), id));
+            leased.insert(At(Micros::ceil(until), id));
         }
         Ok(out)
     }
@@ -514,10 +575,10 @@ impl JobStore for MemoryJobStore {
         let Some(lease) = rec.lease.take_if(|l| l.owner == *owner) else {
             return Err(Error::LeaseLost { id: id.to_string() });
         };
-        leased.remove(&(Micros::ceil(lease.until), Key::clone(&key)));
+        leased.remove(&At(Micros::ceil(lease.until), Key::clone(&key)));
         // The expired-lease path may have left it in `due` under its run time.
         if let Some(t) = rec.next_run_time.get() {
-            due.remove(&(t, Key::clone(&key)));
+            due.remove(&At(t, Key::clone(&key)));
         }
         let applied = rec.version == version;
         if applied {
@@ -534,7 +595,7 @@ impl JobStore for MemoryJobStore {
             rec.version += 1;
         }
         if let Some(t) = rec.next_run_time.get() {
-            due.insert((t, key));
+            due.insert(At(t, key));
         }
         Ok(if applied {
             ReleaseOutcome::Applied
@@ -752,6 +813,44 @@ impl JobStore for MemoryJobStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn index_entries_order_ids_as_strings_do() {
+        let ids = [
+            "",
+            "a",
+            "ab",
+            "abcdefg",
+            "abcdefgh",
+            "abcdefgi",
+            "abcdefgh0",
+            "abcdefghabcdefgh",
+            "abcdefghabcdefgha",
+            "abcdefghabcdefgb",
+            "job-9",
+            "job-10",
+            "job-100000",
+            "job-99999",
+            "Job-1",
+            "é",
+            "e\u{301}",
+            "日本",
+            "\u{0}",
+            "\u{7f}",
+            "\u{80}",
+            "zzzzzzzzzzzzzzzzzzzzz",
+        ];
+        for a in ids {
+            for b in ids {
+                for (ta, tb) in [(0, 0), (0, 1), (1, 0)] {
+                    let x = At(Micros(ta), JobId::new(a));
+                    let y = At(Micros(tb), JobId::new(b));
+                    assert_eq!(x.cmp(&y), (ta, a).cmp(&(tb, b)), "{ta} {a:?} vs {tb} {b:?}");
+                    assert_eq!(x == y, (ta, a) == (tb, b));
+                }
+            }
+        }
+    }
 
     fn stored(version: u64) -> Stored {
         Stored {

@@ -82,7 +82,8 @@ struct Prepared {
     args: serde_json::Value,
     options: JobOptions,
     next: Option<DateTime<Utc>>,
-    jobstore: String,
+    /// The store named in the spec (`None`: the default store).
+    jobstore: Option<String>,
     upsert: Upsert,
 }
 
@@ -119,7 +120,8 @@ impl Prepared {
             record: JobRecord::new(self.id, content, self.next),
             data,
         };
-        (record, self.jobstore, self.upsert, self.trigger)
+        let jobstore = self.jobstore.unwrap_or_else(|| DEFAULT_STORE.to_string());
+        (record, jobstore, self.upsert, self.trigger)
     }
 
     /// The record alone (no JSON value built for its trigger).
@@ -162,7 +164,6 @@ impl Scheduler {
             on_conflict,
         } = spec;
         let id = id.unwrap_or_else(JobId::random);
-        let jobstore = jobstore.unwrap_or_else(|| DEFAULT_STORE.to_string());
         let args = args.map_err(|e| {
             Error::InvalidJob(format!("job '{id}': cannot serialize arguments: {e}"))
         })?;
@@ -194,7 +195,8 @@ impl Scheduler {
             TaskRef::Inline(f) => {
                 if store.capabilities().persistent {
                     return Err(Error::InvalidJob(format!(
-                        "job '{id}': an inline closure cannot be stored in job store '{jobstore}' ({}), which persists jobs; register the function with .task(\"name\", ...) on the builder and use JobSpec::new(\"name\", trigger)",
+                        "job '{id}': an inline closure cannot be stored in job store '{}' ({}), which persists jobs; register the function with .task(\"name\", ...) on the builder and use JobSpec::new(\"name\", trigger)",
+                        jobstore.as_deref().unwrap_or(DEFAULT_STORE),
                         store.backend()
                     )));
                 }
@@ -337,10 +339,12 @@ impl Scheduler {
     }
 
     fn announce_added(&self, id: &JobId, alias: &str, due: Option<DateTime<Utc>>) {
-        self.inner.emit(Event::JobAdded {
-            job_id: id.clone(),
-            jobstore: alias.to_string(),
-        });
+        if self.inner.events.wants(EventMask::JOB_ADDED) {
+            self.inner.emit(Event::JobAdded {
+                job_id: id.clone(),
+                jobstore: alias.to_string(),
+            });
+        }
         self.inner.wake_for(alias, due);
     }
 
@@ -366,23 +370,24 @@ impl Scheduler {
     /// # Errors
     /// As [`add_job`](Scheduler::add_job).
     pub async fn add_job_with_outcome(&self, spec: JobSpec) -> Result<(Job, AddOutcome)> {
-        let alias = spec
-            .jobstore
-            .clone()
-            .unwrap_or_else(|| DEFAULT_STORE.to_string());
-        let store = self.inner.store(&alias)?;
+        let store = self
+            .inner
+            .store(spec.jobstore.as_deref().unwrap_or(DEFAULT_STORE))?;
         let now = self.inner.clock.now();
-        let job = self.prepared(spec, store.as_ref(), now)?;
+        let mut job = self.prepared(spec, store.as_ref(), now)?;
         // The common case: a new job that fails on a taken id is one insert.
         if job.upsert.on_conflict == OnConflict::Fail
             && job.upsert.inline.is_none()
             && self.state() != SchedulerState::Stopped
         {
-            let alias = job.jobstore.clone();
+            let alias = job
+                .jobstore
+                .take()
+                .unwrap_or_else(|| DEFAULT_STORE.to_string());
             let (record, parts) = job.into_added();
             store.add_job(&record).await?;
             self.announce_added(&record.id, &alias, record.next_run_time);
-            let job = Job::added(record, parts, &alias, self.inner.timezone);
+            let job = Job::added(record, parts, alias, self.inner.timezone);
             return Ok((job, AddOutcome::Added));
         }
         let (record, alias, upsert, trigger) = job.into_decoded();
@@ -416,21 +421,22 @@ impl Scheduler {
     pub async fn add_jobs(&self, specs: Vec<JobSpec>) -> Result<Vec<JobId>> {
         let now = self.inner.clock.now();
         let mut prepared = Vec::with_capacity(specs.len());
-        let mut alias: Option<String> = None;
+        let mut target: Option<(String, Arc<dyn JobStore>)> = None;
         for spec in specs {
-            let a = spec
-                .jobstore
-                .clone()
-                .unwrap_or_else(|| DEFAULT_STORE.to_string());
-            match &alias {
-                Some(x) if *x != a => {
+            let a = spec.jobstore.as_deref().unwrap_or(DEFAULT_STORE);
+            let store = match &target {
+                Some((x, _)) if x != a => {
                     return Err(Error::InvalidJob(format!(
                         "add_jobs: all jobs must go to one store (found '{x}' and '{a}')"
                     )))
                 }
-                _ => alias = Some(a.clone()),
-            }
-            let store = self.inner.store(&a)?;
+                Some((_, store)) => Arc::clone(store),
+                None => {
+                    let store = self.inner.store(a)?;
+                    target = Some((a.to_string(), Arc::clone(&store)));
+                    store
+                }
+            };
             let job = self.prepared(spec, store.as_ref(), now)?;
             if job.upsert.on_conflict != OnConflict::Fail {
                 return Err(Error::InvalidJob(
@@ -439,7 +445,7 @@ impl Scheduler {
             }
             prepared.push(job);
         }
-        let Some(alias) = alias else {
+        let Some((alias, store)) = target else {
             return Ok(Vec::new());
         };
         let ids: Vec<JobId> = prepared.iter().map(|p| p.id.clone()).collect();
@@ -465,7 +471,6 @@ impl Scheduler {
             inlines.push(task.zip(upsert.inline));
             records.push(record);
         }
-        let store = self.inner.store(&alias)?;
         // Closures are in place before the jobs can be claimed; the ones
         // before them come back if the batch is refused.
         let previous: Vec<(String, Option<TaskFn>)> = inlines

@@ -514,7 +514,7 @@ impl Job {
     pub(crate) fn added(
         record: JobRecord,
         parts: AddedParts,
-        jobstore: &str,
+        jobstore: String,
         default_timezone: Tz,
     ) -> Job {
         let timezone = parts.trigger.timezone().unwrap_or(default_timezone);
@@ -525,7 +525,7 @@ impl Job {
                 data: std::sync::OnceLock::new(),
                 description: std::sync::OnceLock::new(),
             },
-            jobstore: jobstore.to_string(),
+            jobstore,
             timezone,
             pending: false,
         }
