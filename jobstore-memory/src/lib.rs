@@ -852,6 +852,25 @@ mod tests {
         }
     }
 
+    #[test]
+    fn the_due_index_takes_small_and_large_batches_in_order() {
+        let entry = |t: i64, i: usize| At(Micros(t), JobId::new(format!("job-{i}")));
+        let mut state = State::default();
+        let mut want = Vec::new();
+        // A few jobs one at a time, then batches that are merged (at least 64
+        // and a sixteenth of the index) and one that is inserted entry by entry.
+        for (from, n, times) in [(0, 5, 3), (5, 100, 4), (105, 2_000, 7), (2_105, 100, 5)] {
+            let batch: Vec<At> = (from..from + n)
+                .map(|i| entry((i % times) as i64, i))
+                .collect();
+            want.extend(batch.iter().cloned());
+            state.index_due(batch.into_iter(), n);
+        }
+        want.sort();
+        assert_eq!(state.due.len(), 2_205);
+        assert!(state.due.iter().eq(want.iter()));
+    }
+
     fn stored(version: u64) -> Stored {
         Stored {
             content: JobContent::from_stored("{}"),
