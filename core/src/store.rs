@@ -600,6 +600,12 @@ async fn traced_call<T: Rows>(
     call: impl std::future::Future<Output = Result<T>>,
 ) -> Result<T> {
     use tracing::Instrument;
+    // Nobody could record store calls (no subscriber takes debug spans, and
+    // `log` would not stand in at debug): no span is built at all.
+    let logged = !tracing::dispatcher::has_been_set() && log::max_level() >= log::Level::Debug;
+    if tracing::level_filters::LevelFilter::current() < tracing::Level::DEBUG && !logged {
+        return call.await;
+    }
     let span = tracing::debug_span!(
         "sundial.store",
         backend,

@@ -1631,6 +1631,51 @@ async fn jobs_added_in_a_batch_before_the_start_are_kept_and_run() {
     h.scheduler.shutdown(true).await.unwrap();
 }
 
+/// A batch with one bad job in it (an unknown task, another store, an upsert)
+/// adds none of its jobs, whether the scheduler is started or not, and the
+/// same batch without it then adds them all.
+#[tokio::test(start_paused = true)]
+async fn a_batch_with_a_bad_job_adds_none() {
+    let h = harness("2026-01-01T00:00:00Z");
+    let spec = |id: &str| {
+        JobSpec::new(
+            "record",
+            IntervalTrigger::every(Duration::from_secs(600)).unwrap(),
+        )
+        .id(id)
+    };
+    let bad = |i: usize| match i {
+        0 => JobSpec::new("no-such-task", DateTrigger::at(at("2026-01-02T00:00:00Z"))).id("bad"),
+        1 => spec("bad").jobstore("elsewhere"),
+        _ => spec("bad").replace_existing(true),
+    };
+    for started in [false, true] {
+        if started {
+            h.scheduler.start().await.unwrap();
+        }
+        for b in (0..3).map(bad) {
+            let err = h
+                .scheduler
+                .add_jobs(vec![spec("a"), spec("b"), b, spec("c")])
+                .await
+                .expect_err("a bad job in the batch");
+            assert!(!err.to_string().is_empty());
+            assert!(
+                h.scheduler.get_jobs(None).await.unwrap().is_empty(),
+                "started: {started}, error: {err}"
+            );
+        }
+    }
+    let ids = h
+        .scheduler
+        .add_jobs(vec![spec("a"), spec("b"), spec("c")])
+        .await
+        .unwrap();
+    assert_eq!(ids, ["a", "b", "c"].map(JobId::new));
+    assert_eq!(h.scheduler.get_jobs(None).await.unwrap().len(), 3);
+    h.scheduler.shutdown(true).await.unwrap();
+}
+
 /// The job `add_job` returns (its decoded content and trigger description
 /// made from the typed trigger only when asked for) reads as the job read
 /// back from the store (its `Debug` output too), and the stored content is

@@ -420,7 +420,12 @@ impl Scheduler {
     /// `replace_existing` is not supported in a batch.
     pub async fn add_jobs(&self, specs: Vec<JobSpec>) -> Result<Vec<JobId>> {
         let now = self.inner.clock.now();
-        let mut prepared = Vec::with_capacity(specs.len());
+        // Each job is written as soon as it is checked: nothing is stored or
+        // kept pending until the whole batch is.
+        let stopped = self.state() == SchedulerState::Stopped;
+        let mut pending = Vec::new();
+        let mut records = Vec::with_capacity(if stopped { 0 } else { specs.len() });
+        let mut inlines = Vec::new();
         let mut target: Option<(String, Arc<dyn JobStore>)> = None;
         for spec in specs {
             let a = spec.jobstore.as_deref().unwrap_or(DEFAULT_STORE);
@@ -443,39 +448,36 @@ impl Scheduler {
                     "add_jobs does not support replace_existing or if_absent; use add_job".into(),
                 ));
             }
-            prepared.push(job);
-        }
-        let Some((alias, store)) = target else {
-            return Ok(Vec::new());
-        };
-        let ids: Vec<JobId> = prepared.iter().map(|p| p.id.clone()).collect();
-        if self.state() == SchedulerState::Stopped {
-            self.inner.pending.extend(prepared.into_iter().map(|job| {
-                let (record, _, upsert, _) = job.into_decoded();
-                Pending {
+            if stopped {
+                let (record, jobstore, upsert, _) = job.into_decoded();
+                pending.push(Pending {
                     record,
-                    jobstore: alias.clone(),
+                    jobstore,
                     upsert: Upsert {
                         inline: upsert.inline,
                         ..Upsert::default()
                     },
-                }
-            }));
+                });
+            } else {
+                let task = job.upsert.inline.is_some().then(|| job.task.clone());
+                let (record, upsert) = job.into_record();
+                inlines.extend(task.zip(upsert.inline));
+                records.push(record);
+            }
+        }
+        let Some((alias, store)) = target else {
+            return Ok(Vec::new());
+        };
+        if stopped {
+            let ids = pending.iter().map(|p| p.record.record.id.clone()).collect();
+            self.inner.pending.extend(pending);
             return Ok(ids);
         }
-        let mut records = Vec::with_capacity(prepared.len());
-        let mut inlines = Vec::with_capacity(prepared.len());
-        for job in prepared {
-            let task = job.upsert.inline.is_some().then(|| job.task.clone());
-            let (record, upsert) = job.into_record();
-            inlines.push(task.zip(upsert.inline));
-            records.push(record);
-        }
+        let ids: Vec<JobId> = records.iter().map(|r| r.id.clone()).collect();
         // Closures are in place before the jobs can be claimed; the ones
         // before them come back if the batch is refused.
         let previous: Vec<(String, Option<TaskFn>)> = inlines
             .into_iter()
-            .flatten()
             .map(|(task, f)| {
                 let before = self.inner.swap_task(&task, Some(f));
                 (task, before)
