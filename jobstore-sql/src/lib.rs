@@ -1432,6 +1432,11 @@ mod tests {
         assert!(pg.select_due(2).ends_with(
             "AND id NOT IN ($3, $4) ORDER BY next_run_time, id LIMIT $5 FOR UPDATE SKIP LOCKED"
         ));
+        // PostgreSQL claims in one statement, its ids picked once.
+        assert_eq!(
+            pg.claim_due(1),
+            format!("UPDATE t SET lease_owner = $1, lease_until = $2, version = version + 1 WHERE id = ANY(ARRAY(SELECT id FROM t WHERE next_run_time <= $3 AND (lease_until IS NULL OR lease_until <= $4) AND id NOT IN ($5) ORDER BY next_run_time, id LIMIT $6 FOR UPDATE SKIP LOCKED)) RETURNING {}", schema::COLUMNS)
+        );
         // The passed-over ids, once for each half of the union.
         let poll = pg.next_run_time(1);
         assert!(

@@ -458,6 +458,23 @@ impl Sql {
         )
     }
 
+    /// Claims due, claimable rows in run order and returns them, in one
+    /// statement (PostgreSQL): parameters owner, until, now, now, the ids
+    /// passed over, limit. The ids are picked into an array first, so that
+    /// the locking subquery runs once and the limit holds.
+    pub(crate) fn claim_due(&self, skip: usize) -> String {
+        format!(
+            "UPDATE {t} SET lease_owner = {}, lease_until = {}, version = version + 1 WHERE id = ANY(ARRAY(SELECT id FROM {t} WHERE next_run_time <= {} AND (lease_until IS NULL OR lease_until <= {}){} ORDER BY next_run_time, id LIMIT {} FOR UPDATE SKIP LOCKED)) RETURNING {COLUMNS}",
+            self.p(1),
+            self.p(2),
+            self.p(3),
+            self.p(4),
+            self.not_in(5, skip),
+            self.p(5 + skip),
+            t = self.table,
+        )
+    }
+
     /// Claims `n` rows: parameters owner, until, then the ids.
     pub(crate) fn claim(&self, n: usize) -> String {
         format!(

@@ -468,6 +468,14 @@ impl Backend for SqlxBackend {
     }
 
     async fn execute_all(&self, statements: Vec<(String, Vec<Param>)>) -> Result<u64, Error> {
+        if let [(sql, params)] = statements.as_slice() {
+            // One statement is atomic on its own: no round trips to begin
+            // and commit a transaction around it.
+            let done = bind(sqlx::query(sql), params)
+                .execute(&self.pool()?)
+                .await?;
+            return Ok(done.rows_affected());
+        }
         let mut tx = self.pool()?.begin().await?;
         let mut changed = 0;
         for (sql, params) in &statements {
@@ -507,6 +515,18 @@ impl Backend for SqlxBackend {
     }
 
     async fn claim(&self, sql: &Sql, claim: Claim) -> Result<Vec<Row>, Error> {
+        if sql.dialect == Dialect::Postgres {
+            // One statement, one round trip: it picks, locks and claims.
+            let mut params = vec![Param::Text(claim.owner.clone()), Param::Int(claim.until)];
+            params.extend(claim.select_params());
+            let claimed = bind(sqlx::query(&sql.claim_due(claim.skip.len())), &params)
+                .fetch_all(&self.pool()?)
+                .await?;
+            return Ok(claimed
+                .iter()
+                .map(read_row)
+                .collect::<Result<Vec<_>, _>>()?);
+        }
         let mut tx = self.pool()?.begin().await?;
         let select = sql.select_due(claim.skip.len());
         let params = claim.select_params();
