@@ -111,20 +111,24 @@ pub(crate) fn decide(
         }
     }
     d.next = next;
-    let candidates = match (options.coalesce, run_times.split_last()) {
-        (true, Some((last, earlier))) => {
-            d.coalesced = earlier.to_vec();
-            vec![*last]
-        }
-        _ => run_times,
-    };
-    for t in candidates {
-        let late = (now - t).to_std().unwrap_or_default();
-        match options.misfire_grace_time {
-            Some(grace) if late > grace => d.missed.push((t, late)),
-            _ => d.due.push(t),
+    // The slots walked become the due ones (one list in the common case of
+    // a single slot).
+    let mut due = run_times;
+    if options.coalesce && due.len() > 1 {
+        if let Some(last) = due.pop() {
+            d.coalesced = std::mem::replace(&mut due, vec![last]);
         }
     }
+    if let Some(grace) = options.misfire_grace_time {
+        due.retain(|&t| {
+            let late = (now - t).to_std().unwrap_or_default();
+            if late > grace {
+                d.missed.push((t, late));
+            }
+            late <= grace
+        });
+    }
+    d.due = due;
     d
 }
 

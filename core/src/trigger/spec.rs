@@ -209,12 +209,17 @@ pub(crate) fn read_plain_builtin(text: &str) -> Option<BuiltinSpec> {
 fn split_tag(text: &str) -> Option<(&str, String)> {
     const KEY: &str = "\"type\":\"";
     let mut from = 0;
-    let at = loop {
-        let i = from + text[from..].find(KEY)?;
-        if i > 0 && matches!(text.as_bytes()[i - 1], b'{' | b',') {
-            break i;
+    // This build writes the tag first: no search.
+    let at = if text.strip_prefix('{').is_some_and(|t| t.starts_with(KEY)) {
+        1
+    } else {
+        loop {
+            let i = from + text[from..].find(KEY)?;
+            if i > 0 && matches!(text.as_bytes()[i - 1], b'{' | b',') {
+                break i;
+            }
+            from = i + 1;
         }
-        from = i + 1;
     };
     let start = at + KEY.len();
     let kind = &text[start..start + text[start..].find('"')?];
