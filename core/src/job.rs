@@ -86,7 +86,15 @@ pub fn add_saturating(t: DateTime<Utc>, d: std::time::Duration) -> DateTime<Utc>
 
 /// Cuts an instant to whole microseconds, the precision every store keeps.
 pub fn trunc_micros(t: DateTime<Utc>) -> DateTime<Utc> {
-    DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
+    use chrono::Timelike;
+    let nanos = t.nanosecond();
+    if nanos % 1_000 == 0 {
+        return t;
+    }
+    // Within the second (a leap second's too), without the round trip through
+    // a count of microseconds.
+    t.with_nanosecond(nanos - nanos % 1_000)
+        .unwrap_or_else(|| DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t))
 }
 
 /// Identifies one scheduler instance (process) that holds leases on jobs.
@@ -490,7 +498,9 @@ fn options_text<S: serde::Serializer>(
         static LAST: RefCell<Option<(JobOptions, Box<RawValue>)>> = const { RefCell::new(None) };
     }
     LAST.with(|last| {
-        let mut last = last.try_borrow_mut().map_err(S::Error::custom)?;
+        let Ok(mut last) = last.try_borrow_mut() else {
+            return options.serialize(s);
+        };
         if let Some((_, text)) = last.as_ref().filter(|(o, _)| o == *options) {
             return text.serialize(s);
         }
@@ -553,7 +563,33 @@ pub(crate) struct RunContent<'a> {
     pub(crate) trigger: &'a serde_json::value::RawValue,
     #[serde(default)]
     pub(crate) args: Value,
+    #[serde(deserialize_with = "options_read")]
     pub(crate) options: JobOptions,
+}
+
+/// Reads job options, reusing the options read last on this thread when
+/// their text is the same (jobs run together mostly share their options).
+fn options_read<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<JobOptions, D::Error> {
+    use serde::de::Error as _;
+    use serde_json::value::RawValue;
+    use std::cell::RefCell;
+    thread_local! {
+        static LAST: RefCell<Option<(String, JobOptions)>> = const { RefCell::new(None) };
+    }
+    let text = <&RawValue>::deserialize(d)?.get();
+    LAST.with(|last| {
+        let Ok(mut last) = last.try_borrow_mut() else {
+            return serde_json::from_str(text).map_err(D::Error::custom);
+        };
+        if let Some((_, options)) = last.as_ref().filter(|(t, _)| t == text) {
+            return Ok(options.clone());
+        }
+        let options: JobOptions = serde_json::from_str(text).map_err(D::Error::custom)?;
+        *last = Some((text.to_string(), options.clone()));
+        Ok(options)
+    })
 }
 
 impl JobContent {
@@ -617,7 +653,37 @@ mod retry_tests {
     }
 
     #[test]
-    fn options_written_in_turn_each_keep_their_own_text() {
+    fn instants_are_cut_to_whole_microseconds() {
+        for (secs, nanos, want) in [
+            (1_800_000_000, 123_456_789, 123_456_000),
+            (1_800_000_000, 123_456_000, 123_456_000),
+            (1_800_000_000, 999, 0),
+            (-1, 999_999_999, 999_999_000),
+            (0, 0, 0),
+        ] {
+            let t = DateTime::from_timestamp(secs, nanos).expect("an instant");
+            let cut = trunc_micros(t);
+            assert_eq!(
+                cut,
+                DateTime::from_timestamp(secs, want).expect("an instant")
+            );
+            assert_eq!(
+                cut,
+                DateTime::from_timestamp_micros(t.timestamp_micros()).expect("an instant")
+            );
+        }
+        assert_eq!(
+            trunc_micros(DateTime::<Utc>::MAX_UTC).timestamp_micros(),
+            DateTime::<Utc>::MAX_UTC.timestamp_micros()
+        );
+        assert_eq!(
+            trunc_micros(DateTime::<Utc>::MIN_UTC),
+            DateTime::<Utc>::MIN_UTC
+        );
+    }
+
+    #[test]
+    fn options_written_and_read_in_turn_each_keep_their_own() {
         let trigger = serde_json::json!({"type": "interval", "seconds": 5});
         let named = |n: &str| JobOptions {
             name: Some(n.into()),
@@ -654,6 +720,9 @@ mod retry_tests {
                 options,
                 "{content}"
             );
+            // Read for a run, through the cache of the options read last.
+            let read = content.for_run().map(|c| c.options);
+            assert_eq!(read.as_ref(), Some(&options), "{content}");
         }
     }
 

@@ -1631,9 +1631,9 @@ async fn jobs_added_in_a_batch_before_the_start_are_kept_and_run() {
     h.scheduler.shutdown(true).await.unwrap();
 }
 
-/// A batch with one bad job in it (an unknown task, another store, an upsert)
-/// adds none of its jobs, whether the scheduler is started or not, and the
-/// same batch without it then adds them all.
+/// A batch with one bad job in it (an unknown task, another store, an upsert;
+/// once started, an id already stored or given twice) adds none of its jobs,
+/// whether the scheduler is started or not, and says what was wrong.
 #[tokio::test(start_paused = true)]
 async fn a_batch_with_a_bad_job_adds_none() {
     let h = harness("2026-01-01T00:00:00Z");
@@ -1649,31 +1649,93 @@ async fn a_batch_with_a_bad_job_adds_none() {
         1 => spec("bad").jobstore("elsewhere"),
         _ => spec("bad").replace_existing(true),
     };
+    let refused = |e: &Error, i: usize| match (i, e) {
+        (0, Error::UnknownTask { task }) => task == "no-such-task",
+        (1, Error::InvalidJob(why)) => why.contains("all jobs must go to one store"),
+        (2, Error::InvalidJob(why)) => why.contains("does not support replace_existing"),
+        _ => false,
+    };
     for started in [false, true] {
         if started {
             h.scheduler.start().await.unwrap();
         }
-        for b in (0..3).map(bad) {
+        for i in 0..3 {
             let err = h
                 .scheduler
-                .add_jobs(vec![spec("a"), spec("b"), b, spec("c")])
+                .add_jobs(vec![spec("a"), spec("b"), bad(i), spec("c")])
                 .await
                 .expect_err("a bad job in the batch");
-            assert!(!err.to_string().is_empty());
+            assert!(refused(&err, i), "case {i}: {err}");
             assert!(
                 h.scheduler.get_jobs(None).await.unwrap().is_empty(),
                 "started: {started}, error: {err}"
             );
         }
     }
+    // Refused by the store: an id given twice, an id already stored.
+    let err = h
+        .scheduler
+        .add_jobs(vec![spec("a"), spec("b"), spec("a")])
+        .await
+        .expect_err("an id twice");
+    assert!(
+        matches!(&err, Error::ConflictingId { id } if id == "a"),
+        "{err}"
+    );
+    assert!(h.scheduler.get_jobs(None).await.unwrap().is_empty());
+    h.scheduler.add_job(spec("taken")).await.unwrap();
+    let err = h
+        .scheduler
+        .add_jobs(vec![spec("a"), spec("taken"), spec("b")])
+        .await
+        .expect_err("an id taken");
+    assert!(
+        matches!(&err, Error::ConflictingId { id } if id == "taken"),
+        "{err}"
+    );
+    assert_eq!(h.scheduler.get_jobs(None).await.unwrap().len(), 1);
     let ids = h
         .scheduler
         .add_jobs(vec![spec("a"), spec("b"), spec("c")])
         .await
         .unwrap();
     assert_eq!(ids, ["a", "b", "c"].map(JobId::new));
-    assert_eq!(h.scheduler.get_jobs(None).await.unwrap().len(), 3);
+    assert_eq!(h.scheduler.get_jobs(None).await.unwrap().len(), 4);
     h.scheduler.shutdown(true).await.unwrap();
+}
+
+/// A batch added while the scheduler starts ends up stored, never left
+/// pending by a start that took the pending jobs before the batch was kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_added_while_the_scheduler_starts_is_stored() {
+    for round in 0..5 {
+        let scheduler = Scheduler::builder()
+            .jobstore("default", MemoryJobStore::new())
+            .executor("default", AsyncExecutor::new())
+            .task("noop", |_: JobContext, _: ()| async {
+                Ok::<_, std::io::Error>(())
+            })
+            .build()
+            .unwrap();
+        let tomorrow = Utc::now() + chrono::Duration::days(1);
+        let specs: Vec<JobSpec> = (0..20_000)
+            .map(|i| JobSpec::new("noop", DateTrigger::at(tomorrow)).id(format!("job-{i}")))
+            .collect();
+        let adding = {
+            let s = scheduler.clone();
+            tokio::spawn(async move { s.add_jobs(specs).await })
+        };
+        tokio::time::sleep(Duration::from_micros(200 * round)).await;
+        scheduler.start().await.unwrap();
+        assert_eq!(adding.await.unwrap().unwrap().len(), 20_000);
+        let jobs = scheduler.get_jobs(None).await.unwrap();
+        assert_eq!(jobs.len(), 20_000, "round {round}");
+        assert!(
+            jobs.iter().all(|j| !j.is_pending()),
+            "round {round}: jobs left pending"
+        );
+        scheduler.shutdown(false).await.unwrap();
+    }
 }
 
 /// The job `add_job` returns (its decoded content and trigger description

@@ -107,8 +107,8 @@ impl NextRun {
     }
 }
 
-/// An index entry: a job's time and id, ordered by time, then by id (the
-/// order in which the SQL stores claim jobs).
+/// An index entry: a job's time and id, ordered by time, then by id as
+/// `str` orders it (claims take jobs due at the same time by id).
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct At(Micros, Key);
 

@@ -385,7 +385,8 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug {
         statements: Vec<(String, Vec<Param>, u64)>,
         check: (String, Vec<Param>),
     ) -> Result<Applied, Error>;
-    /// Selects due rows and claims them in one transaction.
+    /// Selects due rows and claims them atomically (one transaction, or on
+    /// PostgreSQL one statement).
     async fn claim(&self, sql: &Sql, claim: Claim) -> Result<Vec<Row>, Error>;
     /// Reads run rows (columns as [`schema::RUN_COLUMNS`]).
     async fn query_runs(&self, sql: String, params: Vec<Param>) -> Result<Vec<RunRow>, Error>;

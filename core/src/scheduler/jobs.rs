@@ -420,8 +420,8 @@ impl Scheduler {
     /// `replace_existing` is not supported in a batch.
     pub async fn add_jobs(&self, specs: Vec<JobSpec>) -> Result<Vec<JobId>> {
         let now = self.inner.clock.now();
-        // Each job is written as soon as it is checked: nothing is stored or
-        // kept pending until the whole batch is.
+        // Each job's record is encoded as soon as the job is checked; nothing
+        // is stored or kept pending until the whole batch is checked.
         let stopped = self.state() == SchedulerState::Stopped;
         let mut pending = Vec::new();
         let mut records = Vec::with_capacity(if stopped { 0 } else { specs.len() });
@@ -470,8 +470,20 @@ impl Scheduler {
         };
         if stopped {
             let ids = pending.iter().map(|p| p.record.record.id.clone()).collect();
-            self.inner.pending.extend(pending);
-            return Ok(ids);
+            // Started meanwhile: the batch goes to the store instead.
+            match self
+                .inner
+                .pending
+                .extend_if(|| self.state() == SchedulerState::Stopped, pending)
+            {
+                Ok(()) => return Ok(ids),
+                Err(batch) => {
+                    for p in batch {
+                        inlines.extend(p.upsert.inline.map(|f| (p.record.data.task, f)));
+                        records.push(p.record.record);
+                    }
+                }
+            }
         }
         let ids: Vec<JobId> = records.iter().map(|r| r.id.clone()).collect();
         // Closures are in place before the jobs can be claimed; the ones

@@ -60,6 +60,22 @@ impl PendingJobs {
         lock(&self.0).extend(jobs);
     }
 
+    /// Keeps `jobs` pending if `still` holds while the list is locked (a
+    /// start takes the list after it leaves the stopped state, so a batch
+    /// kept here is stored by that start); else hands them back.
+    pub(super) fn extend_if(
+        &self,
+        still: impl FnOnce() -> bool,
+        jobs: Vec<Pending>,
+    ) -> std::result::Result<(), Vec<Pending>> {
+        let mut list = lock(&self.0);
+        if !still() {
+            return Err(jobs);
+        }
+        list.extend(jobs);
+        Ok(())
+    }
+
     /// Takes every pending job out, in order.
     pub(super) fn take(&self) -> Vec<Pending> {
         std::mem::take(&mut *lock(&self.0))
