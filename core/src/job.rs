@@ -88,7 +88,7 @@ pub fn add_saturating(t: DateTime<Utc>, d: std::time::Duration) -> DateTime<Utc>
 pub fn trunc_micros(t: DateTime<Utc>) -> DateTime<Utc> {
     use chrono::Timelike;
     let nanos = t.nanosecond();
-    if nanos % 1_000 == 0 {
+    if nanos.is_multiple_of(1_000) {
         return t;
     }
     // Within the second (a leap second's too), without the round trip through

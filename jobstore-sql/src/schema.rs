@@ -462,6 +462,7 @@ impl Sql {
     /// statement (PostgreSQL): parameters owner, until, now, now, the ids
     /// passed over, limit. The ids are picked into an array first, so that
     /// the locking subquery runs once and the limit holds.
+    #[cfg(any(feature = "postgres", feature = "mysql", test))]
     pub(crate) fn claim_due(&self, skip: usize) -> String {
         format!(
             "UPDATE {t} SET lease_owner = {}, lease_until = {}, version = version + 1 WHERE id = ANY(ARRAY(SELECT id FROM {t} WHERE next_run_time <= {} AND (lease_until IS NULL OR lease_until <= {}){} ORDER BY next_run_time, id LIMIT {} FOR UPDATE SKIP LOCKED)) RETURNING {COLUMNS}",
