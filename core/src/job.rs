@@ -93,8 +93,12 @@ pub fn trunc_micros(t: DateTime<Utc>) -> DateTime<Utc> {
     }
     // Within the second (a leap second's too), without the round trip through
     // a count of microseconds.
-    t.with_nanosecond(nanos - nanos % 1_000)
-        .unwrap_or_else(|| DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t))
+    t.naive_utc()
+        .with_nanosecond(nanos - nanos % 1_000)
+        .map_or_else(
+            || DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t),
+            |n| n.and_utc(),
+        )
 }
 
 /// Identifies one scheduler instance (process) that holds leases on jobs.
