@@ -88,11 +88,15 @@ pub fn add_saturating(t: DateTime<Utc>, d: std::time::Duration) -> DateTime<Utc>
 pub fn trunc_micros(t: DateTime<Utc>) -> DateTime<Utc> {
     use chrono::Timelike;
     let nanos = t.nanosecond();
+    if nanos >= 1_000_000_000 {
+        // A leap second is counted into the next second, as the stores count.
+        return DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t);
+    }
     if nanos.is_multiple_of(1_000) {
         return t;
     }
-    // Within the second (a leap second's too), without the round trip through
-    // a count of microseconds.
+    // Within the second, without the round trip through a count of
+    // microseconds.
     t.naive_utc()
         .with_nanosecond(nanos - nanos % 1_000)
         .map_or_else(
@@ -683,6 +687,19 @@ mod retry_tests {
         assert_eq!(
             trunc_micros(DateTime::<Utc>::MIN_UTC),
             DateTime::<Utc>::MIN_UTC
+        );
+        // A leap second reads as the stores keep it: in the next second.
+        let leap = chrono::NaiveDate::from_ymd_opt(2016, 12, 31)
+            .and_then(|d| d.and_hms_nano_opt(23, 59, 59, 1_500_000_789))
+            .expect("a leap second")
+            .and_utc();
+        assert_eq!(
+            trunc_micros(leap),
+            DateTime::from_timestamp_micros(leap.timestamp_micros()).expect("an instant")
+        );
+        assert_eq!(
+            trunc_micros(leap).to_rfc3339(),
+            "2017-01-01T00:00:00.500+00:00"
         );
     }
 

@@ -1704,13 +1704,19 @@ async fn a_batch_with_a_bad_job_adds_none() {
     h.scheduler.shutdown(true).await.unwrap();
 }
 
-/// A batch added while the scheduler starts ends up stored, never left
-/// pending by a start that took the pending jobs before the batch was kept.
+/// Jobs added while the scheduler starts, in a batch or one at a time, end
+/// up stored: never left pending by a start that took the pending jobs
+/// before they were kept, nor sent to a store that the start has not opened
+/// yet (a SQLite file, created and migrated by the start).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_batch_added_while_the_scheduler_starts_is_stored() {
-    for round in 0..5 {
+async fn jobs_added_while_the_scheduler_starts_are_stored() {
+    let dir = std::env::temp_dir().join(format!("sundial-adding-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for round in 0..6u64 {
+        let path = dir.join(format!("round-{round}.db"));
+        let _ = std::fs::remove_file(&path);
         let scheduler = Scheduler::builder()
-            .jobstore("default", MemoryJobStore::new())
+            .jobstore("default", SqlJobStore::sqlite(&path))
             .executor("default", AsyncExecutor::new())
             .task("noop", |_: JobContext, _: ()| async {
                 Ok::<_, std::io::Error>(())
@@ -1718,24 +1724,79 @@ async fn a_batch_added_while_the_scheduler_starts_is_stored() {
             .build()
             .unwrap();
         let tomorrow = Utc::now() + chrono::Duration::days(1);
-        let specs: Vec<JobSpec> = (0..20_000)
-            .map(|i| JobSpec::new("noop", DateTrigger::at(tomorrow)).id(format!("job-{i}")))
-            .collect();
-        let adding = {
+        let spec =
+            move |i: usize| JobSpec::new("noop", DateTrigger::at(tomorrow)).id(format!("job-{i}"));
+        let batch = 2_000 * (round as usize + 1);
+        let specs: Vec<JobSpec> = (0..batch).map(spec).collect();
+        let in_batch = {
             let s = scheduler.clone();
-            tokio::spawn(async move { s.add_jobs(specs).await })
+            tokio::spawn(async move { s.add_jobs(specs).await.map(|ids| ids.len()) })
         };
-        tokio::time::sleep(Duration::from_micros(200 * round)).await;
+        let one_by_one = {
+            let s = scheduler.clone();
+            tokio::spawn(async move {
+                for i in batch..batch + 300 {
+                    s.add_job(spec(i)).await?;
+                    tokio::task::yield_now().await;
+                }
+                Ok::<_, Error>(300)
+            })
+        };
+        tokio::time::sleep(Duration::from_micros(300 * round)).await;
         scheduler.start().await.unwrap();
-        assert_eq!(adding.await.unwrap().unwrap().len(), 20_000);
+        assert_eq!(in_batch.await.unwrap().unwrap(), batch, "round {round}");
+        assert_eq!(one_by_one.await.unwrap().unwrap(), 300, "round {round}");
         let jobs = scheduler.get_jobs(None).await.unwrap();
-        assert_eq!(jobs.len(), 20_000, "round {round}");
+        assert_eq!(jobs.len(), batch + 300, "round {round}");
         assert!(
             jobs.iter().all(|j| !j.is_pending()),
             "round {round}: jobs left pending"
         );
         scheduler.shutdown(false).await.unwrap();
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Before the start, a batch is all or none against the pending jobs too: an
+/// id given twice, or already pending in the same store, fails it.
+#[tokio::test(start_paused = true)]
+async fn a_batch_before_the_start_is_refused_on_a_pending_id() {
+    let h = harness("2026-01-01T00:00:00Z");
+    let spec = |id: &str| {
+        JobSpec::new(
+            "record",
+            IntervalTrigger::every(Duration::from_secs(600)).unwrap(),
+        )
+        .id(id)
+    };
+    let err = h
+        .scheduler
+        .add_jobs(vec![spec("a"), spec("b"), spec("a")])
+        .await
+        .expect_err("an id twice");
+    assert!(
+        matches!(&err, Error::ConflictingId { id } if id == "a"),
+        "{err}"
+    );
+    h.scheduler.add_job(spec("p")).await.unwrap();
+    let err = h
+        .scheduler
+        .add_jobs(vec![spec("x"), spec("p")])
+        .await
+        .expect_err("an id pending");
+    assert!(
+        matches!(&err, Error::ConflictingId { id } if id == "p"),
+        "{err}"
+    );
+    let pending = h.scheduler.get_jobs(None).await.unwrap();
+    assert_eq!(pending.len(), 1);
+    h.scheduler
+        .add_jobs(vec![spec("x"), spec("y")])
+        .await
+        .unwrap();
+    h.scheduler.start().await.unwrap();
+    assert_eq!(h.scheduler.get_jobs(None).await.unwrap().len(), 3);
+    h.scheduler.shutdown(true).await.unwrap();
 }
 
 /// The job `add_job` returns (its decoded content and trigger description

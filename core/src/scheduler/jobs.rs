@@ -375,10 +375,12 @@ impl Scheduler {
             .store(spec.jobstore.as_deref().unwrap_or(DEFAULT_STORE))?;
         let now = self.inner.clock.now();
         let mut job = self.prepared(spec, store.as_ref(), now)?;
-        // The common case: a new job that fails on a taken id is one insert.
+        // The common case: a new job that fails on a taken id is one insert
+        // (into a started store: until a start has taken the pending jobs,
+        // jobs are kept pending).
         if job.upsert.on_conflict == OnConflict::Fail
             && job.upsert.inline.is_none()
-            && self.state() != SchedulerState::Stopped
+            && self.inner.pending.is_taken()
         {
             let alias = job
                 .jobstore
@@ -401,13 +403,21 @@ impl Scheduler {
                 self.inner.job_view(job, &alias, pending)
             }
         };
-        if self.state() == SchedulerState::Stopped {
-            let (job, outcome) = self.inner.pending.add(Pending {
+        let mut upsert = upsert;
+        if !self.inner.pending.is_taken() {
+            let job = Pending {
                 record: record.clone(),
                 jobstore: alias.clone(),
                 upsert,
-            })?;
-            return Ok((view(job, true), outcome));
+            };
+            match self.inner.pending.add(job) {
+                Ok(added) => {
+                    let (job, outcome) = added?;
+                    return Ok((view(job, true), outcome));
+                }
+                // A start took the pending jobs meanwhile: stored instead.
+                Err(back) => upsert = back.upsert,
+            }
         }
         let (stored, outcome) = self.store_job(&record, &alias, &upsert).await?;
         Ok((view(stored, false), outcome))
@@ -421,8 +431,10 @@ impl Scheduler {
     pub async fn add_jobs(&self, specs: Vec<JobSpec>) -> Result<Vec<JobId>> {
         let now = self.inner.clock.now();
         // Each job's record is encoded as soon as the job is checked; nothing
-        // is stored or kept pending until the whole batch is checked.
-        let stopped = self.state() == SchedulerState::Stopped;
+        // is stored or kept pending until the whole batch is checked. Until a
+        // start has taken the pending jobs (its stores started), jobs are
+        // kept pending.
+        let stopped = !self.inner.pending.is_taken();
         let mut pending = Vec::new();
         let mut records = Vec::with_capacity(if stopped { 0 } else { specs.len() });
         let mut inlines = Vec::new();
@@ -470,13 +482,9 @@ impl Scheduler {
         };
         if stopped {
             let ids = pending.iter().map(|p| p.record.record.id.clone()).collect();
-            // Started meanwhile: the batch goes to the store instead.
-            match self
-                .inner
-                .pending
-                .extend_if(|| self.state() == SchedulerState::Stopped, pending)
-            {
-                Ok(()) => return Ok(ids),
+            match self.inner.pending.add_all(pending) {
+                Ok(added) => return added.map(|()| ids),
+                // A start took the pending jobs meanwhile: stored instead.
                 Err(batch) => {
                     for p in batch {
                         inlines.extend(p.upsert.inline.map(|f| (p.record.data.task, f)));

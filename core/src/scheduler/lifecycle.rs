@@ -37,6 +37,7 @@ impl Scheduler {
         }
         if self.is_client() {
             if let Err(e) = self.bring_up(&handle).await {
+                self.inner.pending.reopen();
                 *lock(&self.inner.state) = SchedulerState::Stopped;
                 return Err(e);
             }
@@ -54,6 +55,7 @@ impl Scheduler {
         }
         if let Err(e) = result {
             *lock(&self.inner.outcomes) = None;
+            self.inner.pending.reopen();
             *lock(&self.inner.state) = SchedulerState::Stopped;
             return Err(e);
         }
@@ -138,6 +140,8 @@ impl Scheduler {
             if *state == SchedulerState::Stopped {
                 return Err(Error::NotRunning);
             }
+            // Jobs added from now on are kept for the next start.
+            self.inner.pending.reopen();
             *state = SchedulerState::Stopped;
         }
         let run = lock(&self.inner.run).take();

@@ -1,5 +1,6 @@
 //! Jobs added before the scheduler starts: kept in order, stored when it starts.
 
+use std::collections::HashSet;
 use std::sync::Mutex;
 
 use super::jobs::Upsert;
@@ -31,13 +32,32 @@ pub(super) struct Found {
 
 /// The jobs added before start, in the order they were added.
 #[derive(Default)]
-pub(super) struct PendingJobs(Mutex<Vec<Pending>>);
+pub(super) struct PendingJobs(Mutex<List>);
+
+#[derive(Default)]
+struct List {
+    jobs: Vec<Pending>,
+    /// A start has taken the jobs to store them: a job added now would be
+    /// left behind, so it is handed back to be stored instead.
+    taken: bool,
+}
 
 impl PendingJobs {
     /// Adds a job, meeting a pending job with the same id and store as its
     /// `on_conflict` says; returns the pending job kept instead of it, if any.
-    pub(super) fn add(&self, job: Pending) -> Result<(Decoded, AddOutcome)> {
+    /// Hands the job back (`Err`) when a start has taken the pending jobs.
+    pub(super) fn add(
+        &self,
+        job: Pending,
+    ) -> std::result::Result<Result<(Decoded, AddOutcome)>, Box<Pending>> {
         let mut list = lock(&self.0);
+        if list.taken {
+            return Err(Box::new(job));
+        }
+        Ok(Self::add_to(&mut list.jobs, job))
+    }
+
+    fn add_to(list: &mut Vec<Pending>, job: Pending) -> Result<(Decoded, AddOutcome)> {
         let id = &job.record.record.id;
         let mut outcome = AddOutcome::Added;
         if let Some(pos) = list.iter().position(|p| p.is(id, &job.jobstore)) {
@@ -57,33 +77,61 @@ impl PendingJobs {
 
     /// Adds jobs at the end, as they are.
     pub(super) fn extend(&self, jobs: impl IntoIterator<Item = Pending>) {
-        lock(&self.0).extend(jobs);
+        lock(&self.0).jobs.extend(jobs);
     }
 
-    /// Keeps `jobs` pending if `still` holds while the list is locked (a
-    /// start takes the list after it leaves the stopped state, so a batch
-    /// kept here is stored by that start); else hands them back.
-    pub(super) fn extend_if(
+    /// Adds a batch of new jobs, all or none: an id given twice in it, or
+    /// already pending in the same store, fails it. Hands the batch back
+    /// (`Err`) when a start has taken the pending jobs.
+    pub(super) fn add_all(
         &self,
-        still: impl FnOnce() -> bool,
         jobs: Vec<Pending>,
-    ) -> std::result::Result<(), Vec<Pending>> {
+    ) -> std::result::Result<Result<()>, Vec<Pending>> {
         let mut list = lock(&self.0);
-        if !still() {
+        if list.taken {
             return Err(jobs);
         }
-        list.extend(jobs);
-        Ok(())
+        let mut seen: HashSet<(&str, &JobId)> = list
+            .jobs
+            .iter()
+            .map(|p| (p.jobstore.as_str(), &p.record.record.id))
+            .collect();
+        if let Some(taken) = jobs
+            .iter()
+            .find(|p| !seen.insert((p.jobstore.as_str(), &p.record.record.id)))
+        {
+            return Ok(Err(Error::ConflictingId {
+                id: taken.record.record.id.to_string(),
+            }));
+        }
+        list.jobs.extend(jobs);
+        Ok(Ok(()))
     }
 
-    /// Takes every pending job out, in order.
+    /// Takes every pending job out, in order, for a start to store them; jobs
+    /// added from now on are handed back until [`PendingJobs::reopen`].
     pub(super) fn take(&self) -> Vec<Pending> {
-        std::mem::take(&mut *lock(&self.0))
+        let mut list = lock(&self.0);
+        list.taken = true;
+        std::mem::take(&mut list.jobs)
+    }
+
+    /// Whether a start has taken the pending jobs (its stores are started):
+    /// jobs added now are stored, not kept pending.
+    pub(super) fn is_taken(&self) -> bool {
+        lock(&self.0).taken
+    }
+
+    /// Keeps jobs pending again: the scheduler is stopped (a start failed, or
+    /// it shut down).
+    pub(super) fn reopen(&self) {
+        lock(&self.0).taken = false;
     }
 
     /// A pending job by id, in `store` or (without one) in any store.
     pub(super) fn find(&self, id: &JobId, store: Option<&str>) -> Option<Found> {
         lock(&self.0)
+            .jobs
             .iter()
             .find(|p| p.record.record.id == *id && store.is_none_or(|s| s == p.jobstore))
             .map(|p| Found {
@@ -96,6 +144,7 @@ impl PendingJobs {
     /// Replaces a pending job's record.
     pub(super) fn replace(&self, jobstore: &str, record: &Decoded) {
         if let Some(p) = lock(&self.0)
+            .jobs
             .iter_mut()
             .find(|p| p.is(&record.record.id, jobstore))
         {
@@ -105,17 +154,18 @@ impl PendingJobs {
 
     /// Removes a pending job.
     pub(super) fn remove(&self, jobstore: &str, id: &JobId) {
-        lock(&self.0).retain(|p| !p.is(id, jobstore));
+        lock(&self.0).jobs.retain(|p| !p.is(id, jobstore));
     }
 
     /// Removes every pending job of a store.
     pub(super) fn remove_store(&self, jobstore: &str) {
-        lock(&self.0).retain(|p| p.jobstore != jobstore);
+        lock(&self.0).jobs.retain(|p| p.jobstore != jobstore);
     }
 
     /// The pending jobs of a store.
     pub(super) fn of_store(&self, jobstore: &str) -> Vec<Decoded> {
         lock(&self.0)
+            .jobs
             .iter()
             .filter(|p| p.jobstore == jobstore)
             .map(|p| p.record.clone())
@@ -127,7 +177,7 @@ impl std::fmt::Debug for PendingJobs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let list = lock(&self.0);
         f.debug_list()
-            .entries(list.iter().map(|p| (&p.jobstore, &p.record.record.id)))
+            .entries(list.jobs.iter().map(|p| (&p.jobstore, &p.record.record.id)))
             .finish()
     }
 }
