@@ -348,8 +348,9 @@ impl Scheduler {
         self.inner.wake_for(alias, due);
     }
 
-    /// Adds a job. Before [`start`](Scheduler::start) the job is kept pending and
-    /// stored when the scheduler starts.
+    /// Adds a job. Before [`start`](Scheduler::start) (and while a start is
+    /// still opening its stores) the job is kept pending and stored when the
+    /// scheduler starts.
     ///
     /// # Errors
     /// [`Error::ConflictingId`] (unless `replace_existing` or `if_absent`),
@@ -423,7 +424,9 @@ impl Scheduler {
         Ok((view(stored, false), outcome))
     }
 
-    /// Adds many jobs to one store in one batch (all or none).
+    /// Adds many jobs to one store in one batch (all or none). Before the
+    /// start they are kept pending, as [`add_job`](Scheduler::add_job) keeps
+    /// one.
     ///
     /// # Errors
     /// As [`add_job`](Scheduler::add_job); jobs must all name the same store.
