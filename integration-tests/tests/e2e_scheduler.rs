@@ -1580,6 +1580,32 @@ async fn a_stored_job_with_an_unreadable_trigger_is_reported_by_id() {
     h.scheduler.shutdown(true).await.unwrap();
 }
 
+/// Adds a batch of `ids` and checks that it is refused for `taken`.
+async fn refused_for_id(h: &Harness, ids: &[&str], taken: &str) {
+    let batch = ids
+        .iter()
+        .map(|id| recorded_every_ten_minutes(id))
+        .collect();
+    let err = h
+        .scheduler
+        .add_jobs(batch)
+        .await
+        .expect_err("a conflicting id");
+    assert!(
+        matches!(&err, Error::ConflictingId { id } if id == taken),
+        "{ids:?}: {err}"
+    );
+}
+
+/// A job `id` of the harness's recording task, every ten minutes.
+fn recorded_every_ten_minutes(id: &str) -> JobSpec {
+    JobSpec::new(
+        "record",
+        IntervalTrigger::every(Duration::from_secs(600)).unwrap(),
+    )
+    .id(id)
+}
+
 /// `add_jobs` before the start keeps the jobs pending (listed, decoded) and
 /// stores them at the start; `add_job` and `add_jobs` write the same content
 /// for the same spec.
@@ -1587,13 +1613,7 @@ async fn a_stored_job_with_an_unreadable_trigger_is_reported_by_id() {
 async fn jobs_added_in_a_batch_before_the_start_are_kept_and_run() {
     let h = harness("2026-01-01T00:00:00Z");
     let due = at("2026-01-01T00:10:00Z");
-    let spec = |id: &str| {
-        JobSpec::new(
-            "record",
-            IntervalTrigger::every(Duration::from_secs(600)).unwrap(),
-        )
-        .id(id)
-    };
+    let spec = recorded_every_ten_minutes;
     h.scheduler
         .add_jobs(vec![spec("early-a"), spec("early-b")])
         .await
@@ -1637,13 +1657,7 @@ async fn jobs_added_in_a_batch_before_the_start_are_kept_and_run() {
 #[tokio::test(start_paused = true)]
 async fn a_batch_with_a_bad_job_adds_none() {
     let h = harness("2026-01-01T00:00:00Z");
-    let spec = |id: &str| {
-        JobSpec::new(
-            "record",
-            IntervalTrigger::every(Duration::from_secs(600)).unwrap(),
-        )
-        .id(id)
-    };
+    let spec = recorded_every_ten_minutes;
     let bad = |i: usize| match i {
         0 => JobSpec::new("no-such-task", DateTrigger::at(at("2026-01-02T00:00:00Z"))).id("bad"),
         1 => spec("bad").jobstore("elsewhere"),
@@ -1673,26 +1687,10 @@ async fn a_batch_with_a_bad_job_adds_none() {
         }
     }
     // Refused by the store: an id given twice, an id already stored.
-    let err = h
-        .scheduler
-        .add_jobs(vec![spec("a"), spec("b"), spec("a")])
-        .await
-        .expect_err("an id twice");
-    assert!(
-        matches!(&err, Error::ConflictingId { id } if id == "a"),
-        "{err}"
-    );
+    refused_for_id(&h, &["a", "b", "a"], "a").await;
     assert!(h.scheduler.get_jobs(None).await.unwrap().is_empty());
     h.scheduler.add_job(spec("taken")).await.unwrap();
-    let err = h
-        .scheduler
-        .add_jobs(vec![spec("a"), spec("taken"), spec("b")])
-        .await
-        .expect_err("an id taken");
-    assert!(
-        matches!(&err, Error::ConflictingId { id } if id == "taken"),
-        "{err}"
-    );
+    refused_for_id(&h, &["a", "taken", "b"], "taken").await;
     assert_eq!(h.scheduler.get_jobs(None).await.unwrap().len(), 1);
     let ids = h
         .scheduler
@@ -1762,32 +1760,10 @@ async fn jobs_added_while_the_scheduler_starts_are_stored() {
 #[tokio::test(start_paused = true)]
 async fn a_batch_before_the_start_is_refused_on_a_pending_id() {
     let h = harness("2026-01-01T00:00:00Z");
-    let spec = |id: &str| {
-        JobSpec::new(
-            "record",
-            IntervalTrigger::every(Duration::from_secs(600)).unwrap(),
-        )
-        .id(id)
-    };
-    let err = h
-        .scheduler
-        .add_jobs(vec![spec("a"), spec("b"), spec("a")])
-        .await
-        .expect_err("an id twice");
-    assert!(
-        matches!(&err, Error::ConflictingId { id } if id == "a"),
-        "{err}"
-    );
+    let spec = recorded_every_ten_minutes;
+    refused_for_id(&h, &["a", "b", "a"], "a").await;
     h.scheduler.add_job(spec("p")).await.unwrap();
-    let err = h
-        .scheduler
-        .add_jobs(vec![spec("x"), spec("p")])
-        .await
-        .expect_err("an id pending");
-    assert!(
-        matches!(&err, Error::ConflictingId { id } if id == "p"),
-        "{err}"
-    );
+    refused_for_id(&h, &["x", "p"], "p").await;
     let pending = h.scheduler.get_jobs(None).await.unwrap();
     assert_eq!(pending.len(), 1);
     h.scheduler
