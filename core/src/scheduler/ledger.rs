@@ -23,9 +23,6 @@ const SWEEP_LIMIT: usize = 500;
 /// How long outcomes are gathered before they are written.
 const GATHER: std::time::Duration = std::time::Duration::from_millis(5);
 
-/// How often outcomes are looked for while they are gathered.
-const GATHER_STEP: std::time::Duration = std::time::Duration::from_millis(1);
-
 /// How many queued outcomes are written without waiting further.
 const FLUSH_BATCH: usize = 500;
 
@@ -104,23 +101,23 @@ pub(crate) async fn run(
                     // Gather what finishes within a few milliseconds into one write
                     // per store (the run loop flushes on its own before it starts
                     // runs, so waiting here never inflates a running count).
-                    // It looks again every step rather than on every outcome: one
-                    // wake-up per step, however many runs end meanwhile. (The
-                    // window needs no precision: tokio's timer, not the clock's.)
-                    let until = tokio::time::Instant::now() + GATHER;
+                    let gather = inner.clock.sleep_until(after(inner.clock.now(), GATHER));
+                    tokio::pin!(gather);
                     loop {
                         while let Ok(d) = rx.try_recv() {
                             run_ended(&inner, d, &mut ended);
                         }
-                        if inner.queued_finishes() >= FLUSH_BATCH
-                            || tokio::time::Instant::now() >= until
-                        {
+                        if inner.queued_finishes() >= FLUSH_BATCH {
                             break;
                         }
                         tokio::select! {
                             biased;
+                            _ = &mut gather => break,
                             _ = stop.cancelled() => break,
-                            _ = tokio::time::sleep(GATHER_STEP) => {}
+                            more = rx.recv() => match more {
+                                Some(d) => run_ended(&inner, d, &mut ended),
+                                None => break,
+                            },
                         }
                     }
                     inner.flush_all().await;
