@@ -88,21 +88,15 @@ pub fn add_saturating(t: DateTime<Utc>, d: std::time::Duration) -> DateTime<Utc>
 pub fn trunc_micros(t: DateTime<Utc>) -> DateTime<Utc> {
     use chrono::Timelike;
     let nanos = t.nanosecond();
-    if nanos >= 1_000_000_000 {
-        // A leap second is counted into the next second, as the stores count.
-        return DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t);
-    }
-    if nanos.is_multiple_of(1_000) {
-        return t;
-    }
     // Within the second, without the round trip through a count of
-    // microseconds.
-    t.naive_utc()
-        .with_nanosecond(nanos - nanos % 1_000)
-        .map_or_else(
-            || DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t),
-            |n| n.and_utc(),
-        )
+    // microseconds; a leap second is counted into the next second, as the
+    // stores count it.
+    if nanos < 1_000_000_000 {
+        if let Some(cut) = t.naive_utc().with_nanosecond(nanos - nanos % 1_000) {
+            return cut.and_utc();
+        }
+    }
+    DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
 }
 
 /// Identifies one scheduler instance (process) that holds leases on jobs.

@@ -600,10 +600,12 @@ async fn traced_call<T: Rows>(
     call: impl std::future::Future<Output = Result<T>>,
 ) -> Result<T> {
     use tracing::Instrument;
+    // Without a subscriber, `log` stands in for tracing when it logs at debug.
+    let log_stands_in =
+        !tracing::dispatcher::has_been_set() && log::max_level() >= log::Level::Debug;
     // Nobody could record store calls (no subscriber takes debug spans, and
-    // `log` would not stand in at debug): no span is built at all.
-    let logged = !tracing::dispatcher::has_been_set() && log::max_level() >= log::Level::Debug;
-    if tracing::level_filters::LevelFilter::current() < tracing::Level::DEBUG && !logged {
+    // `log` would not stand in): no span is built at all.
+    if tracing::level_filters::LevelFilter::current() < tracing::Level::DEBUG && !log_stands_in {
         return call.await;
     }
     let span = tracing::debug_span!(
@@ -615,9 +617,7 @@ async fn traced_call<T: Rows>(
     );
     // Nobody records store calls (no subscriber wants the span, and none is
     // set for `log` to stand in for): no span to enter on every poll.
-    if span.is_disabled()
-        && (tracing::dispatcher::has_been_set() || log::max_level() < log::Level::Debug)
-    {
+    if span.is_disabled() && !log_stands_in {
         return call.await;
     }
     let result = call.instrument(span.clone()).await;
